@@ -1,0 +1,55 @@
+//! `pgshim serve`: load the config, bind, serve until SIGTERM or SIGINT.
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+
+/// Runs the proxy until a signal asks it to stop.
+///
+/// # Errors
+/// An invalid config, a listen address that cannot be bound, or TLS files that
+/// cannot be loaded.
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Arc::new(Config::load(config_path)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (the `listen` key in {})", config.listen, config_path.display()))?;
+        tracing::info!(listen = %config.listen, upstream = %config.upstream_addr(), config = %config_path.display(), "pgshim listening");
+        crate::server::serve(listener, config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

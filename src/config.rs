@@ -1,0 +1,289 @@
+//! `proxy.toml`: the configuration file, parsed strictly.
+//!
+//! Unknown keys are errors that name the key and the file: a typo in a limit
+//! must not silently fall back to a default in front of a production database.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default for `[limits] max_message_bytes`: Postgres's own limit on a message.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024 - 1;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address clients connect to, e.g. `127.0.0.1:6432`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The Postgres server pgshim forwards to.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// Client-facing TLS; absent means SSLRequest is answered `N`.
+    pub tls: Option<ClientTlsConfig>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[upstream]`: where Postgres is and how to reach it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Host name or IP address of the Postgres server.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port of the Postgres server.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// TLS policy towards the server.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// CA certificates (PEM) that `verify-full` checks the server certificate against.
+    pub ca_file: Option<PathBuf>,
+    /// How long to wait for the TCP connection (and TLS handshake) to the server.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+/// `[upstream] tls`: the libpq `sslmode` values pgshim supports towards the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// Plaintext.
+    Disable,
+    /// TLS when the server offers it, plaintext otherwise; certificate not checked.
+    #[default]
+    Prefer,
+    /// TLS or fail; certificate not checked.
+    Require,
+    /// TLS, certificate checked against `ca_file` and the host name.
+    VerifyFull,
+}
+
+/// `[tls]`: TLS between clients and pgshim.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// Certificate chain (PEM) presented to clients.
+    pub cert: PathBuf,
+    /// Private key (PEM) for `cert`.
+    pub key: PathBuf,
+    /// When true, clients that do not negotiate TLS are refused with an error.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Client connections served at once; further clients get `53300`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest message accepted from a client, in bytes (header included).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Time a client has to complete startup and authentication.
+    #[serde(default = "default_startup_timeout_ms")]
+    pub startup_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, how long sessions may take to finish their transaction.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message, which names the key, line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and checks a configuration file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the offending key or value.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and checks configuration text; `path` is used in messages only.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `path` and the offending key or value.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.upstream.tls == UpstreamTls::VerifyFull && self.upstream.ca_file.is_none() {
+            return Err("[upstream] tls = \"verify-full\" needs ca_file".into());
+        }
+        if self.limits.max_connections == 0 {
+            return Err("[limits] max_connections must be at least 1".into());
+        }
+        if self.limits.max_message_bytes < 64 {
+            return Err("[limits] max_message_bytes must be at least 64".into());
+        }
+        Ok(())
+    }
+
+    /// Upstream `host:port`, as shown in messages.
+    pub fn upstream_addr(&self) -> String {
+        format!("{}:{}", self.upstream.host, self.upstream.port)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            upstream: UpstreamConfig::default(),
+            tls: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            host: default_host(),
+            port: default_port(),
+            tls: UpstreamTls::default(),
+            ca_file: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// `connect_timeout_ms` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: default_max_connections(),
+            max_message_bytes: default_max_message_bytes(),
+            startup_timeout_ms: default_startup_timeout_ms(),
+            shutdown_timeout_ms: default_shutdown_timeout_ms(),
+        }
+    }
+}
+
+impl Limits {
+    /// `startup_timeout_ms` as a duration.
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(self.startup_timeout_ms)
+    }
+
+    /// `shutdown_timeout_ms` as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:6432".into()
+}
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_connections() -> usize {
+    1_000
+}
+fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+fn default_startup_timeout_ms() -> u64 {
+    60_000
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    30_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = Config::from_toml("[limits]\nmax_conections = 5\n", Path::new("proxy.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy.toml"), "{err}");
+        assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("", Path::new("p.toml")).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6432");
+        assert_eq!(c.upstream.port, 5432);
+        assert_eq!(c.upstream.tls, UpstreamTls::Prefer);
+    }
+
+    #[test]
+    fn verify_full_needs_ca_file() {
+        let err = Config::from_toml("[upstream]\ntls = \"verify-full\"\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ca_file"), "{err}");
+    }
+
+    #[test]
+    fn unknown_tls_mode_rejected() {
+        let err = Config::from_toml("[upstream]\ntls = \"allow\"\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allow"), "{err}");
+    }
+}

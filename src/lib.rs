@@ -1,0 +1,32 @@
+//! pgshim: a Postgres wire-protocol proxy for expand/contract column migrations.
+//!
+//! Apps point their connection string at pgshim instead of Postgres. When it has
+//! nothing to do, pgshim forwards every message byte for byte, batching writes and
+//! allocating nothing per message, so clients behave exactly as on a direct
+//! connection.
+//!
+//! # Layout
+//! - [`config`]: `proxy.toml`, parsed and checked before anything listens.
+//! - [`protocol`]: bytes <-> messages; framing by header, startup packets, the few
+//!   messages pgshim writes itself. No sockets, so it is unit-tested and fuzzable.
+//! - [`net`]: sockets and TLS on both legs (client-facing rustls acceptor, upstream
+//!   connector with the `disable`/`prefer`/`require`/`verify-full` policies).
+//! - [`session`]: one task per client: startup negotiation, authentication relay,
+//!   the full-duplex forwarding loop and its transaction-state tracking.
+//! - [`server`]: accept loop, connection cap, graceful shutdown.
+//! - [`cli`]: the `pgshim` command line.
+//! - [`error`]: the crate error type and how each failure is shown to a client.
+#![warn(missing_docs, rust_2018_idioms, clippy::all)]
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod net;
+pub mod protocol;
+pub mod server;
+pub mod session;
+
+pub use config::Config;
+pub use error::Error;

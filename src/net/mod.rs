@@ -1,0 +1,6 @@
+//! Sockets and TLS on both legs of a session.
+pub mod stream;
+pub mod tls;
+pub mod upstream;
+
+pub use stream::{Reader, Stream, Writer};

@@ -1,0 +1,163 @@
+//! rustls configuration for both legs: the acceptor clients negotiate with, and
+//! the connector pgshim uses towards the server.
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::{ClientTlsConfig, UpstreamConfig, UpstreamTls};
+use crate::error::Error;
+
+/// ALPN protocol name for direct TLS connections (PostgreSQL 17).
+pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+
+/// The one crypto provider pgshim uses; installed as the process default so no
+/// dependency can pick another (rustls panics when two are compiled in and
+/// none is chosen).
+pub fn provider() -> Arc<CryptoProvider> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the client-facing acceptor from `[tls]`.
+///
+/// # Errors
+/// [`Error::TlsSetup`] naming the file that could not be read or used.
+pub fn acceptor(cfg: &ClientTlsConfig) -> Result<TlsAcceptor, Error> {
+    let certs = read_certs(&cfg.cert)?;
+    let key = read_key(&cfg.key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::TlsSetup(format!("TLS setup failed: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            Error::TlsSetup(format!(
+                "[tls] cert {} and key {} cannot be used together: {e}",
+                cfg.cert.display(),
+                cfg.key.display()
+            ))
+        })?;
+    config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Builds the upstream connector for `[upstream] tls`; `None` for `disable`.
+///
+/// # Errors
+/// [`Error::TlsSetup`] when `ca_file` cannot be read.
+pub fn connector(cfg: &UpstreamConfig) -> Result<Option<TlsConnector>, Error> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::TlsSetup(format!("TLS setup failed: {e}")))?;
+    let config = match cfg.tls {
+        UpstreamTls::Disable => return Ok(None),
+        UpstreamTls::Prefer | UpstreamTls::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+            .with_no_client_auth(),
+        UpstreamTls::VerifyFull => {
+            let mut roots = rustls::RootCertStore::empty();
+            let path = cfg.ca_file.as_deref().ok_or_else(|| {
+                Error::TlsSetup("[upstream] tls = \"verify-full\" needs ca_file".into())
+            })?;
+            for cert in read_certs(path)? {
+                roots.add(cert).map_err(|e| {
+                    Error::TlsSetup(format!("[upstream] ca_file {}: {e}", path.display()))
+                })?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    Ok(Some(TlsConnector::from(Arc::new(config))))
+}
+
+/// The name the server certificate is checked against.
+///
+/// # Errors
+/// [`Error::TlsSetup`] when `host` is neither a DNS name nor an IP address.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
+    ServerName::try_from(host.to_owned()).map_err(|e| {
+        Error::TlsSetup(format!(
+            "[upstream] host {host:?} is not a valid TLS server name: {e}"
+        ))
+    })
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let pem = read(path)?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::TlsSetup(format!("{}: invalid PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::TlsSetup(format!(
+            "{}: no certificate found",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    let pem = read(path)?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| Error::TlsSetup(format!("{}: invalid PEM: {e}", path.display())))?
+        .ok_or_else(|| Error::TlsSetup(format!("{}: no private key found", path.display())))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::TlsSetup(format!("cannot read {}: {e}", path.display())))
+}
+
+/// `prefer` and `require`: encrypt, but accept any certificate, as libpq does.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,150 @@
+//! Backend messages pgshim writes or edits itself: `ErrorResponse`, and the
+//! SASL mechanism list of `AuthenticationSASL`.
+use bytes::{BufMut, BytesMut};
+use memchr::memchr;
+
+use super::{AUTHENTICATION_TAG, ERROR_RESPONSE_TAG};
+
+/// `AuthenticationSASL` sub-code.
+const AUTH_SASL: i32 = 10;
+/// The channel-binding mechanism pgshim hides from clients, since TLS ends at pgshim.
+const SCRAM_PLUS: &[u8] = b"SCRAM-SHA-256-PLUS";
+
+/// Severity of an `ErrorResponse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement failed; the session goes on.
+    Error,
+    /// The session ends.
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// Appends an `ErrorResponse` to `out`.
+pub fn write_error(
+    out: &mut BytesMut,
+    severity: Severity,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+) {
+    let start = out.len();
+    out.put_u8(ERROR_RESPONSE_TAG);
+    out.put_i32(0);
+    for (field, value) in [
+        (b'S', Some(severity.as_str())),
+        (b'V', Some(severity.as_str())),
+        (b'C', Some(code)),
+        (b'M', Some(message)),
+        (b'H', hint),
+    ] {
+        if let Some(value) = value {
+            out.put_u8(field);
+            put_cstr(out, value);
+        }
+    }
+    out.put_u8(0);
+    patch_len(out, start);
+}
+
+/// Strips `SCRAM-SHA-256-PLUS` from an `AuthenticationSASL` message.
+///
+/// # Returns
+/// The edited message, or `None` when `msg` is another message or offers no
+/// channel binding, in which case it is forwarded as it is.
+pub fn strip_channel_binding(msg: &[u8]) -> Option<BytesMut> {
+    if msg.first() != Some(&AUTHENTICATION_TAG) || msg.get(5..9)? != AUTH_SASL.to_be_bytes() {
+        return None;
+    }
+    let mut mechanisms = msg.get(9..)?;
+    let mut kept = Vec::new();
+    let mut stripped = false;
+    while let Some(end) = memchr(0, mechanisms) {
+        let name = &mechanisms[..end];
+        mechanisms = &mechanisms[end + 1..];
+        if name.is_empty() {
+            break;
+        }
+        if name == SCRAM_PLUS {
+            stripped = true;
+        } else {
+            kept.push(name);
+        }
+    }
+    if !stripped {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(msg.len());
+    out.put_u8(AUTHENTICATION_TAG);
+    out.put_i32(0);
+    out.put_i32(AUTH_SASL);
+    for name in kept {
+        out.put_slice(name);
+        out.put_u8(0);
+    }
+    out.put_u8(0);
+    patch_len(&mut out, 0);
+    Some(out)
+}
+
+fn put_cstr(out: &mut BytesMut, s: &str) {
+    // A NUL inside a field would end it early; messages are ours, but be safe.
+    out.extend(s.bytes().filter(|&b| b != 0));
+    out.put_u8(0);
+}
+
+fn patch_len(out: &mut BytesMut, start: usize) {
+    let len = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_layout() {
+        let mut out = BytesMut::new();
+        write_error(&mut out, Severity::Fatal, "08001", "pgshim: nope", None);
+        assert_eq!(out[0], b'E');
+        let len = i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
+        assert_eq!(len + 1, out.len());
+        let body = &out[5..];
+        assert_eq!(body, b"SFATAL\0VFATAL\0C08001\0Mpgshim: nope\0\0");
+    }
+
+    fn sasl(mechs: &[&[u8]]) -> Vec<u8> {
+        let mut body = AUTH_SASL.to_be_bytes().to_vec();
+        for m in mechs {
+            body.extend_from_slice(m);
+            body.push(0);
+        }
+        body.push(0);
+        let mut v = vec![b'R'];
+        v.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        v.extend(body);
+        v
+    }
+
+    #[test]
+    fn channel_binding_mechanism_removed() {
+        let edited =
+            strip_channel_binding(&sasl(&[b"SCRAM-SHA-256-PLUS", b"SCRAM-SHA-256"])).unwrap();
+        assert_eq!(&edited[..], &sasl(&[b"SCRAM-SHA-256"])[..]);
+    }
+
+    #[test]
+    fn plain_scram_left_alone() {
+        assert!(strip_channel_binding(&sasl(&[b"SCRAM-SHA-256"])).is_none());
+        assert!(strip_channel_binding(b"R\0\0\0\x08\0\0\0\0").is_none());
+        assert!(strip_channel_binding(b"R\0\0").is_none());
+    }
+}

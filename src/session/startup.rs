@@ -1,0 +1,145 @@
+//! Startup negotiation with a client: direct TLS, SSLRequest, GSSENCRequest,
+//! then either a StartupMessage (a session) or a CancelRequest.
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::Error;
+use crate::net::tls::ALPN_POSTGRESQL;
+use crate::net::Stream;
+use crate::protocol::startup::{self, Packet, StartupParams};
+
+use super::Context;
+
+/// First byte of a TLS handshake record: a direct-TLS client (PostgreSQL 17).
+const TLS_HANDSHAKE_BYTE: u8 = 0x16;
+
+/// What the client asked for.
+pub enum Negotiated {
+    /// A session: the raw StartupMessage to forward and what was read past it.
+    Session {
+        /// The client connection, TLS if negotiated.
+        client: Stream,
+        /// The StartupMessage as received.
+        packet: Bytes,
+        /// Its decoded parameters, for logs.
+        params: StartupParams,
+        /// Bytes the client sent after the StartupMessage.
+        leftover: BytesMut,
+    },
+    /// A CancelRequest, as received.
+    Cancel(Bytes),
+}
+
+/// Negotiation failed; `client` is set when an error can still be sent.
+pub struct Failed {
+    /// The connection, when it is still usable.
+    pub client: Option<Stream>,
+    /// Why.
+    pub error: Error,
+}
+
+/// Runs startup negotiation on a fresh connection.
+///
+/// # Errors
+/// [`Failed`] for anything Postgres would refuse, plus `[tls] required`.
+pub async fn negotiate(tcp: TcpStream, ctx: &Context) -> Result<Negotiated, Failed> {
+    let mut client = Stream::Tcp(tcp);
+    if let (Some(acceptor), Stream::Tcp(tcp)) = (&ctx.acceptor, &client) {
+        let mut first = [0u8; 1];
+        let n = tcp
+            .peek(&mut first)
+            .await
+            .map_err(|e| fail(None, Error::ClientIo(e)))?;
+        if n == 1 && first[0] == TLS_HANDSHAKE_BYTE {
+            client = accept_tls(acceptor, client, true).await?;
+        }
+    }
+    let mut buf = BytesMut::with_capacity(512);
+    let mut gss_answered = false;
+    loop {
+        let (packet, len) = match read_packet(&mut client, &mut buf).await {
+            Ok(p) => p,
+            Err(error) => return Err(fail(Some(client), error)),
+        };
+        let raw = buf.split_to(len).freeze();
+        match packet {
+            Packet::Startup(params) => {
+                let required = ctx.config.tls.as_ref().is_some_and(|t| t.required);
+                if required && !client.is_tls() {
+                    return Err(fail(Some(client), Error::TlsRequired));
+                }
+                return Ok(Negotiated::Session {
+                    client,
+                    packet: raw,
+                    params,
+                    leftover: buf,
+                });
+            }
+            Packet::Cancel => return Ok(Negotiated::Cancel(raw)),
+            Packet::GssEncRequest if gss_answered => {
+                return Err(fail(Some(client), Error::DuplicateRequest("GSSENCRequest")))
+            }
+            Packet::GssEncRequest => {
+                gss_answered = true;
+                answer(&mut client, b'N').await?;
+            }
+            Packet::SslRequest if client.is_tls() => {
+                return Err(fail(Some(client), Error::DuplicateRequest("SSLRequest")))
+            }
+            Packet::SslRequest => match &ctx.acceptor {
+                None => answer(&mut client, b'N').await?,
+                Some(_) if !buf.is_empty() => {
+                    return Err(fail(Some(client), Error::UnencryptedAfterSslRequest))
+                }
+                Some(acceptor) => {
+                    answer(&mut client, b'S').await?;
+                    client = accept_tls(acceptor, client, false).await?;
+                }
+            },
+        }
+    }
+}
+
+async fn read_packet(client: &mut Stream, buf: &mut BytesMut) -> Result<(Packet, usize), Error> {
+    loop {
+        if let Some(found) = startup::parse(buf).map_err(Error::Startup)? {
+            return Ok(found);
+        }
+        buf.reserve(512);
+        if client.read_buf(buf).await.map_err(Error::ClientIo)? == 0 {
+            return Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+async fn answer(client: &mut Stream, byte: u8) -> Result<(), Failed> {
+    client
+        .write_all(&[byte])
+        .await
+        .map_err(|e| fail(None, Error::ClientIo(e)))
+}
+
+async fn accept_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    client: Stream,
+    direct: bool,
+) -> Result<Stream, Failed> {
+    let Stream::Tcp(tcp) = client else {
+        return Err(fail(Some(client), Error::DuplicateRequest("TLS handshake")));
+    };
+    let tls = acceptor
+        .accept(tcp)
+        .await
+        .map_err(|e| fail(None, Error::ClientTls(e)))?;
+    let alpn_ok = tls.get_ref().1.alpn_protocol() == Some(ALPN_POSTGRESQL);
+    let stream = Stream::FromClientTls(Box::new(tls));
+    if direct && !alpn_ok {
+        return Err(fail(Some(stream), Error::DirectTlsWithoutAlpn));
+    }
+    Ok(stream)
+}
+
+fn fail(client: Option<Stream>, error: Error) -> Failed {
+    Failed { client, error }
+}
