@@ -25,6 +25,25 @@ pub struct Config {
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// What to do with a statement that mentions a mapped table but cannot be
+    /// rewritten safely.
+    #[serde(default)]
+    pub on_unrewritable: OnUnrewritable,
+    /// Column mapping rules (`[[rule]]`), validated by [`crate::rewrite::RuleSet`].
+    #[serde(default)]
+    pub rule: Vec<crate::rewrite::RuleConfig>,
+}
+
+/// `on_unrewritable`: a statement that mentions a mapped table but cannot be
+/// parsed or safely rewritten.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnrewritable {
+    /// Refuse it with SQLSTATE 0A000 naming the rule (the default).
+    #[default]
+    Reject,
+    /// Forward it unrewritten, logged and counted.
+    Pass,
 }
 
 /// `[upstream]`: where Postgres is and how to reach it.
@@ -45,6 +64,10 @@ pub struct UpstreamConfig {
     /// How long to wait for the TCP connection (and TLS handshake) to the server.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// pgshim's own login, used to read the catalog of mapped tables.
+    pub user: Option<String>,
+    /// Name of the environment variable holding `user`'s password.
+    pub password_env: Option<String>,
 }
 
 /// `[upstream] tls`: the libpq `sslmode` values pgshim supports towards the server.
@@ -179,6 +202,8 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             tls: None,
             limits: Limits::default(),
+            on_unrewritable: OnUnrewritable::default(),
+            rule: Vec::new(),
         }
     }
 }
@@ -191,6 +216,8 @@ impl Default for UpstreamConfig {
             tls: UpstreamTls::default(),
             ca_file: None,
             connect_timeout_ms: default_connect_timeout_ms(),
+            user: None,
+            password_env: None,
         }
     }
 }

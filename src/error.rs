@@ -77,6 +77,9 @@ pub enum Error {
     /// The configuration could not be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A rewrite rule cannot be activated.
+    #[error(transparent)]
+    Rules(#[from] crate::active::ActivateError),
     /// Certificates or keys could not be loaded.
     #[error("{0}")]
     TlsSetup(String),
@@ -109,6 +112,7 @@ impl Error {
             Error::TooManyConnections(_)
             | Error::ShuttingDown
             | Error::Config(_)
+            | Error::Rules(_)
             | Error::TlsSetup(_)
             | Error::Listen { .. } => Side::Proxy,
         }
@@ -128,7 +132,7 @@ impl Error {
             Error::UpstreamConnect { .. } => "08001",
             Error::UpstreamLost { .. } | Error::ClientTls(_) | Error::ClientIo(_) => "08006",
             Error::ShuttingDown => "57P01",
-            Error::Config(_) | Error::TlsSetup(_) | Error::Listen { .. } => "XX000",
+            Error::Config(_) | Error::Rules(_) | Error::TlsSetup(_) | Error::Listen { .. } => "XX000",
         }
     }
 

@@ -13,18 +13,24 @@
 //!   connector with the `disable`/`prefer`/`require`/`verify-full` policies).
 //! - [`session`]: one task per client: startup negotiation, authentication relay,
 //!   the full-duplex forwarding loop and its transaction-state tracking.
+//! - [`rewrite`]: pure SQL rewriting for column mapping rules (no I/O).
+//! - [`catalog`]: reads mapped tables' columns through pgshim's own login.
+//! - [`active`]: the rules in force, versioned, with per-database catalogs.
 //! - [`server`]: accept loop, connection cap, graceful shutdown.
 //! - [`cli`]: the `pgshim` command line.
 //! - [`error`]: the crate error type and how each failure is shown to a client.
 #![warn(missing_docs, rust_2018_idioms, clippy::all)]
 #![forbid(unsafe_code)]
 
+pub mod active;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod logging;
 pub mod net;
 pub mod protocol;
+pub mod rewrite;
 pub mod server;
 pub mod session;
 

@@ -29,7 +29,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let token = CancellationToken::new();
-    let ctx = Arc::new(Context::new(config.clone(), token.clone())?);
+    let ctx = Arc::new(Context::new(config.clone(), token.clone()).await?);
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     tokio::pin!(shutdown);

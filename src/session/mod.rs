@@ -1,7 +1,9 @@
 //! One task per client: startup negotiation, connecting upstream, the
 //! forwarding loop, and the one log line per connection.
 pub mod cancel;
+pub mod reject;
 pub mod relay;
+pub mod rewrite;
 pub mod startup;
 pub mod state;
 
@@ -23,7 +25,10 @@ use crate::net::upstream::Upstream;
 use crate::net::{Stream, Writer};
 use crate::protocol::startup::StartupParams;
 use crate::protocol::{Framer, TERMINATE_TAG};
-use relay::{Downstream, End, Pump};
+use crate::active::LiveRules;
+use reject::Rejections;
+use relay::{End, Pump, ToClient, ToServer};
+use rewrite::Rewriter;
 use startup::{Failed, Negotiated};
 use state::State;
 
@@ -40,28 +45,24 @@ pub struct Context {
     pub upstream: Upstream,
     /// Cancelled when pgshim starts shutting down.
     pub shutdown: CancellationToken,
+    /// The rewrite rules in force.
+    pub rules: LiveRules,
 }
 
 // === impl Context ===
 
 impl Context {
-    /// Builds the shared context, loading certificates.
+    /// Builds the shared context: loads certificates, validates the rules and
+    /// checks them against the catalog.
     ///
     /// # Errors
-    /// [`Error::TlsSetup`] when a certificate, key or CA file cannot be used.
-    pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Result<Context, Error> {
-        let acceptor = config
-            .tls
-            .as_ref()
-            .map(crate::net::tls::acceptor)
-            .transpose()?;
+    /// [`Error::TlsSetup`] when a certificate, key or CA file cannot be used,
+    /// [`Error::Rules`] when a rule cannot be activated.
+    pub async fn new(config: Arc<Config>, shutdown: CancellationToken) -> Result<Context, Error> {
+        let acceptor = config.tls.as_ref().map(crate::net::tls::acceptor).transpose()?;
         let upstream = Upstream::from_config(&config.upstream)?;
-        Ok(Context {
-            config,
-            acceptor,
-            upstream,
-            shutdown,
-        })
+        let rules = LiveRules::load(&config, &upstream).await?;
+        Ok(Context { config, acceptor, upstream, shutdown, rules })
     }
 }
 
@@ -120,8 +121,9 @@ impl Session<'_> {
         let (peer, user, database) = (self.peer, &self.params.user, &self.params.database);
         tracing::info!(client = %peer, user = %user, database = %database, tls = client.is_tls(), "connection opened");
         let state = State::new();
+        let rewriter = self.rewriter().await;
         let outcome = match self.ctx.upstream.connect().await {
-            Ok(server) => self.relay(client, server, packet, leftover, &state).await,
+            Ok(server) => self.relay(client, server, packet, leftover, &state, rewriter.as_ref()).await,
             Err(error) => {
                 farewell(&mut client, &error).await;
                 Err(error)
@@ -142,6 +144,16 @@ impl Session<'_> {
         }
     }
 
+    /// The session's view of the rules, when any apply to its database.
+    async fn rewriter(&self) -> Option<Rewriter> {
+        let version = self.ctx.rules.current();
+        if version.rules.is_empty() {
+            return None;
+        }
+        let db = version.for_database(&self.params.database, &self.ctx.config.upstream, &self.ctx.upstream).await;
+        Some(Rewriter { version, db })
+    }
+
     async fn relay(
         &self,
         client: Stream,
@@ -149,6 +161,7 @@ impl Session<'_> {
         packet: &[u8],
         mut client_buf: BytesMut,
         state: &State,
+        rewriter: Option<&Rewriter>,
     ) -> Result<End, Error> {
         let upstream = self.ctx.upstream.addr();
         let sent = async {
@@ -182,14 +195,17 @@ impl Session<'_> {
             buf: &mut server_buf,
             framer: &mut server_framer,
         };
-        let down = Downstream {
+        let rejections = Rejections::default();
+        let down = ToClient {
             shutdown: &self.ctx.shutdown,
             drain_timeout: limits.shutdown_timeout(),
             client_at_boundary: &client_at_boundary,
             upstream,
+            rejections: &rejections,
         };
+        let up = ToServer { addr: upstream, rewriter, rejections: &rejections };
         let outcome = tokio::select! {
-            r = upward.client_to_server(state, upstream) => r,
+            r = upward.client_to_server(state, up) => r,
             r = downward.server_to_client(state, down) => r,
             _ = tokio::time::sleep_until(self.deadline), if !state.authenticated() => {
                 Err(Error::StartupTimeout(limits.startup_timeout_ms))

@@ -18,10 +18,14 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::net::{Reader, Writer};
 use crate::protocol::backend::strip_channel_binding;
+use crate::protocol::frontend::PARSE_TAG;
 use crate::protocol::{
-    Frame, Framer, AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, READY_FOR_QUERY_TAG, TERMINATE_TAG,
+    Frame, Framer, AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, QUERY_TAG, READY_FOR_QUERY_TAG,
+    TERMINATE_TAG,
 };
 
+use super::reject::Rejections;
+use super::rewrite::Rewriter;
 use super::state::{Phase, State};
 
 /// Minimum free space before each read.
@@ -54,9 +58,20 @@ pub struct Pump<'a> {
     pub framer: &'a mut Framer,
 }
 
+/// Client-to-server extras: where refusals are queued and how statements
+/// are rewritten.
+pub struct ToServer<'a> {
+    /// `host:port` of the server, for errors.
+    pub addr: &'a str,
+    /// The session's rewriter; `None` or inactive means pure forwarding.
+    pub rewriter: Option<&'a Rewriter>,
+    /// Refusals in flight.
+    pub rejections: &'a Rejections,
+}
+
 /// Server-to-client extras: shutdown signalling and whether the client is at a
 /// message boundary (so pgshim may write a message of its own).
-pub struct Downstream<'a> {
+pub struct ToClient<'a> {
     /// Cancelled when pgshim starts shutting down.
     pub shutdown: &'a CancellationToken,
     /// How long a session may take to reach a safe point after shutdown starts.
@@ -65,6 +80,8 @@ pub struct Downstream<'a> {
     pub client_at_boundary: &'a AtomicBool,
     /// `host:port` of the server, for errors.
     pub upstream: &'a str,
+    /// Refusals in flight, whose stand-in errors are replaced.
+    pub rejections: &'a Rejections,
 }
 
 // === impl Pump ===
@@ -75,39 +92,44 @@ impl Pump<'_> {
     /// # Errors
     /// [`Error::ClientFrame`] for bytes that cannot be framed,
     /// [`Error::ClientIo`] and [`Error::UpstreamLost`] for broken connections.
-    pub async fn client_to_server(mut self, state: &State, upstream: &str) -> Result<End, Error> {
+    pub async fn client_to_server(mut self, state: &State, up: ToServer<'_>) -> Result<End, Error> {
+        let rewriter = up.rewriter.filter(|r| r.active());
+        let whole = |tag: u8| rewriter.is_some() && (tag == QUERY_TAG || tag == PARSE_TAG);
         loop {
             let mut off = 0;
             let mut terminated = false;
-            while let Some(frame) = self
-                .framer
-                .next(&self.buf[off..], |_| false)
-                .map_err(Error::ClientFrame)?
-            {
-                if let Frame::Raw { tag, len } = frame {
-                    if let Some(tag) = tag {
-                        state.on_frontend(tag);
-                        terminated |= tag == TERMINATE_TAG;
+            while let Some(frame) = self.framer.next(&self.buf[off..], whole).map_err(Error::ClientFrame)? {
+                match frame {
+                    Frame::Raw { tag, len } => {
+                        if let Some(tag) = tag {
+                            state.on_frontend(tag);
+                            terminated |= tag == TERMINATE_TAG;
+                        }
+                        off += len;
                     }
-                    off += len;
+                    Frame::Whole(h) => {
+                        let msg = &self.buf[off..off + h.total_len];
+                        let replacement = rewriter.and_then(|r| r.message(msg, state, up.rejections));
+                        state.on_frontend(h.tag);
+                        let Some(replacement) = replacement else {
+                            off += h.total_len;
+                            continue;
+                        };
+                        self.forward(off).await.map_err(|e| lost(up.addr, &e))?;
+                        self.buf.advance(h.total_len);
+                        self.to.write_all(&replacement).await.map_err(|e| lost(up.addr, &e))?;
+                        state.add_from_client(off + replacement.len());
+                        off = 0;
+                    }
                 }
             }
-            if off > 0 {
-                self.forward(off).await.map_err(|e| lost(upstream, &e))?;
-                state.add_from_client(off);
-            }
+            self.forward(off).await.map_err(|e| lost(up.addr, &e))?;
+            state.add_from_client(off);
             if terminated {
                 return Ok(End::ClientTerminated);
             }
-            self.buf
-                .reserve(READ_CHUNK.max(self.framer.missing(self.buf)));
-            if self
-                .from
-                .read_buf(self.buf)
-                .await
-                .map_err(Error::ClientIo)?
-                == 0
-            {
+            self.buf.reserve(READ_CHUNK.max(self.framer.missing(self.buf)));
+            if self.from.read_buf(self.buf).await.map_err(Error::ClientIo)? == 0 {
                 return Ok(End::ClientClosed);
             }
         }
@@ -122,7 +144,7 @@ impl Pump<'_> {
     pub async fn server_to_client(
         mut self,
         state: &State,
-        down: Downstream<'_>,
+        down: ToClient<'_>,
     ) -> Result<End, Error> {
         let mut last_tag = 0u8;
         let mut drain_deadline: Option<Instant> = None;
@@ -154,44 +176,48 @@ impl Pump<'_> {
     }
 
     /// Forwards every complete server message in the buffer.
-    async fn scan_server(
-        &mut self,
-        state: &State,
-        down: &Downstream<'_>,
-        last_tag: &mut u8,
-    ) -> Result<(), Error> {
+    async fn scan_server(&mut self, state: &State, down: &ToClient<'_>, last_tag: &mut u8) -> Result<(), Error> {
         let authenticated = state.authenticated();
-        let whole =
-            |tag: u8| tag == READY_FOR_QUERY_TAG || (tag == AUTHENTICATION_TAG && !authenticated);
+        let rejections = down.rejections;
+        let whole = |tag: u8| match tag {
+            READY_FOR_QUERY_TAG => true,
+            AUTHENTICATION_TAG => !authenticated,
+            ERROR_RESPONSE_TAG => rejections.any(),
+            _ => false,
+        };
         let mut off = 0;
-        while let Some(frame) = self
-            .framer
-            .next(&self.buf[off..], whole)
-            .map_err(|e| lost(down.upstream, &e))?
-        {
-            match frame {
+        while let Some(frame) = self.framer.next(&self.buf[off..], whole).map_err(|e| lost(down.upstream, &e))? {
+            let h = match frame {
                 Frame::Raw { tag, len } => {
                     if let Some(tag) = tag {
                         *last_tag = tag;
                     }
                     off += len;
+                    continue;
                 }
-                Frame::Whole(h) => {
-                    *last_tag = h.tag;
-                    let msg = &self.buf[off..off + h.total_len];
-                    if h.tag == READY_FOR_QUERY_TAG {
-                        state.on_ready_for_query(msg.get(5).copied());
-                        off += h.total_len;
-                    } else if let Some(edited) = strip_channel_binding(msg) {
-                        self.send_to_client(off, down, state).await?;
-                        self.buf.advance(h.total_len);
-                        off = 0;
-                        self.to.write_all(&edited).await.map_err(Error::ClientIo)?;
-                    } else {
-                        off += h.total_len;
+                Frame::Whole(h) => h,
+            };
+            *last_tag = h.tag;
+            let msg = &self.buf[off..off + h.total_len];
+            let replacement = match h.tag {
+                READY_FOR_QUERY_TAG => {
+                    state.on_ready_for_query(msg.get(5).copied());
+                    if rejections.any() {
+                        rejections.expire(state.readies());
                     }
+                    None
                 }
-            }
+                ERROR_RESPONSE_TAG => rejections.replace(msg),
+                _ => strip_channel_binding(msg).map(BytesMut::freeze),
+            };
+            let Some(replacement) = replacement else {
+                off += h.total_len;
+                continue;
+            };
+            self.send_to_client(off, down, state).await?;
+            self.buf.advance(h.total_len);
+            off = 0;
+            self.to.write_all(&replacement).await.map_err(Error::ClientIo)?;
         }
         self.send_to_client(off, down, state).await
     }
@@ -199,7 +225,7 @@ impl Pump<'_> {
     async fn send_to_client(
         &mut self,
         len: usize,
-        down: &Downstream<'_>,
+        down: &ToClient<'_>,
         state: &State,
     ) -> Result<(), Error> {
         if len == 0 {
@@ -215,6 +241,9 @@ impl Pump<'_> {
 
     /// Writes the first `len` buffered bytes and drops them from the buffer.
     async fn forward(&mut self, len: usize) -> std::io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
         self.to.write_all(&self.buf[..len]).await?;
         self.to.flush().await?;
         self.buf.advance(len);

@@ -1,0 +1,96 @@
+//! Reads the physical shape of mapped tables from `pg_catalog`, through
+//! pgshim's own login (`[upstream] user` and `password_env`).
+//!
+//! The rewriter needs each mapped table's columns in order (to expand `*` and
+//! INSERT without a column list) and their types (to keep literal typing the
+//! same when VALUES become a derived table). Catalogs are per database.
+use tokio_postgres::config::SslMode;
+use tokio_postgres::NoTls;
+
+use crate::config::UpstreamConfig;
+use crate::net::upstream::Upstream;
+use crate::rewrite::{Catalog, ColumnInfo, TableInfo};
+
+/// The catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// `[upstream] user` is not set, so pgshim cannot log in itself.
+    #[error("[upstream] user is not set: pgshim needs its own login to read the catalog of mapped tables")]
+    NoUser,
+    /// `password_env` names a variable that is not set.
+    #[error("[upstream] password_env names {0}, which is not set in pgshim's environment")]
+    MissingPassword(String),
+    /// Connecting failed.
+    #[error(transparent)]
+    Connect(#[from] crate::error::Error),
+    /// Logging in or querying failed.
+    #[error("reading the catalog of database {database:?} as user {user:?}: {source}")]
+    Query {
+        /// The database.
+        database: String,
+        /// pgshim's login.
+        user: String,
+        /// What Postgres said.
+        source: tokio_postgres::Error,
+    },
+}
+
+/// The catalog query: columns of the given tables, in attnum order.
+const COLUMNS_SQL: &str = "\
+SELECT n.nspname::text, c.relname::text, a.attname::text, \
+       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef \
+FROM pg_catalog.pg_attribute a \
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+JOIN unnest($1::text[], $2::text[]) AS t(nspname, relname) \
+  ON t.nspname = n.nspname AND t.relname = c.relname \
+WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+ORDER BY n.nspname, c.relname, a.attnum";
+
+/// Opens a connection to `database` as pgshim's own login.
+///
+/// # Errors
+/// [`CatalogError`] when the login is not configured or Postgres refuses it.
+pub async fn connect(cfg: &UpstreamConfig, upstream: &Upstream, database: &str) -> Result<tokio_postgres::Client, CatalogError> {
+    let user = cfg.user.as_deref().ok_or(CatalogError::NoUser)?;
+    let mut pg = tokio_postgres::Config::new();
+    pg.user(user).dbname(database).application_name("pgshim").ssl_mode(SslMode::Disable);
+    if let Some(var) = &cfg.password_env {
+        let password = std::env::var(var).map_err(|_| CatalogError::MissingPassword(var.clone()))?;
+        pg.password(password);
+    }
+    let stream = upstream.connect().await?;
+    let query_error = |source| CatalogError::Query { database: database.to_owned(), user: user.to_owned(), source };
+    let (client, connection) = pg.connect_raw(stream, NoTls).await.map_err(query_error)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "catalog connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Reads the columns of `tables` (`(schema, table)` pairs) in `database`.
+/// Tables that do not exist are absent from the result.
+///
+/// # Errors
+/// [`CatalogError`] when Postgres cannot be reached or refuses the login.
+pub async fn read(cfg: &UpstreamConfig, upstream: &Upstream, database: &str, tables: &[(String, String)]) -> Result<Catalog, CatalogError> {
+    let client = connect(cfg, upstream, database).await?;
+    let (schemas, names): (Vec<&str>, Vec<&str>) = tables.iter().map(|(s, t)| (s.as_str(), t.as_str())).unzip();
+    let rows = client.query(COLUMNS_SQL, &[&schemas, &names]).await.map_err(|source| CatalogError::Query {
+        database: database.to_owned(),
+        user: cfg.user.clone().unwrap_or_default(),
+        source,
+    })?;
+    let mut infos: Vec<TableInfo> = Vec::new();
+    for row in rows {
+        let (schema, table): (String, String) = (row.get(0), row.get(1));
+        let column = ColumnInfo { name: row.get(2), type_sql: row.get(3), not_null: row.get(4), has_default: row.get(5) };
+        match infos.last_mut() {
+            Some(last) if last.schema == schema && last.name == table => last.columns.push(column),
+            _ => infos.push(TableInfo { schema, name: table, columns: vec![column] }),
+        }
+    }
+    Ok(Catalog::new(infos))
+}

@@ -1,0 +1,124 @@
+//! What the proxy reads from `pg_catalog` at startup for each mapped table.
+//!
+//! The rewriter needs the physical column order (for `*`, `INSERT` without a column list and
+//! `COPY`) and each column's type (to type `VALUES` items the way a direct insert would).
+
+use std::collections::HashMap;
+
+/// One table's physical shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Schema name as stored in the catalog (already case-folded).
+    pub schema: String,
+    /// Table name as stored in the catalog.
+    pub name: String,
+    /// Columns in `attnum` order, dropped columns excluded.
+    pub columns: Vec<ColumnInfo>,
+}
+
+/// One physical column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    /// Column name as stored in the catalog.
+    pub name: String,
+    /// `format_type(atttypid, atttypmod)`, e.g. `character varying(50)`.
+    pub type_sql: String,
+    /// `attnotnull`.
+    pub not_null: bool,
+    /// `atthasdef`.
+    pub has_default: bool,
+}
+
+/// Lookup of [`TableInfo`] by `(schema, table)`.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    tables: HashMap<(String, String), TableInfo>,
+}
+
+// === impl TableInfo ===
+
+impl TableInfo {
+    /// The column called `name`, if the table has it.
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+// === impl ColumnInfo ===
+
+impl ColumnInfo {
+    /// The type without its modifier (`character varying(50)` -> `character varying`).
+    ///
+    /// Casting to the bare type keeps length checks where a direct insert has them: an
+    /// explicit cast to `varchar(3)` would silently truncate, the assignment to the column
+    /// still raises the error the client expects.
+    pub fn type_without_typmod(&self) -> String {
+        let mut out = String::with_capacity(self.type_sql.len());
+        let mut depth = 0usize;
+        for ch in self.type_sql.chars() {
+            match ch {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ if depth == 0 => out.push(ch),
+                _ => {}
+            }
+        }
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+}
+
+// === impl Catalog ===
+
+impl Catalog {
+    /// Build a catalog from what the proxy read.
+    pub fn new(tables: Vec<TableInfo>) -> Catalog {
+        let tables = tables
+            .into_iter()
+            .map(|t| ((t.schema.clone(), t.name.clone()), t))
+            .collect();
+        Catalog { tables }
+    }
+
+    /// The table `schema.name`, if it was read.
+    pub fn table(&self, schema: &str, name: &str) -> Option<&TableInfo> {
+        self.tables.get(&(schema.to_owned(), name.to_owned()))
+    }
+}
+
+impl From<Vec<TableInfo>> for Catalog {
+    fn from(tables: Vec<TableInfo>) -> Catalog {
+        Catalog::new(tables)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(type_sql: &str) -> ColumnInfo {
+        ColumnInfo { name: "c".into(), type_sql: type_sql.into(), not_null: false, has_default: false }
+    }
+
+    #[test]
+    fn typmod_is_stripped_anywhere_in_the_type() {
+        assert_eq!(col("character varying(50)").type_without_typmod(), "character varying");
+        assert_eq!(col("numeric(10,2)").type_without_typmod(), "numeric");
+        assert_eq!(
+            col("timestamp(3) without time zone").type_without_typmod(),
+            "timestamp without time zone"
+        );
+        assert_eq!(col("character varying(20)[]").type_without_typmod(), "character varying[]");
+        assert_eq!(col("text").type_without_typmod(), "text");
+    }
+
+    #[test]
+    fn lookup_by_schema_and_name() {
+        let cat = Catalog::new(vec![TableInfo {
+            schema: "public".into(),
+            name: "users".into(),
+            columns: vec![],
+        }]);
+        assert!(cat.table("public", "users").is_some());
+        assert!(cat.table("other", "users").is_none());
+    }
+}

@@ -1,0 +1,147 @@
+//! SQL rewriting for expand/contract column migrations: `&str` in, rewritten `String` out.
+//!
+//! Pure and I/O-free, so it can be unit-tested and fuzzed on its own. The proxy calls
+//! [`mentions_mapped_table`] on every statement text, and [`rewrite`] (or the cache's
+//! [`RewriteCache::get_or_rewrite`]) only for texts that pass it.
+//!
+//! # Layout
+//! - `config`: the raw TOML shape of a `[[rule]]`.
+//! - `rules`: validated rules, phases, the catalog check.
+//! - `catalog`: physical table shapes read at startup.
+//! - `prefilter`: the allocation-free byte check.
+//! - `source`, `edits`, `ident`: tokens with byte offsets, splicing edits into the
+//!   original text, identifier normalisation.
+//! - `transform`, `phase`: rule transforms as templates; the value a column reads as in
+//!   each phase.
+//! - `scope`, `read`: resolving column references and rewriting reads.
+//! - `write`, `insert`, `update`, `copy`: dual-write planning and its rendering.
+//! - `cache`: the bounded, literal-insensitive rewrite cache.
+//!
+//! # How a rewrite works
+//! The text is tokenised once and parsed with sqlparser's Postgres dialect. A walk over the
+//! AST resolves every column reference the way Postgres would (scopes per `SELECT`, CTE
+//! names shadowing tables, aliases hiding table names, case folding) and records edits at
+//! byte ranges of the original text. Only those ranges change: comments, layout, literals
+//! and `$n` placeholders are left as sent.
+
+mod cache;
+mod catalog;
+mod config;
+mod copy;
+mod edits;
+mod ident;
+mod insert;
+mod phase;
+mod prefilter;
+mod read;
+mod rules;
+mod scope;
+mod source;
+mod transform;
+mod update;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+pub use cache::{CacheStats, RewriteCache};
+pub use catalog::{Catalog, ColumnInfo, TableInfo};
+pub use config::{OneOrMany, RuleConfig};
+pub use prefilter::mentions_mapped_table;
+pub use rules::{Phase, Rule, RuleError, RuleSet};
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use edits::Edits;
+use read::Ctx;
+use source::Source;
+
+/// What [`rewrite`] did with a statement text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forward the text as it is.
+    Unchanged,
+    /// Forward this text instead.
+    Rewritten(String),
+}
+
+/// A statement mentions a mapped table but cannot be rewritten safely.
+///
+/// The proxy answers it with SQLSTATE `0A000` and
+/// `pgshim: cannot rewrite statement (rule <id>): <reason>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot rewrite statement (rule {rule_id}): {reason}")]
+pub struct RewriteError {
+    /// The rule whose table or column the statement touches.
+    pub rule_id: String,
+    /// What could not be rewritten.
+    pub reason: String,
+}
+
+/// Internal refusal; the rule id is filled in where it is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refuse {
+    pub rule: Option<String>,
+    pub reason: String,
+}
+
+// === impl Refuse ===
+
+impl Refuse {
+    pub(crate) fn new(reason: impl Into<String>) -> Refuse {
+        Refuse { rule: None, reason: reason.into() }
+    }
+
+    pub(crate) fn rule(rule: &Rule, reason: impl Into<String>) -> Refuse {
+        Refuse { rule: Some(rule.id.clone()), reason: reason.into() }
+    }
+}
+
+/// Rewrite one statement text (possibly several `;`-separated statements, as in a simple
+/// Query message).
+///
+/// # Errors
+/// [`RewriteError`] when the text mentions a mapped table but cannot be parsed or safely
+/// rewritten; it is never passed on unchanged in that case.
+///
+/// # Returns
+/// [`Outcome::Unchanged`] when nothing needs rewriting (always for texts that fail the
+/// prefilter), else the rewritten text.
+pub fn rewrite(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome, RewriteError> {
+    if !mentions_mapped_table(sql.as_bytes(), rules) {
+        return Ok(Outcome::Unchanged);
+    }
+    rewrite_parsed(sql, rules, catalog).map_err(|refuse| RewriteError {
+        rule_id: refuse.rule.unwrap_or_else(|| first_mentioned_rule(sql, rules)),
+        reason: refuse.reason,
+    })
+}
+
+fn rewrite_parsed(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome, Refuse> {
+    let (src, tokens) = Source::new(sql).map_err(|e| Refuse::new(format!("does not tokenize: {e}")))?;
+    let statements = Parser::new(&PostgreSqlDialect {})
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(|e| Refuse::new(format!("does not parse: {e}")))?;
+    let mut ctx = Ctx::new(&src, rules, catalog);
+    for statement in &statements {
+        ctx.walk_statement(statement)?;
+    }
+    let edits: Edits = ctx.into_edits();
+    if edits.is_empty() {
+        return Ok(Outcome::Unchanged);
+    }
+    Ok(Outcome::Rewritten(edits.apply(sql)?))
+}
+
+fn first_mentioned_rule(sql: &str, rules: &RuleSet) -> String {
+    let bytes = sql.as_bytes();
+    rules
+        .rules()
+        .iter()
+        .filter_map(|r| prefilter::find_ignore_ascii_case(bytes, r.table.to_ascii_lowercase().as_bytes()).map(|at| (at, r)))
+        .min_by_key(|(at, _)| *at)
+        .map(|(_, r)| r.id.clone())
+        .unwrap_or_else(|| "unknown".into())
+}
