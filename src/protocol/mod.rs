@@ -5,6 +5,7 @@
 //! <https://www.postgresql.org/docs/current/protocol-message-formats.html>.
 pub mod backend;
 pub mod codec;
+pub mod frontend;
 pub mod header;
 pub mod startup;
 

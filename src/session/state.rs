@@ -1,7 +1,7 @@
 //! What the session knows about the conversation, updated by both directions
 //! of the forwarding loop. Both run in one task, so there is no contention: the
 //! atomics (all `Relaxed`) are there only because the task must be `Send`.
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::protocol::{TxStatus, FUNCTION_CALL_TAG, QUERY_TAG, SYNC_TAG, TERMINATE_TAG};
 
@@ -24,8 +24,11 @@ pub enum Phase {
 pub struct State {
     /// Status byte of the last ReadyForQuery; `None` before the first.
     tx: AtomicU8,
-    /// Query, Sync and FunctionCall messages not yet answered by ReadyForQuery.
-    pending: AtomicU32,
+    /// Query, Sync and FunctionCall messages forwarded: each is answered by
+    /// exactly one ReadyForQuery.
+    requests: AtomicU64,
+    /// ReadyForQuery messages received.
+    readies: AtomicU64,
     /// The client sent something since the server was last idle.
     dirty: AtomicBool,
     /// Bytes forwarded from client to server.
@@ -41,7 +44,8 @@ impl State {
     pub fn new() -> State {
         State {
             tx: AtomicU8::new(NO_STATUS),
-            pending: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            readies: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             from_client: AtomicU64::new(0),
             from_server: AtomicU64::new(0),
@@ -52,7 +56,7 @@ impl State {
     pub fn on_frontend(&self, tag: u8) {
         match tag {
             QUERY_TAG | SYNC_TAG | FUNCTION_CALL_TAG => {
-                self.pending.fetch_add(1, Relaxed);
+                self.requests.fetch_add(1, Relaxed);
             }
             TERMINATE_TAG => return,
             _ => {}
@@ -66,10 +70,11 @@ impl State {
             .filter(|b| TxStatus::from_byte(*b).is_some())
             .unwrap_or(b'I');
         let before = self.phase();
+        // The ReadyForQuery that ends authentication answers no request.
+        let readies = self.readies.load(Relaxed) + u64::from(self.authenticated());
         self.tx.store(status, Relaxed);
-        let pending = self.pending.load(Relaxed).saturating_sub(1);
-        self.pending.store(pending, Relaxed);
-        if pending == 0 {
+        self.readies.store(readies, Relaxed);
+        if readies >= self.requests.load(Relaxed) {
             self.dirty.store(false, Relaxed);
         }
         let after = self.phase();
@@ -81,6 +86,18 @@ impl State {
     /// True once the first ReadyForQuery has been seen.
     pub fn authenticated(&self) -> bool {
         self.tx.load(Relaxed) != NO_STATUS
+    }
+
+    /// The number of the ReadyForQuery that will answer the next Sync or
+    /// Query the client sends: errors for statements pgshim refuses are
+    /// matched to it.
+    pub fn next_request(&self) -> u64 {
+        self.requests.load(Relaxed) + 1
+    }
+
+    /// ReadyForQuery messages received so far.
+    pub fn readies(&self) -> u64 {
+        self.readies.load(Relaxed)
     }
 
     /// Transaction status from the last ReadyForQuery.

@@ -1,0 +1,98 @@
+//! Frontend messages pgshim decodes to rewrite: `Query` and `Parse`. Bodies
+//! are read with bounds checks only; anything malformed is left for Postgres to
+//! reject, so the client sees exactly the error a direct connection gives.
+use bytes::{BufMut, BytesMut};
+use memchr::memchr;
+
+use super::header::HEADER_LEN;
+
+/// Frontend `Parse`.
+pub const PARSE_TAG: u8 = b'P';
+
+/// A decoded `Parse` message, borrowing from the raw message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseBody<'a> {
+    /// Statement name (empty for the unnamed statement).
+    pub name: &'a [u8],
+    /// The SQL text.
+    pub sql: &'a [u8],
+    /// The parameter type count and OIDs, as sent.
+    pub param_types: &'a [u8],
+}
+
+/// The SQL text of a whole `Query` message, without its terminator.
+pub fn query_sql(msg: &[u8]) -> Option<&[u8]> {
+    let body = msg.get(HEADER_LEN..)?;
+    let end = memchr(0, body)?;
+    (end + 1 == body.len()).then(|| &body[..end])
+}
+
+/// Decodes a whole `Parse` message.
+pub fn parse_body(msg: &[u8]) -> Option<ParseBody<'_>> {
+    let body = msg.get(HEADER_LEN..)?;
+    let name_end = memchr(0, body)?;
+    let rest = &body[name_end + 1..];
+    let sql_end = memchr(0, rest)?;
+    Some(ParseBody {
+        name: &body[..name_end],
+        sql: &rest[..sql_end],
+        param_types: &rest[sql_end + 1..],
+    })
+}
+
+/// Appends a `Query` message carrying `sql`.
+pub fn write_query(out: &mut BytesMut, sql: &[u8]) {
+    out.put_u8(super::QUERY_TAG);
+    out.put_i32((4 + sql.len() + 1) as i32);
+    out.put_slice(sql);
+    out.put_u8(0);
+}
+
+/// Appends a `Parse` message: `parse` with its SQL replaced by `sql`.
+pub fn write_parse(out: &mut BytesMut, parse: &ParseBody<'_>, sql: &[u8]) {
+    out.put_u8(PARSE_TAG);
+    out.put_i32((4 + parse.name.len() + 1 + sql.len() + 1 + parse.param_types.len()) as i32);
+    out.put_slice(parse.name);
+    out.put_u8(0);
+    out.put_slice(sql);
+    out.put_u8(0);
+    out.put_slice(parse.param_types);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_round_trip() {
+        let mut out = BytesMut::new();
+        write_query(&mut out, b"select 1");
+        assert_eq!(query_sql(&out), Some(&b"select 1"[..]));
+    }
+
+    #[test]
+    fn query_with_trailing_garbage_is_not_decoded() {
+        assert_eq!(query_sql(b"Q\0\0\0\x07a\0b"), None);
+        assert_eq!(query_sql(b"Q\0\0\0\x05a"), None);
+    }
+
+    #[test]
+    fn parse_round_trip_keeps_name_and_types() {
+        let original = ParseBody {
+            name: b"s1",
+            sql: b"select $1",
+            param_types: &[0, 1, 0, 0, 0, 23],
+        };
+        let mut out = BytesMut::new();
+        write_parse(&mut out, &original, original.sql);
+        let len = i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
+        assert_eq!(len + 1, out.len());
+        assert_eq!(parse_body(&out), Some(original));
+    }
+
+    #[test]
+    fn truncated_parse_is_not_decoded() {
+        assert_eq!(parse_body(b"P\0\0\0\x06s1"), None);
+        assert_eq!(parse_body(b"P\0"), None);
+    }
+}
