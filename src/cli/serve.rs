@@ -14,7 +14,11 @@ use crate::config::Config;
 /// cannot be loaded.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(config_path)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads()? {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -51,5 +55,16 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `PGSHIM_WORKER_THREADS`: async worker threads (default: one per core).
+fn worker_threads() -> anyhow::Result<Option<usize>> {
+    match std::env::var("PGSHIM_WORKER_THREADS") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => anyhow::bail!("PGSHIM_WORKER_THREADS must be a positive whole number, got {v:?}"),
+        },
     }
 }

@@ -78,7 +78,11 @@ mod tests {
 
     #[test]
     fn parse_round_trip_keeps_name_and_types() {
-        let original = ParseBody { name: b"s1", sql: b"select $1", param_types: &[0, 1, 0, 0, 0, 23] };
+        let original = ParseBody {
+            name: b"s1",
+            sql: b"select $1",
+            param_types: &[0, 1, 0, 0, 0, 23],
+        };
         let mut out = BytesMut::new();
         write_parse(&mut out, &original, original.sql);
         let len = i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;

@@ -207,7 +207,7 @@ impl Session<'_> {
         let outcome = tokio::select! {
             r = upward.client_to_server(state, up) => r,
             r = downward.server_to_client(state, down) => r,
-            _ = tokio::time::sleep_until(self.deadline), if !state.authenticated() => {
+            _ = startup_expired(self.deadline, state) => {
                 Err(Error::StartupTimeout(limits.startup_timeout_ms))
             }
         };
@@ -238,7 +238,7 @@ impl Session<'_> {
             Err(e) => Some(e),
         };
         if let (Some(error), true) = (error, at_boundary) {
-            farewell(client_w, &error).await;
+            farewell(client_w, error).await;
         }
         if !matches!(outcome, Ok(End::ClientTerminated)) {
             let _ = tokio::time::timeout(
@@ -248,6 +248,14 @@ impl Session<'_> {
             .await;
         }
         let _ = tokio::time::timeout(FAREWELL_TIMEOUT, server_w.shutdown()).await;
+    }
+}
+
+/// Completes at `deadline` if the session has not authenticated by then.
+async fn startup_expired(deadline: Instant, state: &State) {
+    tokio::time::sleep_until(deadline).await;
+    if state.authenticated() {
+        std::future::pending::<()>().await;
     }
 }
 

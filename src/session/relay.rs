@@ -147,14 +147,16 @@ impl Pump<'_> {
         down: ToClient<'_>,
     ) -> Result<End, Error> {
         let mut last_tag = 0u8;
-        let mut drain_deadline: Option<Instant> = None;
+        let mut draining = false;
+        // Created once: registering a fresh waiter or timer per read would
+        // take a lock on every round trip.
+        let shutdown = down.shutdown.cancelled();
+        let drain_timer = tokio::time::sleep(down.drain_timeout);
+        tokio::pin!(shutdown, drain_timer);
         loop {
             self.scan_server(state, &down, &mut last_tag).await?;
-            if drain_deadline.is_some() && self.framer.at_boundary() {
-                let phase = state.phase();
-                if phase != Phase::Busy {
-                    return Ok(End::Shutdown);
-                }
+            if draining && self.framer.at_boundary() && state.phase() != Phase::Busy {
+                return Ok(End::Shutdown);
             }
             self.buf
                 .reserve(READ_CHUNK.max(self.framer.missing(self.buf)));
@@ -165,12 +167,11 @@ impl Pump<'_> {
                     Ok(_) => {}
                     Err(e) => return Err(lost(down.upstream, &e)),
                 },
-                _ = down.shutdown.cancelled(), if drain_deadline.is_none() => {
-                    drain_deadline = Some(Instant::now() + down.drain_timeout);
+                _ = &mut shutdown, if !draining => {
+                    draining = true;
+                    drain_timer.as_mut().reset(Instant::now() + down.drain_timeout);
                 }
-                _ = sleep_until(drain_deadline), if drain_deadline.is_some() => {
-                    return Ok(End::Shutdown);
-                }
+                _ = &mut drain_timer, if draining => return Ok(End::Shutdown),
             }
         }
     }
@@ -248,13 +249,6 @@ impl Pump<'_> {
         self.to.flush().await?;
         self.buf.advance(len);
         Ok(())
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
