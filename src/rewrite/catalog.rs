@@ -96,18 +96,29 @@ mod tests {
     use super::*;
 
     fn col(type_sql: &str) -> ColumnInfo {
-        ColumnInfo { name: "c".into(), type_sql: type_sql.into(), not_null: false, has_default: false }
+        ColumnInfo {
+            name: "c".into(),
+            type_sql: type_sql.into(),
+            not_null: false,
+            has_default: false,
+        }
     }
 
     #[test]
     fn typmod_is_stripped_anywhere_in_the_type() {
-        assert_eq!(col("character varying(50)").type_without_typmod(), "character varying");
+        assert_eq!(
+            col("character varying(50)").type_without_typmod(),
+            "character varying"
+        );
         assert_eq!(col("numeric(10,2)").type_without_typmod(), "numeric");
         assert_eq!(
             col("timestamp(3) without time zone").type_without_typmod(),
             "timestamp without time zone"
         );
-        assert_eq!(col("character varying(20)[]").type_without_typmod(), "character varying[]");
+        assert_eq!(
+            col("character varying(20)[]").type_without_typmod(),
+            "character varying[]"
+        );
         assert_eq!(col("text").type_without_typmod(), "text");
     }
 

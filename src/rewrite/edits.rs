@@ -41,11 +41,20 @@ impl Edits {
     ///
     /// # Errors
     /// When the range overlaps an earlier edit: two rewrites disagree about the text.
-    pub fn replace(&mut self, start: usize, end: usize, text: impl Into<String>) -> Result<(), Refuse> {
+    pub fn replace(
+        &mut self,
+        start: usize,
+        end: usize,
+        text: impl Into<String>,
+    ) -> Result<(), Refuse> {
         if self.list.iter().any(|e| conflicts(e, start, end)) {
             return Err(Refuse::new("overlapping rewrites"));
         }
-        self.list.push(Edit { start, end, text: text.into() });
+        self.list.push(Edit {
+            start,
+            end,
+            text: text.into(),
+        });
         Ok(())
     }
 
@@ -64,7 +73,9 @@ impl Edits {
     /// When an edit straddles the range boundary.
     pub fn take_rendered(&mut self, src: &str, start: usize, end: usize) -> Result<String, Refuse> {
         let inside = |e: &Edit| {
-            e.start >= start && e.end <= end && !(e.start == e.end && (e.start == start || e.start == end))
+            e.start >= start
+                && e.end <= end
+                && !(e.start == e.end && (e.start == start || e.start == end))
         };
         let (taken, kept): (Vec<Edit>, Vec<Edit>) = self.list.drain(..).partition(inside);
         self.list = kept;
@@ -72,6 +83,24 @@ impl Edits {
             return Err(Refuse::new("overlapping rewrites"));
         }
         splice(src, start, end, taken)
+    }
+
+    /// The text of `src[start..end]` with the edits inside it applied, leaving them in place.
+    ///
+    /// # Errors
+    /// When an edit does not fall on character boundaries.
+    pub fn peek_rendered(&self, src: &str, start: usize, end: usize) -> Result<String, Refuse> {
+        let inside: Vec<Edit> = self
+            .list
+            .iter()
+            .filter(|e| {
+                e.start >= start
+                    && e.end <= end
+                    && !(e.start == e.end && (e.start == start || e.start == end))
+            })
+            .cloned()
+            .collect();
+        splice(src, start, end, inside)
     }
 
     /// Apply all edits to `src`.
@@ -90,12 +119,17 @@ fn splice(src: &str, start: usize, end: usize, mut edits: Vec<Edit>) -> Result<S
     let mut out = String::with_capacity(end.saturating_sub(start) + 64);
     let mut at = start;
     for e in edits {
-        let piece = src.get(at..e.start).ok_or_else(|| Refuse::new("edit outside character boundaries"))?;
+        let piece = src
+            .get(at..e.start)
+            .ok_or_else(|| Refuse::new("edit outside character boundaries"))?;
         out.push_str(piece);
         out.push_str(&e.text);
         at = e.end;
     }
-    out.push_str(src.get(at..end).ok_or_else(|| Refuse::new("edit outside character boundaries"))?);
+    out.push_str(
+        src.get(at..end)
+            .ok_or_else(|| Refuse::new("edit outside character boundaries"))?,
+    );
     Ok(out)
 }
 

@@ -13,9 +13,10 @@
 //!   original text, identifier normalisation.
 //! - `transform`, `phase`: rule transforms as templates; the value a column reads as in
 //!   each phase.
-//! - `scope`, `read`: resolving column references and rewriting reads.
-//! - `write`, `insert`, `update`, `copy`: dual-write planning and its rendering.
-//! - `cache`: the bounded, literal-insensitive rewrite cache.
+//! - `scope`, `from`, `read`, `items`: name resolution, scopes of `FROM` clauses, the
+//!   statement walk rewriting reads, select lists (`*`, labels).
+//! - `write`, `list`, `insert`, `update`, `copy`: dual-write planning and its rendering.
+//! - `fingerprint`, `cache`: the bounded, literal-insensitive rewrite cache.
 //!
 //! # How a rewrite works
 //! The text is tokenised once and parsed with sqlparser's Postgres dialect. A walk over the
@@ -29,8 +30,12 @@ mod catalog;
 mod config;
 mod copy;
 mod edits;
+mod fingerprint;
+mod from;
 mod ident;
 mod insert;
+mod items;
+mod list;
 mod phase;
 mod prefilter;
 mod read;
@@ -42,7 +47,7 @@ mod update;
 mod write;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use cache::{CacheStats, RewriteCache};
 pub use catalog::{Catalog, ColumnInfo, TableInfo};
@@ -90,11 +95,17 @@ pub(crate) struct Refuse {
 
 impl Refuse {
     pub(crate) fn new(reason: impl Into<String>) -> Refuse {
-        Refuse { rule: None, reason: reason.into() }
+        Refuse {
+            rule: None,
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn rule(rule: &Rule, reason: impl Into<String>) -> Refuse {
-        Refuse { rule: Some(rule.id.clone()), reason: reason.into() }
+        Refuse {
+            rule: Some(rule.id.clone()),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -113,13 +124,16 @@ pub fn rewrite(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome,
         return Ok(Outcome::Unchanged);
     }
     rewrite_parsed(sql, rules, catalog).map_err(|refuse| RewriteError {
-        rule_id: refuse.rule.unwrap_or_else(|| first_mentioned_rule(sql, rules)),
+        rule_id: refuse
+            .rule
+            .unwrap_or_else(|| first_mentioned_rule(sql, rules)),
         reason: refuse.reason,
     })
 }
 
 fn rewrite_parsed(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome, Refuse> {
-    let (src, tokens) = Source::new(sql).map_err(|e| Refuse::new(format!("does not tokenize: {e}")))?;
+    let (src, tokens) =
+        Source::new(sql).map_err(|e| Refuse::new(format!("does not tokenize: {e}")))?;
     let statements = Parser::new(&PostgreSqlDialect {})
         .with_tokens_with_locations(tokens)
         .parse_statements()
@@ -140,7 +154,10 @@ fn first_mentioned_rule(sql: &str, rules: &RuleSet) -> String {
     rules
         .rules()
         .iter()
-        .filter_map(|r| prefilter::find_ignore_ascii_case(bytes, r.table.to_ascii_lowercase().as_bytes()).map(|at| (at, r)))
+        .filter_map(|r| {
+            prefilter::find_ignore_ascii_case(bytes, r.table.to_ascii_lowercase().as_bytes())
+                .map(|at| (at, r))
+        })
         .min_by_key(|(at, _)| *at)
         .map(|(_, r)| r.id.clone())
         .unwrap_or_else(|| "unknown".into())

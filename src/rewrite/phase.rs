@@ -27,12 +27,19 @@ pub(crate) fn read_value(rule: &Rule, side: Side, index: usize, qual: &str) -> O
                 Side::Old => (plain, computed()?),
                 Side::New => (computed()?, plain),
             };
-            Some(format!("(CASE WHEN {} THEN {when_unmigrated} ELSE {when_migrated} END)", not_migrated(rule, qual)))
+            Some(format!(
+                "(CASE WHEN {} THEN {when_unmigrated} ELSE {when_migrated} END)",
+                not_migrated(rule, qual)
+            ))
         }
     }
 }
 
 /// `q.n1 IS NULL AND q.n2 IS NULL`: the row has not migrated.
 pub(crate) fn not_migrated(rule: &Rule, qual: &str) -> String {
-    rule.new.iter().map(|n| format!("{} IS NULL", column_ref(qual, n))).collect::<Vec<_>>().join(" AND ")
+    rule.new
+        .iter()
+        .map(|n| format!("{} IS NULL", column_ref(qual, n)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }

@@ -14,7 +14,10 @@ use super::rules::RuleSet;
 /// `false` means the text certainly does not name a mapped table, so the proxy can forward
 /// it unparsed.
 pub fn mentions_mapped_table(sql: &[u8], rules: &RuleSet) -> bool {
-    rules.needles.iter().any(|needle| contains_ignore_ascii_case(sql, needle))
+    rules
+        .needles
+        .iter()
+        .any(|needle| contains_ignore_ascii_case(sql, needle))
 }
 
 /// The index of the first case-insensitive occurrence of `needle` (lower-case) in `hay`.

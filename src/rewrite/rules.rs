@@ -118,7 +118,9 @@ impl std::str::FromStr for Phase {
             "expand" => Ok(Phase::Expand),
             "migrate" => Ok(Phase::Migrate),
             "contract" => Ok(Phase::Contract),
-            other => Err(format!("unknown phase {other:?} (expected expand, migrate or contract)")),
+            other => Err(format!(
+                "unknown phase {other:?} (expected expand, migrate or contract)"
+            )),
         }
     }
 }
@@ -138,13 +140,27 @@ impl fmt::Display for Phase {
 impl Rule {
     fn from_config(cfg: &RuleConfig) -> Result<Rule, RuleError> {
         let first_old = cfg.old.as_slice().first().cloned().unwrap_or_default();
-        let id = cfg.id.clone().unwrap_or_else(|| format!("{}.{}", cfg.table, first_old));
-        let invalid = |problem: String| RuleError::Invalid { rule: id.clone(), problem };
+        let id = cfg
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", cfg.table, first_old));
+        let invalid = |problem: String| RuleError::Invalid {
+            rule: id.clone(),
+            problem,
+        };
         let phase = cfg.phase.parse::<Phase>().map_err(invalid)?;
-        let (schema, table) = match parse_dotted(&cfg.table).map_err(|e| invalid(format!("table: {e}")))?.as_slice() {
+        let (schema, table) = match parse_dotted(&cfg.table)
+            .map_err(|e| invalid(format!("table: {e}")))?
+            .as_slice()
+        {
             [t] => ("public".to_owned(), t.clone()),
             [s, t] => (s.clone(), t.clone()),
-            _ => return Err(invalid(format!("table {:?} must be \"table\" or \"schema.table\"", cfg.table))),
+            _ => {
+                return Err(invalid(format!(
+                    "table {:?} must be \"table\" or \"schema.table\"",
+                    cfg.table
+                )))
+            }
         };
         let old = columns(cfg.old.as_slice(), "old").map_err(invalid)?;
         let new = columns(cfg.new.as_slice(), "new").map_err(invalid)?;
@@ -153,7 +169,18 @@ impl Rule {
         }
         let to_new = transforms(&cfg.to_new, &new, &old, "to_new", "old").map_err(invalid)?;
         let to_old = transforms(&cfg.to_old, &old, &new, "to_old", "new").map_err(invalid)?;
-        Ok(Rule { id, database: cfg.database.clone(), schema, table, old, new, phase, force: cfg.force, to_new, to_old })
+        Ok(Rule {
+            id,
+            database: cfg.database.clone(),
+            schema,
+            table,
+            old,
+            new,
+            phase,
+            force: cfg.force,
+            to_new,
+            to_old,
+        })
     }
 
     /// `schema.table`, for messages.
@@ -166,7 +193,10 @@ impl Rule {
         if let Some(i) = self.old.iter().position(|c| c == column) {
             return Some((Side::Old, i));
         }
-        self.new.iter().position(|c| c == column).map(|i| (Side::New, i))
+        self.new
+            .iter()
+            .position(|c| c == column)
+            .map(|i| (Side::New, i))
     }
 
     /// The transform that computes `column` from the other side.
@@ -223,19 +253,31 @@ fn transforms(
     for name in given.keys() {
         let norm = parse_single(name).map_err(|e| format!("{key}: {e}"))?;
         if !targets.contains(&norm) {
-            return Err(format!("{key} has an entry for {name}, which is not a column of the other shape"));
+            return Err(format!(
+                "{key} has an entry for {name}, which is not a column of the other shape"
+            ));
         }
     }
-    let lookup = |target: &str| given.iter().find(|(k, _)| parse_single(k).is_ok_and(|k| k == target));
+    let lookup = |target: &str| {
+        given
+            .iter()
+            .find(|(k, _)| parse_single(k).is_ok_and(|k| k == target))
+    };
     let mut out = Vec::with_capacity(targets.len());
     for (i, target) in targets.iter().enumerate() {
         let template = match lookup(target) {
             Some((_, text)) => Template::parse(text).map_err(|e| format!("{key}.{target} {e}"))?,
             None if targets.len() == sources.len() => Template::identity(&sources[i]),
-            None => return Err(format!("{key}.{target} is required when old and new differ in length")),
+            None => {
+                return Err(format!(
+                    "{key}.{target} is required when old and new differ in length"
+                ))
+            }
         };
         if let Some(bad) = template.columns().find(|c| !sources.iter().any(|s| s == c)) {
-            return Err(format!("{key}.{target} references {bad}, which is not an {source_side} column"));
+            return Err(format!(
+                "{key}.{target} references {bad}, which is not an {source_side} column"
+            ));
         }
         out.push(template);
     }
@@ -256,7 +298,10 @@ impl RuleSet {
             let rule = Rule::from_config(cfg)?;
             for earlier in &rules {
                 if earlier.id == rule.id {
-                    return Err(RuleError::Invalid { rule: rule.id, problem: "duplicate rule id".into() });
+                    return Err(RuleError::Invalid {
+                        rule: rule.id,
+                        problem: "duplicate rule id".into(),
+                    });
                 }
                 if !earlier.shares_scope(&rule) {
                     continue;
@@ -277,8 +322,14 @@ impl RuleSet {
     }
 
     fn from_rules(rules: Vec<Rule>) -> RuleSet {
-        let needles: BTreeSet<Vec<u8>> = rules.iter().map(|r| r.table.to_ascii_lowercase().into_bytes()).collect();
-        RuleSet { rules, needles: needles.into_iter().collect() }
+        let needles: BTreeSet<Vec<u8>> = rules
+            .iter()
+            .map(|r| r.table.to_ascii_lowercase().into_bytes())
+            .collect();
+        RuleSet {
+            rules,
+            needles: needles.into_iter().collect(),
+        }
     }
 
     /// Check each rule against the physical schema: expand and migrate need both shapes,
@@ -289,14 +340,20 @@ impl RuleSet {
     pub fn check_catalog(&self, catalog: &Catalog) -> Result<(), RuleError> {
         for rule in &self.rules {
             let Some(table) = catalog.table(&rule.schema, &rule.table) else {
-                return Err(RuleError::MissingTable { rule: rule.id.clone(), table: rule.qualified_table() });
+                return Err(RuleError::MissingTable {
+                    rule: rule.id.clone(),
+                    table: rule.qualified_table(),
+                });
             };
             let needed: Vec<&String> = match rule.phase {
                 Phase::Expand | Phase::Migrate => rule.old.iter().chain(&rule.new).collect(),
                 Phase::Contract => rule.new.iter().collect(),
             };
-            let missing: Vec<&str> =
-                needed.into_iter().filter(|c| table.column(c).is_none()).map(String::as_str).collect();
+            let missing: Vec<&str> = needed
+                .into_iter()
+                .filter(|c| table.column(c).is_none())
+                .map(String::as_str)
+                .collect();
             if !missing.is_empty() {
                 return Err(RuleError::MissingColumns {
                     rule: rule.id.clone(),
@@ -311,14 +368,23 @@ impl RuleSet {
 
     /// `(schema, table)` pairs the proxy must read from the catalog.
     pub fn tables(&self) -> Vec<(String, String)> {
-        let set: BTreeSet<(String, String)> =
-            self.rules.iter().map(|r| (r.schema.clone(), r.table.clone())).collect();
+        let set: BTreeSet<(String, String)> = self
+            .rules
+            .iter()
+            .map(|r| (r.schema.clone(), r.table.clone()))
+            .collect();
         set.into_iter().collect()
     }
 
     /// The rules that apply to `database` (rules without `database` apply everywhere).
     pub fn for_database(&self, database: &str) -> RuleSet {
-        RuleSet::from_rules(self.rules.iter().filter(|r| r.applies_to(database)).cloned().collect())
+        RuleSet::from_rules(
+            self.rules
+                .iter()
+                .filter(|r| r.applies_to(database))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// All rules, in config order.
@@ -333,17 +399,33 @@ impl RuleSet {
 
     /// Whether some rule maps `schema.table`.
     pub(crate) fn maps_table(&self, schema: &str, table: &str) -> bool {
-        self.rules.iter().any(|r| r.schema == schema && r.table == table)
+        self.rules
+            .iter()
+            .any(|r| r.schema == schema && r.table == table)
     }
 
     /// The rules on `schema.table`.
-    pub(crate) fn on_table<'a>(&'a self, schema: &'a str, table: &'a str) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.rules.iter().filter(move |r| r.schema == schema && r.table == table)
+    pub(crate) fn on_table<'a>(
+        &'a self,
+        schema: &'a str,
+        table: &'a str,
+    ) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.rules
+            .iter()
+            .filter(move |r| r.schema == schema && r.table == table)
     }
 
     /// The rule mapping `column` of `schema.table`, with the column's side and index.
-    pub(crate) fn rule_for(&self, schema: &str, table: &str, column: &str) -> Option<(&Rule, Side, usize)> {
-        self.on_table(schema, table).find_map(|r| r.side_of(column).map(|(s, i)| (r, s, i)))
+    pub(crate) fn rule_for(
+        &self,
+        schema: &str,
+        table: &str,
+        column: &str,
+    ) -> Option<(&Rule, Side, usize)> {
+        self.rules
+            .iter()
+            .filter(|r| r.schema == schema && r.table == table)
+            .find_map(|r| r.side_of(column).map(|(s, i)| (r, s, i)))
     }
 }
 

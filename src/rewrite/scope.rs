@@ -29,6 +29,8 @@ pub(crate) struct Rel {
     /// `(schema, table)` when the relation is an unaliased table, for `schema.table.col`.
     pub full_name: Option<(String, String)>,
     pub kind: RelKind,
+    /// Reachable only through its name (`EXCLUDED` in `ON CONFLICT DO UPDATE`).
+    pub qualified_only: bool,
 }
 
 /// The relations of one query level.
@@ -68,9 +70,10 @@ impl Rel {
     fn matches(&self, qualifier: &[String]) -> bool {
         match qualifier {
             [name] => self.refname.as_deref() == Some(name.as_str()),
-            [.., schema, table] => {
-                self.full_name.as_ref().is_some_and(|(s, t)| s == schema && t == table)
-            }
+            [.., schema, table] => self
+                .full_name
+                .as_ref()
+                .is_some_and(|(s, t)| s == schema && t == table),
             [] => false,
         }
     }
@@ -80,7 +83,9 @@ impl Rel {
         match &self.kind {
             RelKind::Mapped { schema, table } => Some(
                 rules.rule_for(schema, table, column).is_some()
-                    || catalog.table(schema, table).is_some_and(|t| t.column(column).is_some()),
+                    || catalog
+                        .table(schema, table)
+                        .is_some_and(|t| t.column(column).is_some()),
             ),
             RelKind::Other { columns } => columns.as_ref().map(|cs| cs.iter().any(|c| c == column)),
         }
@@ -120,15 +125,29 @@ pub(crate) fn resolve<'r>(
         return Err(Refuse::rule(rule, "mapped table without a usable name"));
     };
     // A generated `qual.col` inside an inner scope must not bind to a same-named inner rel.
-    let shadowed = scopes[depth + 1..].iter().any(|s| s.rels.iter().any(|r| r.refname == rel.refname));
+    let shadowed = scopes[depth + 1..]
+        .iter()
+        .any(|s| s.rels.iter().any(|r| r.refname == rel.refname));
     if shadowed {
-        return Err(Refuse::rule(rule, format!("reference to {column} crosses a shadowing relation name")));
+        return Err(Refuse::rule(
+            rule,
+            format!("reference to {column} crosses a shadowing relation name"),
+        ));
     }
-    Ok(Resolution::Mapped(MappedColumn { rule, side, index, qual }))
+    Ok(Resolution::Mapped(MappedColumn {
+        rule,
+        side,
+        index,
+        qual,
+    }))
 }
 
 fn find_qualified<'s>(scopes: &'s [Scope], qualifier: &[String]) -> Option<(usize, &'s Rel)> {
-    scopes.iter().enumerate().rev().find_map(|(d, s)| s.rels.iter().find(|r| r.matches(qualifier)).map(|r| (d, r)))
+    scopes
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(d, s)| s.rels.iter().find(|r| r.matches(qualifier)).map(|r| (d, r)))
 }
 
 fn find_unqualified<'s>(
@@ -139,17 +158,24 @@ fn find_unqualified<'s>(
 ) -> Result<Option<(usize, &'s Rel)>, Refuse> {
     let mut unknown_inner = false;
     for (depth, scope) in scopes.iter().enumerate().rev() {
-        let mut mapped = scope.rels.iter().filter(|r| {
-            matches!(r.kind, RelKind::Mapped { .. }) && r.has_column(column, rules, catalog) == Some(true)
+        let visible = scope.rels.iter().filter(|r| !r.qualified_only);
+        let mut mapped = visible.clone().filter(|r| {
+            matches!(r.kind, RelKind::Mapped { .. })
+                && r.has_column(column, rules, catalog) == Some(true)
         });
         if let Some(rel) = mapped.next() {
             let rule = match &rel.kind {
-                RelKind::Mapped { schema, table } => rules.rule_for(schema, table, column).map(|(r, _, _)| r),
+                RelKind::Mapped { schema, table } => {
+                    rules.rule_for(schema, table, column).map(|(r, _, _)| r)
+                }
                 RelKind::Other { .. } => None,
             };
             if mapped.next().is_some() {
                 return match rule {
-                    Some(rule) => Err(Refuse::rule(rule, format!("column reference {column} is ambiguous"))),
+                    Some(rule) => Err(Refuse::rule(
+                        rule,
+                        format!("column reference {column} is ambiguous"),
+                    )),
                     None => Ok(None),
                 };
             }
@@ -163,11 +189,17 @@ fn find_unqualified<'s>(
             }
             return Ok(Some((depth, rel)));
         }
-        let known_elsewhere = scope.rels.iter().any(|r| r.has_column(column, rules, catalog) == Some(true));
+        let known_elsewhere = scope
+            .rels
+            .iter()
+            .any(|r| r.has_column(column, rules, catalog) == Some(true));
         if known_elsewhere {
             return Ok(None);
         }
-        unknown_inner |= scope.rels.iter().any(|r| r.has_column(column, rules, catalog).is_none());
+        unknown_inner |= scope
+            .rels
+            .iter()
+            .any(|r| r.has_column(column, rules, catalog).is_none());
     }
     Ok(None)
 }

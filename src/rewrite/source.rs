@@ -69,7 +69,13 @@ impl<'a> Source<'a> {
     /// The tokenizer's error (unterminated string, ...).
     pub fn new(text: &'a str) -> Result<(Source<'a>, Vec<TokenWithSpan>), TokenizerError> {
         let all = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize_with_location()?;
-        let mut cursor = Cursor { chars: text.char_indices(), byte: 0, line: 1, column: 1, len: text.len() };
+        let mut cursor = Cursor {
+            chars: text.char_indices(),
+            byte: 0,
+            line: 1,
+            column: 1,
+            len: text.len(),
+        };
         let mut toks = Vec::with_capacity(all.len());
         for t in &all {
             if matches!(t.token, Token::Whitespace(_) | Token::EOF) {
@@ -77,7 +83,12 @@ impl<'a> Source<'a> {
             }
             let start = cursor.seek(t.span.start);
             let end = cursor.seek(t.span.end);
-            toks.push(Tok { token: t.token.clone(), start, end, loc: t.span.start });
+            toks.push(Tok {
+                token: t.token.clone(),
+                start,
+                end,
+                loc: t.span.start,
+            });
         }
         Ok((Source { text, toks }, all))
     }
@@ -85,7 +96,9 @@ impl<'a> Source<'a> {
     /// Index of the token that starts at `loc`.
     pub fn index_at(&self, loc: Location) -> Option<usize> {
         let key = (loc.line, loc.column);
-        self.toks.binary_search_by_key(&key, |t| (t.loc.line, t.loc.column)).ok()
+        self.toks
+            .binary_search_by_key(&key, |t| (t.loc.line, t.loc.column))
+            .ok()
     }
 
     /// Token index of an identifier from the AST.
@@ -93,8 +106,9 @@ impl<'a> Source<'a> {
     /// # Errors
     /// When the parser gave the identifier no usable span: refuse rather than guess.
     pub fn ident_index(&self, ident: &Ident) -> Result<usize, Refuse> {
-        self.index_at(ident.span.start)
-            .ok_or_else(|| Refuse::new(format!("no source position for identifier {}", ident.value)))
+        self.index_at(ident.span.start).ok_or_else(|| {
+            Refuse::new(format!("no source position for identifier {}", ident.value))
+        })
     }
 
     /// Byte range of an identifier from the AST.
@@ -111,7 +125,8 @@ impl<'a> Source<'a> {
     /// # Errors
     /// When the span is empty or does not start a token.
     pub fn token_index(&self, loc: Location) -> Result<usize, Refuse> {
-        self.index_at(loc).ok_or_else(|| Refuse::new("no source position for a clause"))
+        self.index_at(loc)
+            .ok_or_else(|| Refuse::new("no source position for a clause"))
     }
 
     /// Whether token `i` is the keyword `kw`.
@@ -157,7 +172,11 @@ impl<'a> Source<'a> {
     ///
     /// The list ends at an unmatched closer, `;`, the end of input, or a token at depth 0
     /// for which `stop` says so.
-    pub fn split_list(&self, first: usize, stop: impl Fn(&Source<'_>, usize) -> bool) -> Vec<(usize, usize)> {
+    pub fn split_list(
+        &self,
+        first: usize,
+        stop: impl Fn(&Source<'_>, usize) -> bool,
+    ) -> Vec<(usize, usize)> {
         let mut items = Vec::new();
         let mut depth = 0usize;
         let mut item_start = first;
@@ -185,11 +204,54 @@ impl<'a> Source<'a> {
         items
     }
 
+    /// The first token at or after `from` that is keyword `kw` at nesting depth 0 (the
+    /// search stops at an unmatched closer or `;`).
+    pub fn find_kw_depth0(&self, from: usize, kw: Keyword) -> Option<usize> {
+        let mut depth = 0usize;
+        for i in from..self.toks.len() {
+            match self.toks[i].token {
+                Token::LParen | Token::LBracket => depth += 1,
+                Token::RParen | Token::RBracket => depth = depth.checked_sub(1)?,
+                Token::SemiColon if depth == 0 => return None,
+                _ if depth == 0 && self.is_kw(i, kw) => return Some(i),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Index of the last token of the construct starting at `from`: the token before an
+    /// unmatched closer, `;`, the end of input, or a depth-0 token `stop` accepts.
+    pub fn last_before(
+        &self,
+        from: usize,
+        stop: impl Fn(&Source<'_>, usize) -> bool,
+    ) -> Option<usize> {
+        let mut depth = 0usize;
+        let mut i = from;
+        while i < self.toks.len() {
+            match self.toks[i].token {
+                Token::LParen | Token::LBracket => depth += 1,
+                Token::RParen | Token::RBracket if depth == 0 => break,
+                Token::RParen | Token::RBracket => depth -= 1,
+                Token::SemiColon if depth == 0 => break,
+                _ if depth == 0 && stop(self, i) => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        i.checked_sub(1).filter(|&last| last >= from)
+    }
+
     /// Ends a select list or `SET` list: a clause keyword at depth 0.
     pub fn ends_clause_list(&self, i: usize) -> bool {
         use Keyword::*;
         let prev_is = |kw| i > 0 && self.is_kw(i - 1, kw);
-        let Some(Tok { token: Token::Word(w), .. }) = self.toks.get(i) else {
+        let Some(Tok {
+            token: Token::Word(w),
+            ..
+        }) = self.toks.get(i)
+        else {
             return false;
         };
         if w.quote_style.is_some() {
@@ -198,8 +260,8 @@ impl<'a> Source<'a> {
         match w.keyword {
             FROM => !prev_is(DISTINCT),
             GROUP => !prev_is(WITHIN),
-            INTO | WHERE | HAVING | WINDOW | ORDER | LIMIT | OFFSET | FETCH | UNION
-            | INTERSECT | EXCEPT | RETURNING | AS => true,
+            INTO | WHERE | HAVING | WINDOW | ORDER | LIMIT | OFFSET | FETCH | UNION | INTERSECT
+            | EXCEPT | RETURNING => true,
             FOR => true,
             ON => self.is_kw(i + 1, CONFLICT),
             _ => false,
@@ -214,7 +276,11 @@ mod tests {
     #[test]
     fn byte_offsets_with_multibyte_text() {
         let (src, _) = Source::new("SELECT 'ü€', é.name FROM t é").unwrap();
-        let name = src.toks.iter().find(|t| matches!(&t.token, Token::Word(w) if w.value == "name")).unwrap();
+        let name = src
+            .toks
+            .iter()
+            .find(|t| matches!(&t.token, Token::Word(w) if w.value == "name"))
+            .unwrap();
         assert_eq!(&src.text[name.start..name.end], "name");
         let last = src.toks.last().unwrap();
         assert_eq!(&src.text[last.start..last.end], "é");
@@ -229,7 +295,8 @@ mod tests {
 
     #[test]
     fn split_list_respects_nesting_and_clause_keywords() {
-        let (src, _) = Source::new("SELECT a, f(b, c), x IS DISTINCT FROM y, z::int FROM t").unwrap();
+        let (src, _) =
+            Source::new("SELECT a, f(b, c), x IS DISTINCT FROM y, z::int FROM t").unwrap();
         let items = src.split_list(1, |s, i| s.ends_clause_list(i));
         let texts: Vec<_> = items.iter().map(|&(a, b)| src.text_of(a, b)).collect();
         assert_eq!(texts, ["a", "f(b, c)", "x IS DISTINCT FROM y", "z::int"]);

@@ -6,8 +6,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{Expr, Visit, Visitor};
-use sqlparser::parser::Parser;
 use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
 use super::ident::normalize;
@@ -31,8 +31,6 @@ enum Part {
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
     parts: Vec<Part>,
-    /// The text as configured, for messages.
-    pub text: String,
 }
 
 struct Refs<'s> {
@@ -66,7 +64,9 @@ impl Visitor for Refs<'_> {
 impl Template {
     /// A transform that is just `column`.
     pub fn identity(column: &str) -> Template {
-        Template { parts: vec![Part::Column(column.to_owned())], text: column.to_owned() }
+        Template {
+            parts: vec![Part::Column(column.to_owned())],
+        }
     }
 
     /// Parse one transform expression.
@@ -76,15 +76,24 @@ impl Template {
     /// qualified names.
     pub fn parse(text: &str) -> Result<Template, String> {
         let (src, tokens) = Source::new(text).map_err(|e| format!("does not parse: {e}"))?;
-        if src.toks.iter().any(|t| matches!(t.token, Token::Placeholder(_))) {
+        if src
+            .toks
+            .iter()
+            .any(|t| matches!(t.token, Token::Placeholder(_)))
+        {
             return Err("parameters are not allowed".into());
         }
         let mut parser = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens);
-        let expr = parser.parse_expr().map_err(|e| format!("does not parse: {e}"))?;
+        let expr = parser
+            .parse_expr()
+            .map_err(|e| format!("does not parse: {e}"))?;
         if parser.peek_token().token != Token::EOF {
             return Err("does not parse: text after the expression".into());
         }
-        let mut refs = Refs { src: &src, found: Vec::new() };
+        let mut refs = Refs {
+            src: &src,
+            found: Vec::new(),
+        };
         if let ControlFlow::Break(problem) = expr.visit(&mut refs) {
             return Err(problem);
         }
@@ -105,7 +114,7 @@ impl Template {
         if trimmed_end > at {
             parts.push(Part::Text(text[at..trimmed_end].to_owned()));
         }
-        Ok(Template { parts, text: text.to_owned() })
+        Ok(Template { parts })
     }
 
     /// The columns the transform reads, with repeats.
@@ -173,15 +182,25 @@ mod tests {
 
     #[test]
     fn case_transform_keeps_literals() {
-        let t = Template::parse("CASE status WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END").unwrap();
+        let t =
+            Template::parse("CASE status WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END").unwrap();
         assert_eq!(t.columns().collect::<Vec<_>>(), ["status"]);
     }
 
     #[test]
     fn identity_is_recognised() {
-        assert_eq!(Template::parse(" name ").unwrap().identity_column(), Some("name"));
-        assert_eq!(Template::parse("\"Name\"").unwrap().identity_column(), Some("Name"));
-        assert_eq!(Template::parse("name || ''").unwrap().identity_column(), None);
+        assert_eq!(
+            Template::parse(" name ").unwrap().identity_column(),
+            Some("name")
+        );
+        assert_eq!(
+            Template::parse("\"Name\"").unwrap().identity_column(),
+            Some("Name")
+        );
+        assert_eq!(
+            Template::parse("name || ''").unwrap().identity_column(),
+            None
+        );
     }
 
     #[test]

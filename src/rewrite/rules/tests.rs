@@ -29,20 +29,33 @@ fn rename_defaults_to_identity_and_default_id() {
     let set = RuleSet::from_configs(&[cfg("users", &["name"], &["full_name"], "expand")]).unwrap();
     let rule = &set.rules()[0];
     assert_eq!(rule.id, "users.name");
-    assert_eq!((rule.schema.as_str(), rule.table.as_str()), ("public", "users"));
+    assert_eq!(
+        (rule.schema.as_str(), rule.table.as_str()),
+        ("public", "users")
+    );
     assert_eq!(rule.to_new[0].identity_column(), Some("name"));
     assert_eq!(rule.to_old[0].identity_column(), Some("full_name"));
 }
 
 #[test]
 fn unknown_phase_names_the_rule() {
-    let err = RuleSet::from_configs(&[cfg("users", &["name"], &["full_name"], "shrink")]).unwrap_err();
-    assert_eq!(problem(err), "invalid rule users.name: unknown phase \"shrink\" (expected expand, migrate or contract)");
+    let err =
+        RuleSet::from_configs(&[cfg("users", &["name"], &["full_name"], "shrink")]).unwrap_err();
+    assert_eq!(
+        problem(err),
+        "invalid rule users.name: unknown phase \"shrink\" (expected expand, migrate or contract)"
+    );
 }
 
 #[test]
 fn split_requires_transforms() {
-    let err = RuleSet::from_configs(&[cfg("users", &["name"], &["first_name", "last_name"], "expand")]).unwrap_err();
+    let err = RuleSet::from_configs(&[cfg(
+        "users",
+        &["name"],
+        &["first_name", "last_name"],
+        "expand",
+    )])
+    .unwrap_err();
     assert!(problem(err).contains("to_new.first_name is required"));
 }
 
@@ -51,7 +64,10 @@ fn transform_over_a_column_not_in_the_other_shape() {
     let mut c = cfg("users", &["name"], &["full_name"], "expand");
     c.to_new.insert("full_name".into(), "upper(nick)".into());
     let err = RuleSet::from_configs(&[c]).unwrap_err();
-    assert_eq!(problem(err), "invalid rule users.name: to_new.full_name references nick, which is not an old column");
+    assert_eq!(
+        problem(err),
+        "invalid rule users.name: to_new.full_name references nick, which is not an old column"
+    );
 }
 
 #[test]
@@ -67,7 +83,9 @@ fn transform_that_does_not_parse() {
 fn transform_for_a_column_that_is_not_mapped() {
     let mut c = cfg("users", &["name"], &["full_name"], "expand");
     c.to_new.insert("nick".into(), "name".into());
-    assert!(problem(RuleSet::from_configs(&[c]).unwrap_err()).contains("to_new has an entry for nick"));
+    assert!(
+        problem(RuleSet::from_configs(&[c]).unwrap_err()).contains("to_new has an entry for nick")
+    );
 }
 
 #[test]
@@ -111,16 +129,25 @@ fn table(cols: &[&str]) -> Catalog {
         name: "users".into(),
         columns: cols
             .iter()
-            .map(|c| ColumnInfo { name: (*c).into(), type_sql: "text".into(), not_null: false, has_default: false })
+            .map(|c| ColumnInfo {
+                name: (*c).into(),
+                type_sql: "text".into(),
+                not_null: false,
+                has_default: false,
+            })
             .collect(),
     }])
 }
 
 #[test]
 fn catalog_check_per_phase() {
-    let expand = RuleSet::from_configs(&[cfg("users", &["name"], &["full_name"], "expand")]).unwrap();
-    let contract = RuleSet::from_configs(&[cfg("users", &["name"], &["full_name"], "contract")]).unwrap();
-    assert!(expand.check_catalog(&table(&["id", "name", "full_name"])).is_ok());
+    let expand =
+        RuleSet::from_configs(&[cfg("users", &["name"], &["full_name"], "expand")]).unwrap();
+    let contract =
+        RuleSet::from_configs(&[cfg("users", &["name"], &["full_name"], "contract")]).unwrap();
+    assert!(expand
+        .check_catalog(&table(&["id", "name", "full_name"]))
+        .is_ok());
     assert_eq!(
         problem(expand.check_catalog(&table(&["id", "name"])).unwrap_err()),
         "rule users.name cannot run in phase expand: table public.users lacks column(s) full_name"

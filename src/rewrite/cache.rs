@@ -1,0 +1,203 @@
+//! Bounded rewrite cache keyed on a literal-insensitive fingerprint.
+//!
+//! Keys are `(rules_version, fingerprint key)`. A hit splices the statement's own literals
+//! into the cached template, so `... WHERE aid = 1` and `... WHERE aid = 2` share one entry.
+//! The map is a `DashMap` (sharded locks, no global lock on the hot path); when full, an
+//! arbitrary eighth of the entries is dropped, which is cheap and good enough for a working
+//! set that fits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::fingerprint::{fingerprint, Template};
+use super::{rewrite, Catalog, Outcome, RewriteError, RuleSet};
+
+/// Counters readable by the caller.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that had to rewrite.
+    pub misses: u64,
+    /// Entries held.
+    pub size: usize,
+}
+
+#[derive(Debug)]
+enum Entry {
+    Unchanged,
+    Rewritten(Template),
+}
+
+/// A bounded cache of rewrites, shared by all sessions.
+#[derive(Debug)]
+pub struct RewriteCache {
+    map: DashMap<(u64, String), Arc<Entry>>,
+    capacity: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+// === impl RewriteCache ===
+
+impl RewriteCache {
+    /// A cache holding at most `capacity` entries (at least one).
+    pub fn new(capacity: usize) -> RewriteCache {
+        RewriteCache {
+            map: DashMap::new(),
+            capacity: capacity.max(1),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The rewrite of `sql` from the cache, or computed and cached.
+    ///
+    /// Call it only for texts that pass [`mentions_mapped_table`](super::mentions_mapped_table)
+    /// (others are forwarded untouched anyway); `rules_version` must change whenever `rules`
+    /// or `catalog` do.
+    ///
+    /// # Errors
+    /// As [`rewrite`].
+    pub fn get_or_rewrite(
+        &self,
+        sql: &str,
+        rules_version: u64,
+        rules: &RuleSet,
+        catalog: &Catalog,
+    ) -> Result<Outcome, RewriteError> {
+        let Some(fp) = fingerprint(sql) else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return rewrite(sql, rules, catalog);
+        };
+        let key = (rules_version, fp.key);
+        if let Some(entry) = self.map.get(&key).map(|e| Arc::clone(e.value())) {
+            if let Some(out) = answer(&entry, &fp.literals) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return out;
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let entry = match rewrite(&fp.sentinel_sql, rules, catalog) {
+            Ok(Outcome::Unchanged) => Entry::Unchanged,
+            Ok(Outcome::Rewritten(text)) => match Template::from_rewritten(&text, &fp.literals) {
+                Some(t) => Entry::Rewritten(t),
+                None => return rewrite(sql, rules, catalog),
+            },
+            // Sentinels could in theory trip the parser where the real literal would not:
+            // answer from the real text and do not cache.
+            Err(_) => return rewrite(sql, rules, catalog),
+        };
+        let out = answer(&entry, &fp.literals).unwrap_or_else(|| rewrite(sql, rules, catalog));
+        self.insert(key, entry);
+        out
+    }
+
+    fn insert(&self, key: (u64, String), entry: Entry) {
+        if self.map.len() >= self.capacity {
+            let drop_count = (self.capacity / 8).max(1);
+            let victims: Vec<(u64, String)> = self
+                .map
+                .iter()
+                .take(drop_count)
+                .map(|e| e.key().clone())
+                .collect();
+            for v in victims {
+                self.map.remove(&v);
+            }
+        }
+        self.map.insert(key, Arc::new(entry));
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            size: self.map.len(),
+        }
+    }
+
+    /// Drop every entry (e.g. after a rules reload, though a new `rules_version` also works).
+    pub fn clear(&self) {
+        self.map.clear();
+    }
+}
+
+fn answer(entry: &Entry, literals: &[&str]) -> Option<Result<Outcome, RewriteError>> {
+    match entry {
+        Entry::Unchanged => Some(Ok(Outcome::Unchanged)),
+        Entry::Rewritten(t) => t.fill(literals).map(|s| Ok(Outcome::Rewritten(s))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewrite::tests::support::{catalog, rules};
+
+    #[test]
+    fn inline_literals_hit_and_are_spliced_back() {
+        let cache = RewriteCache::new(16);
+        let (r, c) = (rules("expand"), catalog());
+        let a = cache
+            .get_or_rewrite("INSERT INTO users (id, name) VALUES (1, 'Ann')", 1, &r, &c)
+            .unwrap();
+        let b = cache
+            .get_or_rewrite("INSERT INTO users (id, name) VALUES (2, 'B''o')", 1, &r, &c)
+            .unwrap();
+        assert_eq!(
+            a,
+            Outcome::Rewritten(
+                "INSERT INTO users (id, name, full_name) VALUES (1, 'Ann', 'Ann')".into()
+            )
+        );
+        assert_eq!(
+            b,
+            Outcome::Rewritten(
+                "INSERT INTO users (id, name, full_name) VALUES (2, 'B''o', 'B''o')".into()
+            )
+        );
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                hits: 1,
+                misses: 1,
+                size: 1
+            }
+        );
+    }
+
+    #[test]
+    fn cached_result_equals_direct_rewrite() {
+        let cache = RewriteCache::new(16);
+        let (r, c) = (rules("migrate"), catalog());
+        for sql in [
+            "SELECT name FROM users WHERE id = 5 LIMIT 10",
+            "UPDATE orders SET status = 'paid' WHERE id = 3",
+            "SELECT name::varchar(20) FROM users WHERE name = 'x'",
+            "UPDATE orders SET status = 'paid' WHERE id = 4",
+            "SELECT 1",
+        ] {
+            assert_eq!(
+                cache.get_or_rewrite(sql, 7, &r, &c),
+                rewrite(sql, &r, &c),
+                "{sql}"
+            );
+        }
+        assert_eq!(cache.stats().hits, 1);
+    }
+
+    #[test]
+    fn rules_version_separates_entries_and_capacity_bounds_size() {
+        let cache = RewriteCache::new(2);
+        let (r, c) = (rules("contract"), catalog());
+        for v in 0..5 {
+            let _ = cache.get_or_rewrite("SELECT name FROM users WHERE id = 1", v, &r, &c);
+        }
+        assert!(cache.stats().size <= 2);
+        assert_eq!(cache.stats().misses, 5);
+    }
+}

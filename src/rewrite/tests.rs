@@ -1,0 +1,6 @@
+//! End-to-end rewrite tests: exact output text per phase and statement form.
+
+mod negative;
+mod reads;
+pub(crate) mod support;
+mod writes;

@@ -1,0 +1,280 @@
+//! Reads: select lists, predicates, `*`, aliases, scopes.
+
+use super::support::*;
+
+const MIGRATE_NAME: &str =
+    "(CASE WHEN users.full_name IS NULL THEN users.name ELSE users.full_name END)";
+
+#[test]
+fn plain_column_is_untouched_where_it_is_the_phase_value() {
+    assert_eq!(
+        rw("expand", "SELECT name FROM users"),
+        "SELECT name FROM users"
+    );
+    assert_eq!(
+        rw("contract", "SELECT full_name FROM users"),
+        "SELECT full_name FROM users"
+    );
+}
+
+#[test]
+fn old_shape_select_in_each_phase_keeps_its_label() {
+    assert_eq!(
+        rw("migrate", "SELECT name FROM users"),
+        format!("SELECT {MIGRATE_NAME} AS name FROM users")
+    );
+    assert_eq!(
+        rw("contract", "SELECT name FROM users"),
+        "SELECT users.full_name AS name FROM users"
+    );
+}
+
+#[test]
+fn new_shape_select_in_each_phase_keeps_its_label() {
+    assert_eq!(
+        rw("expand", "SELECT full_name FROM users"),
+        "SELECT users.name AS full_name FROM users"
+    );
+    assert_eq!(
+        rw("migrate", "SELECT full_name FROM users"),
+        format!("SELECT {MIGRATE_NAME} AS full_name FROM users")
+    );
+}
+
+#[test]
+fn explicit_alias_is_kept_and_not_doubled() {
+    assert_eq!(
+        rw("contract", "SELECT u.name AS n FROM users u"),
+        "SELECT u.full_name AS n FROM users u"
+    );
+}
+
+#[test]
+fn where_order_by_and_group_by_are_rewritten() {
+    assert_eq!(
+        rw("contract", "SELECT u.name, count(*) FROM users u GROUP BY u.name HAVING count(*) > 0 ORDER BY u.name"),
+        "SELECT u.full_name AS name, count(*) FROM users u GROUP BY u.full_name HAVING count(*) > 0 ORDER BY u.full_name"
+    );
+    assert_eq!(
+        rw("contract", "SELECT id FROM users WHERE name = $1"),
+        "SELECT id FROM users WHERE users.full_name = $1"
+    );
+}
+
+#[test]
+fn order_by_output_label_is_left_alone() {
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT full_name AS name FROM users ORDER BY name"
+        ),
+        "SELECT full_name AS name FROM users ORDER BY name"
+    );
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT name FROM users UNION SELECT full_name FROM users ORDER BY name"
+        ),
+        "SELECT users.full_name AS name FROM users UNION SELECT full_name FROM users ORDER BY name"
+    );
+}
+
+#[test]
+fn star_expands_from_catalog_in_order() {
+    assert_eq!(
+        rw("expand", "SELECT * FROM users"),
+        "SELECT users.id, users.name, users.name AS full_name, users.email FROM users"
+    );
+    assert_eq!(
+        rw_with("contract", "SELECT * FROM users", &contracted_catalog()),
+        "SELECT users.id, users.full_name, users.email FROM users"
+    );
+}
+
+#[test]
+fn qualified_star_and_join_keep_other_tables() {
+    assert_eq!(
+        rw("contract", "SELECT u.*, x.* FROM users u JOIN other x ON x.id = u.id"),
+        "SELECT u.id, u.full_name AS name, u.full_name, u.email, x.* FROM users u JOIN other x ON x.id = u.id"
+    );
+    assert_eq!(
+        rw("contract", "SELECT * FROM users u JOIN other x ON x.id = u.id"),
+        "SELECT u.id, u.full_name AS name, u.full_name, u.email, x.* FROM users u JOIN other x ON x.id = u.id"
+    );
+}
+
+#[test]
+fn type_change_rule_reads_through_transform() {
+    assert_eq!(
+        rw("contract", "select status::text from orders"),
+        "select (CASE orders.status_code WHEN 1 THEN 'pending' WHEN 2 THEN 'paid' END)::text AS status from orders"
+    );
+    assert_eq!(
+        rw("expand", "SELECT o.status_code FROM orders o"),
+        "SELECT (CASE o.status WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END) AS status_code FROM orders o"
+    );
+}
+
+#[test]
+fn split_rule_in_migrate_checks_all_new_columns() {
+    assert_eq!(
+        rw("migrate", "SELECT first_name FROM app.people"),
+        "SELECT (CASE WHEN people.first_name IS NULL AND people.last_name IS NULL THEN (split_part(people.name, ' ', 1)) ELSE people.first_name END) AS first_name FROM app.people"
+    );
+    assert_eq!(
+        rw("contract", "SELECT p.name FROM app.people p"),
+        "SELECT (concat_ws(' ', p.first_name, p.last_name)) AS name FROM app.people p"
+    );
+}
+
+#[test]
+fn subqueries_ctes_and_lateral() {
+    assert_eq!(
+        rw(
+            "contract",
+            "WITH c AS (SELECT name FROM users) SELECT name FROM c"
+        ),
+        "WITH c AS (SELECT users.full_name AS name FROM users) SELECT name FROM c"
+    );
+    assert_eq!(
+        rw("contract", "SELECT id FROM users WHERE name IN (SELECT name FROM users WHERE id > 1)"),
+        "SELECT id FROM users WHERE users.full_name IN (SELECT users.full_name AS name FROM users WHERE id > 1)"
+    );
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT l.x FROM users u, LATERAL (SELECT u.name AS x) l"
+        ),
+        "SELECT l.x FROM users u, LATERAL (SELECT u.full_name AS x) l"
+    );
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT (SELECT max(u2.name) FROM users u2 WHERE u2.id = u.id) FROM users u"
+        ),
+        "SELECT (SELECT max(u2.full_name) FROM users u2 WHERE u2.id = u.id) FROM users u"
+    );
+}
+
+#[test]
+fn cte_shadowing_a_mapped_table_is_not_rewritten() {
+    let sql = "WITH users AS (SELECT 1 AS name) SELECT name FROM users";
+    assert_eq!(rw("contract", sql), sql);
+}
+
+#[test]
+fn other_tables_literals_comments_and_lookalikes_are_untouched() {
+    for sql in [
+        "SELECT name FROM orders",
+        "SELECT x.name FROM other.users x",
+        "SELECT nameX, users.namex FROM users",
+        "SELECT 'name' FROM users -- name",
+        "SELECT \"Name\" FROM users",
+        "SELECT 1 FROM superusers WHERE name = 'x'",
+    ] {
+        assert_eq!(rw("contract", sql), sql);
+    }
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT 'name', name /* name */ FROM users -- name"
+        ),
+        "SELECT 'name', users.full_name AS name /* name */ FROM users -- name"
+    );
+}
+
+#[test]
+fn quoting_case_folding_and_schema_qualification() {
+    assert_eq!(
+        rw("contract", "SELECT NAME FROM PUBLIC.USERS"),
+        "SELECT users.full_name AS name FROM PUBLIC.USERS"
+    );
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT \"name\", \"U\".name FROM users AS \"U\""
+        ),
+        "SELECT \"U\".full_name AS name, \"U\".full_name AS name FROM users AS \"U\""
+    );
+    assert_eq!(
+        rw("contract", "SELECT public.users.name FROM public.users"),
+        "SELECT users.full_name AS name FROM public.users"
+    );
+    let quoted_table = "SELECT name FROM \"Users\"";
+    assert_eq!(rw("contract", quoted_table), quoted_table);
+}
+
+#[test]
+fn multibyte_text_keeps_offsets() {
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT 'é€' AS e, name FROM users WHERE name <> 'ü'"
+        ),
+        "SELECT 'é€' AS e, users.full_name AS name FROM users WHERE users.full_name <> 'ü'"
+    );
+}
+
+#[test]
+fn several_statements_in_one_message() {
+    assert_eq!(
+        rw("contract", "SELECT 1; SELECT name FROM users;\nSELECT 2"),
+        "SELECT 1; SELECT users.full_name AS name FROM users;\nSELECT 2"
+    );
+}
+
+#[test]
+fn window_distinct_on_aggregate_order_and_explain() {
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT DISTINCT ON (name) name FROM users ORDER BY name"
+        ),
+        "SELECT DISTINCT ON (users.full_name) users.full_name AS name FROM users ORDER BY name"
+    );
+    assert_eq!(
+        rw("contract", "SELECT string_agg(name, ',' ORDER BY name) OVER (PARTITION BY name) FROM users"),
+        "SELECT string_agg(users.full_name, ',' ORDER BY users.full_name) OVER (PARTITION BY users.full_name) FROM users"
+    );
+    assert_eq!(
+        rw("contract", "EXPLAIN SELECT name FROM users"),
+        "EXPLAIN SELECT users.full_name AS name FROM users"
+    );
+}
+
+#[test]
+fn labels_through_casts_and_parentheses() {
+    assert_eq!(
+        rw("contract", "SELECT (name)::text, upper(name) FROM users"),
+        "SELECT (users.full_name)::text AS name, upper(users.full_name) FROM users"
+    );
+}
+
+#[test]
+fn copy_to_becomes_a_query() {
+    assert_eq!(
+        rw(
+            "contract",
+            "COPY users (id, name) TO STDOUT WITH (FORMAT csv)"
+        ),
+        "COPY (SELECT users.id, users.full_name AS name FROM users) TO STDOUT WITH (FORMAT csv)"
+    );
+    assert_eq!(
+        rw("contract", "COPY (SELECT name FROM users) TO STDOUT"),
+        "COPY (SELECT users.full_name AS name FROM users) TO STDOUT"
+    );
+    assert_eq!(
+        rw("expand", "COPY users (id, name) TO STDOUT"),
+        "COPY users (id, name) TO STDOUT"
+    );
+}
+
+#[test]
+fn statements_without_mapped_tables_are_unchanged_without_parsing() {
+    let rules = rules("contract");
+    let catalog = catalog();
+    assert_eq!(
+        crate::rewrite::rewrite("SELEKT garbage (", &rules, &catalog),
+        Ok(crate::rewrite::Outcome::Unchanged)
+    );
+}

@@ -1,0 +1,286 @@
+//! Writes: dual-write per phase, exactly-once evaluation, RETURNING, ON CONFLICT.
+
+use super::support::*;
+
+#[test]
+fn insert_old_shape_mirrors_literals_and_params_inline() {
+    let sql = "INSERT INTO users (id, name) VALUES (1, 'Ann'), (2, $1)";
+    let both = "INSERT INTO users (id, name, full_name) VALUES (1, 'Ann', 'Ann'), (2, $1, $1)";
+    assert_eq!(rw("expand", sql), both);
+    assert_eq!(rw("migrate", sql), both);
+    assert_eq!(
+        rw("contract", sql),
+        "INSERT INTO users (id, full_name) VALUES (1, 'Ann'), (2, $1)"
+    );
+}
+
+#[test]
+fn insert_new_shape_mirrors_back_and_is_untouched_in_contract() {
+    let sql = "INSERT INTO users (full_name, email) VALUES ('A', 'a@x')";
+    assert_eq!(
+        rw("expand", sql),
+        "INSERT INTO users (full_name, email, name) VALUES ('A', 'a@x', 'A')"
+    );
+    assert_eq!(rw("contract", sql), sql);
+}
+
+#[test]
+fn insert_volatile_value_is_evaluated_once_through_a_derived_table() {
+    assert_eq!(
+        rw("expand", "INSERT INTO users (name) VALUES (gen_random_uuid()::text)"),
+        "INSERT INTO users (name, full_name) SELECT pgshim_v.c1, pgshim_v.c1 FROM (VALUES ((gen_random_uuid()::text)::character varying)) pgshim_v(c1)"
+    );
+    // In contract a rename just moves the value: still evaluated once.
+    assert_eq!(
+        rw(
+            "contract",
+            "INSERT INTO users (name) VALUES (gen_random_uuid()::text)"
+        ),
+        "INSERT INTO users (full_name) VALUES (gen_random_uuid()::text)"
+    );
+}
+
+#[test]
+fn insert_volatile_with_on_conflict_and_returning() {
+    assert_eq!(
+        rw("migrate", "INSERT INTO users (id, name) VALUES (1, now()::text) ON CONFLICT (id) DO NOTHING RETURNING id"),
+        "INSERT INTO users (id, name, full_name) SELECT pgshim_v.c1, pgshim_v.c2, pgshim_v.c2 FROM (VALUES ((1)::integer, (now()::text)::character varying)) pgshim_v(c1, c2) ON CONFLICT (id) DO NOTHING RETURNING id"
+    );
+}
+
+#[test]
+fn insert_without_column_list_uses_catalog_order() {
+    assert_eq!(
+        rw("expand", "INSERT INTO users VALUES (DEFAULT, 'x')"),
+        "INSERT INTO users (id, name, full_name) VALUES (DEFAULT, 'x', 'x')"
+    );
+}
+
+#[test]
+fn insert_default_for_mirrored_column_without_default_mirrors_null() {
+    assert_eq!(
+        rw("expand", "INSERT INTO orders (status) VALUES (DEFAULT)"),
+        "INSERT INTO orders (status, status_code) VALUES (DEFAULT, (CASE NULL WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END))"
+    );
+}
+
+#[test]
+fn insert_select_is_wrapped_and_cast() {
+    assert_eq!(
+        rw("expand", "INSERT INTO users (id, name) SELECT id + 10, name FROM users WHERE id = 1"),
+        "INSERT INTO users (id, name, full_name) SELECT (pgshim_v.c1)::integer, (pgshim_v.c2)::character varying, (pgshim_v.c2)::character varying FROM (SELECT id + 10, name FROM users WHERE id = 1) pgshim_v(c1, c2)"
+    );
+    assert_eq!(
+        rw(
+            "contract",
+            "INSERT INTO users (id, name) SELECT id, name FROM users"
+        ),
+        "INSERT INTO users (id, full_name) SELECT id, users.full_name AS name FROM users"
+    );
+}
+
+#[test]
+fn insert_type_change_and_split() {
+    assert_eq!(
+        rw("expand", "INSERT INTO orders (status) VALUES ('paid')"),
+        "INSERT INTO orders (status, status_code) VALUES ('paid', (CASE ('paid')::text WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END))"
+    );
+    assert_eq!(
+        rw("contract", "INSERT INTO app.people (name) VALUES ('Ann Lee')"),
+        "INSERT INTO app.people (first_name, last_name) VALUES ((split_part(('Ann Lee')::text, ' ', 1)), (split_part(('Ann Lee')::text, ' ', 2)))"
+    );
+    assert_eq!(
+        rw("expand", "INSERT INTO app.people (first_name) VALUES ('Ann')"),
+        "INSERT INTO app.people (first_name, name) VALUES ('Ann', (concat_ws(' ', ('Ann')::text, NULL)))"
+    );
+}
+
+#[test]
+fn insert_returning_reads_phase_values() {
+    assert_eq!(
+        rw("contract", "INSERT INTO users (full_name) VALUES ('A') RETURNING *"),
+        "INSERT INTO users (full_name) VALUES ('A') RETURNING users.id, users.full_name AS name, users.full_name, users.email"
+    );
+    assert_eq!(
+        rw(
+            "contract",
+            "INSERT INTO users AS u (name) VALUES ('A') RETURNING u.name"
+        ),
+        "INSERT INTO users AS u (full_name) VALUES ('A') RETURNING u.full_name AS name"
+    );
+}
+
+#[test]
+fn on_conflict_do_update_mirrors_excluded() {
+    let sql = "INSERT INTO users AS u (id, name) VALUES (1, 'A') ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name";
+    assert_eq!(
+        rw("expand", sql),
+        "INSERT INTO users AS u (id, name, full_name) VALUES (1, 'A', 'A') ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, full_name = EXCLUDED.name"
+    );
+    assert_eq!(
+        rw("contract", sql),
+        "INSERT INTO users AS u (id, full_name) VALUES (1, 'A') ON CONFLICT (id) DO UPDATE SET full_name = excluded.full_name"
+    );
+}
+
+#[test]
+fn on_conflict_target_on_renamed_column_in_contract() {
+    assert_eq!(
+        rw(
+            "contract",
+            "INSERT INTO users (name) VALUES ('A') ON CONFLICT (name) DO NOTHING"
+        ),
+        "INSERT INTO users (full_name) VALUES ('A') ON CONFLICT (full_name) DO NOTHING"
+    );
+}
+
+#[test]
+fn update_old_shape_per_phase() {
+    let sql = "UPDATE users SET name = 'Bob' WHERE id = 1";
+    assert_eq!(
+        rw("expand", sql),
+        "UPDATE users SET name = 'Bob', full_name = 'Bob' WHERE id = 1"
+    );
+    assert_eq!(
+        rw("migrate", sql),
+        "UPDATE users SET name = 'Bob', full_name = 'Bob' WHERE id = 1"
+    );
+    assert_eq!(
+        rw("contract", sql),
+        "UPDATE users SET full_name = 'Bob' WHERE id = 1"
+    );
+}
+
+#[test]
+fn update_volatile_value_is_evaluated_once_per_row() {
+    assert_eq!(
+        rw("expand", "UPDATE users SET name = random()::text WHERE id = 1"),
+        "UPDATE users SET (name, full_name) = (SELECT pgshim_s1.c1, pgshim_s1.c1 FROM (SELECT (random()::text)::character varying, users.ctid) pgshim_s1(c1, pgshim_ctid)) WHERE id = 1"
+    );
+}
+
+#[test]
+fn update_reads_on_right_hand_side_and_returning() {
+    assert_eq!(
+        rw("contract", "UPDATE users u SET full_name = upper(u.name), email = 'e' RETURNING name"),
+        "UPDATE users u SET full_name = upper(u.full_name), email = 'e' RETURNING u.full_name AS name"
+    );
+}
+
+#[test]
+fn update_tuple_assignment() {
+    assert_eq!(
+        rw("expand", "UPDATE users SET (name, email) = ('x', 'y')"),
+        "UPDATE users SET (name, email) = ('x', 'y'), full_name = 'x'"
+    );
+    assert_eq!(
+        rw("contract", "UPDATE users SET (name, email) = ('x', 'y')"),
+        "UPDATE users SET full_name = 'x', email = 'y'"
+    );
+}
+
+#[test]
+fn update_partial_split_uses_current_phase_values() {
+    assert_eq!(
+        rw("expand", "UPDATE app.people SET first_name = 'Z'"),
+        "UPDATE app.people SET first_name = 'Z', name = (concat_ws(' ', ('Z')::text, (split_part(people.name, ' ', 2)))), last_name = (split_part(people.name, ' ', 2))"
+    );
+    assert_eq!(
+        rw("contract", "UPDATE app.people SET first_name = 'Z'"),
+        "UPDATE app.people SET first_name = 'Z'"
+    );
+}
+
+#[test]
+fn update_from_and_delete_using() {
+    assert_eq!(
+        rw("contract", "UPDATE orders o SET status = 'paid' FROM users u WHERE u.id = o.user_id AND u.name = 'A'"),
+        "UPDATE orders o SET status_code = (CASE ('paid')::text WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END) FROM users u WHERE u.id = o.user_id AND u.full_name = 'A'"
+    );
+    assert_eq!(
+        rw("contract", "DELETE FROM users u USING orders o WHERE o.user_id = u.id AND u.name = 'x' RETURNING u.name"),
+        "DELETE FROM users u USING orders o WHERE o.user_id = u.id AND u.full_name = 'x' RETURNING u.full_name AS name"
+    );
+}
+
+#[test]
+fn data_modifying_cte() {
+    assert_eq!(
+        rw("contract", "WITH x AS (UPDATE users SET name = 'q' RETURNING name) SELECT * FROM x"),
+        "WITH x AS (UPDATE users SET full_name = 'q' RETURNING users.full_name AS name) SELECT * FROM x"
+    );
+    assert_eq!(
+        rw("expand", "WITH x AS (INSERT INTO users (name) VALUES ('q') RETURNING id) SELECT id FROM x"),
+        "WITH x AS (INSERT INTO users (name, full_name) VALUES ('q', 'q') RETURNING id) SELECT id FROM x"
+    );
+}
+
+#[test]
+fn copy_from_renames_in_contract_and_passes_full_shape() {
+    assert_eq!(
+        rw("contract", "COPY users (id, name) FROM STDIN"),
+        "COPY users (id, full_name) FROM STDIN"
+    );
+    let both = "COPY users (id, name, full_name) FROM STDIN";
+    assert_eq!(rw("expand", both), both);
+}
+
+#[test]
+fn comments_and_layout_around_edits_survive() {
+    assert_eq!(
+        rw(
+            "expand",
+            "INSERT INTO users (id, /* who */ name)\n  VALUES (1, 'A' /* x */) -- done"
+        ),
+        "INSERT INTO users (id, /* who */ name, full_name)\n  VALUES (1, 'A', 'A' /* x */) -- done"
+    );
+}
+
+#[test]
+fn on_conflict_unqualified_reference_is_the_target_row() {
+    assert_eq!(
+        rw("contract", "INSERT INTO users AS u (id, full_name) VALUES (1, 'A') ON CONFLICT (id) DO UPDATE SET email = name WHERE name <> 'x'"),
+        "INSERT INTO users AS u (id, full_name) VALUES (1, 'A') ON CONFLICT (id) DO UPDATE SET email = u.full_name WHERE u.full_name <> 'x'"
+    );
+}
+
+#[test]
+fn on_conflict_volatile_update_is_evaluated_once() {
+    assert_eq!(
+        rw("expand", "INSERT INTO users (id, name) VALUES (1, 'A') ON CONFLICT (id) DO UPDATE SET name = random()::text"),
+        "INSERT INTO users (id, name, full_name) VALUES (1, 'A', 'A') ON CONFLICT (id) DO UPDATE SET (name, full_name) = (SELECT pgshim_s1.c1, pgshim_s1.c1 FROM (SELECT (random()::text)::character varying, users.ctid) pgshim_s1(c1, pgshim_ctid))"
+    );
+}
+
+#[test]
+fn all_default_column_leaves_the_derived_table() {
+    assert_eq!(
+        rw("expand", "INSERT INTO users (id, name, email) VALUES (DEFAULT, md5('x'), DEFAULT)"),
+        "INSERT INTO users (name, full_name) SELECT pgshim_v.c1, pgshim_v.c1 FROM (VALUES ((md5('x'))::character varying)) pgshim_v(c1)"
+    );
+    assert!(refused(
+        "expand",
+        "INSERT INTO users (id, name) VALUES (DEFAULT, md5('x')), (7, md5('y'))"
+    )
+    .contains("DEFAULT together with a value"));
+}
+
+#[test]
+fn migrate_partial_update_materialises_current_phase_values() {
+    assert_eq!(
+        rw("migrate", "UPDATE app.people SET first_name = 'Z'"),
+        "UPDATE app.people SET first_name = 'Z', name = (concat_ws(' ', ('Z')::text, (CASE WHEN people.first_name IS NULL AND people.last_name IS NULL THEN (split_part(people.name, ' ', 2)) ELSE people.last_name END))), last_name = (CASE WHEN people.first_name IS NULL AND people.last_name IS NULL THEN (split_part(people.name, ' ', 2)) ELSE people.last_name END)"
+    );
+}
+
+#[test]
+fn contract_old_shape_insert_with_dropped_old_column() {
+    assert_eq!(
+        rw_with(
+            "contract",
+            "INSERT INTO users (name) VALUES ($1) RETURNING name",
+            &contracted_catalog()
+        ),
+        "INSERT INTO users (full_name) VALUES ($1) RETURNING users.full_name AS name"
+    );
+}
