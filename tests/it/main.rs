@@ -1,1 +1,23 @@
-//! Integration tests against a real Postgres (see support/).
+//! Integration tests: pgshim in front of a real, throwaway PostgreSQL cluster,
+//! driven by real clients (tokio-postgres, `psql`, `pgbench`) and by raw bytes.
+//!
+//! One binary, one module per feature; the harness is in [`support`]. Run with
+//! `cargo test --test it`. The PostgreSQL server binaries must be installed
+//! (`sudo apt-get install -y postgresql`); the run fails, never skips, without them.
+mod support;
+
+mod auth;
+mod bad_input;
+mod cancel;
+mod cli;
+mod client_tls;
+mod copy;
+mod limits;
+mod notify;
+mod pgbench;
+mod protocol;
+mod psql;
+mod queries;
+mod shutdown;
+mod tls;
+mod upstream;
