@@ -70,7 +70,9 @@ impl LiveRules {
     /// [`ActivateError`] naming the rule and the problem.
     pub async fn load(config: &Config, upstream: &Upstream) -> Result<LiveRules, ActivateError> {
         let version = RulesVersion::load(config, upstream, 1).await?;
-        Ok(LiveRules { current: ArcSwap::from_pointee(version) })
+        Ok(LiveRules {
+            current: ArcSwap::from_pointee(version),
+        })
     }
 
     /// The version in force; a session holds it until the end of its transaction.
@@ -91,7 +93,11 @@ impl RulesVersion {
     ///
     /// # Errors
     /// [`ActivateError`] naming the rule and the problem.
-    pub async fn load(config: &Config, upstream: &Upstream, number: u64) -> Result<RulesVersion, ActivateError> {
+    pub async fn load(
+        config: &Config,
+        upstream: &Upstream,
+        number: u64,
+    ) -> Result<RulesVersion, ActivateError> {
         let rules = RuleSet::from_configs(&config.rule)?;
         let version = RulesVersion {
             number,
@@ -100,13 +106,23 @@ impl RulesVersion {
             on_unrewritable: config.on_unrewritable,
             databases: DashMap::new(),
         };
-        let mut named: Vec<&str> = version.rules.rules().iter().filter_map(|r| r.database.as_deref()).collect();
+        let mut named: Vec<&str> = version
+            .rules
+            .rules()
+            .iter()
+            .filter_map(|r| r.database.as_deref())
+            .collect();
         named.sort_unstable();
         named.dedup();
         for database in named {
-            let db = version.for_database(database, &config.upstream, upstream).await;
+            let db = version
+                .for_database(database, &config.upstream, upstream)
+                .await;
             if let Err(reason) = &db.state {
-                return Err(ActivateError::Catalog { database: database.to_owned(), reason: reason.clone() });
+                return Err(ActivateError::Catalog {
+                    database: database.to_owned(),
+                    reason: reason.clone(),
+                });
             }
         }
         Ok(version)
@@ -116,8 +132,17 @@ impl RulesVersion {
     /// that could not be read or checked is not remembered, so the next
     /// session tries again; until then statements that touch the rules'
     /// tables are refused with the reason.
-    pub async fn for_database(&self, database: &str, cfg: &UpstreamConfig, upstream: &Upstream) -> Arc<DbRules> {
-        let cell = self.databases.entry(database.to_owned()).or_default().clone();
+    pub async fn for_database(
+        &self,
+        database: &str,
+        cfg: &UpstreamConfig,
+        upstream: &Upstream,
+    ) -> Arc<DbRules> {
+        let cell = self
+            .databases
+            .entry(database.to_owned())
+            .or_default()
+            .clone();
         let rules = || self.rules.for_database(database);
         let loaded = cell
             .get_or_try_init(|| async {
@@ -127,21 +152,38 @@ impl RulesVersion {
                 } else {
                     read_and_check(&rules, database, cfg, upstream).await?
                 };
-                Ok::<_, String>(Arc::new(DbRules { rules, state: Ok(catalog), cache: RewriteCache::new(CACHE_CAPACITY) }))
+                Ok::<_, String>(Arc::new(DbRules {
+                    rules,
+                    state: Ok(catalog),
+                    cache: RewriteCache::new(CACHE_CAPACITY),
+                }))
             })
             .await;
         match loaded {
             Ok(db) => db.clone(),
             Err(reason) => {
                 tracing::error!(database, reason = %reason, "rules cannot be used in this database: statements that touch their tables are refused");
-                Arc::new(DbRules { rules: rules(), state: Err(reason), cache: RewriteCache::new(1) })
+                Arc::new(DbRules {
+                    rules: rules(),
+                    state: Err(reason),
+                    cache: RewriteCache::new(1),
+                })
             }
         }
     }
 }
 
-async fn read_and_check(rules: &RuleSet, database: &str, cfg: &UpstreamConfig, upstream: &Upstream) -> Result<Catalog, String> {
-    let catalog = catalog::read(cfg, upstream, database, &rules.tables()).await.map_err(|e| e.to_string())?;
-    rules.check_catalog(&catalog).map_err(|e| format!("{e} (in database {database:?})"))?;
+async fn read_and_check(
+    rules: &RuleSet,
+    database: &str,
+    cfg: &UpstreamConfig,
+    upstream: &Upstream,
+) -> Result<Catalog, String> {
+    let catalog = catalog::read(cfg, upstream, database, &rules.tables())
+        .await
+        .map_err(|e| e.to_string())?;
+    rules
+        .check_catalog(&catalog)
+        .map_err(|e| format!("{e} (in database {database:?})"))?;
     Ok(catalog)
 }

@@ -51,16 +51,28 @@ ORDER BY n.nspname, c.relname, a.attnum";
 ///
 /// # Errors
 /// [`CatalogError`] when the login is not configured or Postgres refuses it.
-pub async fn connect(cfg: &UpstreamConfig, upstream: &Upstream, database: &str) -> Result<tokio_postgres::Client, CatalogError> {
+pub async fn connect(
+    cfg: &UpstreamConfig,
+    upstream: &Upstream,
+    database: &str,
+) -> Result<tokio_postgres::Client, CatalogError> {
     let user = cfg.user.as_deref().ok_or(CatalogError::NoUser)?;
     let mut pg = tokio_postgres::Config::new();
-    pg.user(user).dbname(database).application_name("pgshim").ssl_mode(SslMode::Disable);
+    pg.user(user)
+        .dbname(database)
+        .application_name("pgshim")
+        .ssl_mode(SslMode::Disable);
     if let Some(var) = &cfg.password_env {
-        let password = std::env::var(var).map_err(|_| CatalogError::MissingPassword(var.clone()))?;
+        let password =
+            std::env::var(var).map_err(|_| CatalogError::MissingPassword(var.clone()))?;
         pg.password(password);
     }
     let stream = upstream.connect().await?;
-    let query_error = |source| CatalogError::Query { database: database.to_owned(), user: user.to_owned(), source };
+    let query_error = |source| CatalogError::Query {
+        database: database.to_owned(),
+        user: user.to_owned(),
+        source,
+    };
     let (client, connection) = pg.connect_raw(stream, NoTls).await.map_err(query_error)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -75,21 +87,39 @@ pub async fn connect(cfg: &UpstreamConfig, upstream: &Upstream, database: &str) 
 ///
 /// # Errors
 /// [`CatalogError`] when Postgres cannot be reached or refuses the login.
-pub async fn read(cfg: &UpstreamConfig, upstream: &Upstream, database: &str, tables: &[(String, String)]) -> Result<Catalog, CatalogError> {
+pub async fn read(
+    cfg: &UpstreamConfig,
+    upstream: &Upstream,
+    database: &str,
+    tables: &[(String, String)],
+) -> Result<Catalog, CatalogError> {
     let client = connect(cfg, upstream, database).await?;
-    let (schemas, names): (Vec<&str>, Vec<&str>) = tables.iter().map(|(s, t)| (s.as_str(), t.as_str())).unzip();
-    let rows = client.query(COLUMNS_SQL, &[&schemas, &names]).await.map_err(|source| CatalogError::Query {
-        database: database.to_owned(),
-        user: cfg.user.clone().unwrap_or_default(),
-        source,
-    })?;
+    let (schemas, names): (Vec<&str>, Vec<&str>) =
+        tables.iter().map(|(s, t)| (s.as_str(), t.as_str())).unzip();
+    let rows = client
+        .query(COLUMNS_SQL, &[&schemas, &names])
+        .await
+        .map_err(|source| CatalogError::Query {
+            database: database.to_owned(),
+            user: cfg.user.clone().unwrap_or_default(),
+            source,
+        })?;
     let mut infos: Vec<TableInfo> = Vec::new();
     for row in rows {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
-        let column = ColumnInfo { name: row.get(2), type_sql: row.get(3), not_null: row.get(4), has_default: row.get(5) };
+        let column = ColumnInfo {
+            name: row.get(2),
+            type_sql: row.get(3),
+            not_null: row.get(4),
+            has_default: row.get(5),
+        };
         match infos.last_mut() {
             Some(last) if last.schema == schema && last.name == table => last.columns.push(column),
-            _ => infos.push(TableInfo { schema, name: table, columns: vec![column] }),
+            _ => infos.push(TableInfo {
+                schema,
+                name: table,
+                columns: vec![column],
+            }),
         }
     }
     Ok(Catalog::new(infos))

@@ -132,7 +132,9 @@ impl Error {
             Error::UpstreamConnect { .. } => "08001",
             Error::UpstreamLost { .. } | Error::ClientTls(_) | Error::ClientIo(_) => "08006",
             Error::ShuttingDown => "57P01",
-            Error::Config(_) | Error::Rules(_) | Error::TlsSetup(_) | Error::Listen { .. } => "XX000",
+            Error::Config(_) | Error::Rules(_) | Error::TlsSetup(_) | Error::Listen { .. } => {
+                "XX000"
+            }
         }
     }
 

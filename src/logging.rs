@@ -13,7 +13,15 @@ pub enum LogFormat {
 
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("PGSHIM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let directives = std::env::var("PGSHIM_LOG").unwrap_or_else(|_| "info".into());
+    // sqlparser logs every token at debug; keep it quiet unless asked for by name.
+    let directives = if directives.contains("sqlparser") {
+        directives
+    } else {
+        format!("{directives},sqlparser=warn")
+    };
+    let filter =
+        EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info,sqlparser=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -19,13 +19,13 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::active::LiveRules;
 use crate::config::Config;
 use crate::error::Error;
 use crate::net::upstream::Upstream;
 use crate::net::{Stream, Writer};
 use crate::protocol::startup::StartupParams;
 use crate::protocol::{Framer, TERMINATE_TAG};
-use crate::active::LiveRules;
 use reject::Rejections;
 use relay::{End, Pump, ToClient, ToServer};
 use rewrite::Rewriter;
@@ -59,10 +59,20 @@ impl Context {
     /// [`Error::TlsSetup`] when a certificate, key or CA file cannot be used,
     /// [`Error::Rules`] when a rule cannot be activated.
     pub async fn new(config: Arc<Config>, shutdown: CancellationToken) -> Result<Context, Error> {
-        let acceptor = config.tls.as_ref().map(crate::net::tls::acceptor).transpose()?;
+        let acceptor = config
+            .tls
+            .as_ref()
+            .map(crate::net::tls::acceptor)
+            .transpose()?;
         let upstream = Upstream::from_config(&config.upstream)?;
         let rules = LiveRules::load(&config, &upstream).await?;
-        Ok(Context { config, acceptor, upstream, shutdown, rules })
+        Ok(Context {
+            config,
+            acceptor,
+            upstream,
+            shutdown,
+            rules,
+        })
     }
 }
 
@@ -123,7 +133,10 @@ impl Session<'_> {
         let state = State::new();
         let rewriter = self.rewriter().await;
         let outcome = match self.ctx.upstream.connect().await {
-            Ok(server) => self.relay(client, server, packet, leftover, &state, rewriter.as_ref()).await,
+            Ok(server) => {
+                self.relay(client, server, packet, leftover, &state, rewriter.as_ref())
+                    .await
+            }
             Err(error) => {
                 farewell(&mut client, &error).await;
                 Err(error)
@@ -150,7 +163,13 @@ impl Session<'_> {
         if version.rules.is_empty() {
             return None;
         }
-        let db = version.for_database(&self.params.database, &self.ctx.config.upstream, &self.ctx.upstream).await;
+        let db = version
+            .for_database(
+                &self.params.database,
+                &self.ctx.config.upstream,
+                &self.ctx.upstream,
+            )
+            .await;
         Some(Rewriter { version, db })
     }
 
@@ -203,7 +222,11 @@ impl Session<'_> {
             upstream,
             rejections: &rejections,
         };
-        let up = ToServer { addr: upstream, rewriter, rejections: &rejections };
+        let up = ToServer {
+            addr: upstream,
+            rewriter,
+            rejections: &rejections,
+        };
         let outcome = tokio::select! {
             r = upward.client_to_server(state, up) => r,
             r = downward.server_to_client(state, down) => r,

@@ -53,9 +53,19 @@ impl Rejections {
         let n = self.next.fetch_add(1, Relaxed);
         let token = format!("{TOKEN_PREFIX}{}_{n}", nonce());
         let mut response = BytesMut::new();
-        write_error(&mut response, Severity::Error, CANNOT_REWRITE, message, Some(hint));
+        write_error(
+            &mut response,
+            Severity::Error,
+            CANNOT_REWRITE,
+            message,
+            Some(hint),
+        );
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        queue.push_back(Pending { token: token.clone(), request, response: response.freeze() });
+        queue.push_back(Pending {
+            token: token.clone(),
+            request,
+            response: response.freeze(),
+        });
         self.any.store(true, Relaxed);
         token
     }
@@ -69,7 +79,9 @@ impl Rejections {
     /// stand-in statements, returns pgshim's ErrorResponse to send instead.
     pub fn replace(&self, error: &[u8]) -> Option<Bytes> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let at = queue.iter().position(|p| memmem::find(error, p.token.as_bytes()).is_some())?;
+        let at = queue
+            .iter()
+            .position(|p| memmem::find(error, p.token.as_bytes()).is_some())?;
         let pending = queue.remove(at)?;
         self.any.store(!queue.is_empty(), Relaxed);
         Some(pending.response)
@@ -89,7 +101,12 @@ fn nonce() -> u64 {
     *NONCE.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         h.finish() & 0xffff_ffff
     })
 }
@@ -100,7 +117,13 @@ mod tests {
 
     fn syntax_error(token: &str) -> Vec<u8> {
         let mut out = BytesMut::new();
-        write_error(&mut out, Severity::Error, "42601", &format!("syntax error at or near \"{token}\""), None);
+        write_error(
+            &mut out,
+            Severity::Error,
+            "42601",
+            &format!("syntax error at or near \"{token}\""),
+            None,
+        );
         out.to_vec()
     }
 

@@ -98,7 +98,11 @@ impl Pump<'_> {
         loop {
             let mut off = 0;
             let mut terminated = false;
-            while let Some(frame) = self.framer.next(&self.buf[off..], whole).map_err(Error::ClientFrame)? {
+            while let Some(frame) = self
+                .framer
+                .next(&self.buf[off..], whole)
+                .map_err(Error::ClientFrame)?
+            {
                 match frame {
                     Frame::Raw { tag, len } => {
                         if let Some(tag) = tag {
@@ -109,7 +113,8 @@ impl Pump<'_> {
                     }
                     Frame::Whole(h) => {
                         let msg = &self.buf[off..off + h.total_len];
-                        let replacement = rewriter.and_then(|r| r.message(msg, state, up.rejections));
+                        let replacement =
+                            rewriter.and_then(|r| r.message(msg, state, up.rejections));
                         state.on_frontend(h.tag);
                         let Some(replacement) = replacement else {
                             off += h.total_len;
@@ -117,7 +122,10 @@ impl Pump<'_> {
                         };
                         self.forward(off).await.map_err(|e| lost(up.addr, &e))?;
                         self.buf.advance(h.total_len);
-                        self.to.write_all(&replacement).await.map_err(|e| lost(up.addr, &e))?;
+                        self.to
+                            .write_all(&replacement)
+                            .await
+                            .map_err(|e| lost(up.addr, &e))?;
                         state.add_from_client(off + replacement.len());
                         off = 0;
                     }
@@ -128,8 +136,15 @@ impl Pump<'_> {
             if terminated {
                 return Ok(End::ClientTerminated);
             }
-            self.buf.reserve(READ_CHUNK.max(self.framer.missing(self.buf)));
-            if self.from.read_buf(self.buf).await.map_err(Error::ClientIo)? == 0 {
+            self.buf
+                .reserve(READ_CHUNK.max(self.framer.missing(self.buf)));
+            if self
+                .from
+                .read_buf(self.buf)
+                .await
+                .map_err(Error::ClientIo)?
+                == 0
+            {
                 return Ok(End::ClientClosed);
             }
         }
@@ -177,7 +192,12 @@ impl Pump<'_> {
     }
 
     /// Forwards every complete server message in the buffer.
-    async fn scan_server(&mut self, state: &State, down: &ToClient<'_>, last_tag: &mut u8) -> Result<(), Error> {
+    async fn scan_server(
+        &mut self,
+        state: &State,
+        down: &ToClient<'_>,
+        last_tag: &mut u8,
+    ) -> Result<(), Error> {
         let authenticated = state.authenticated();
         let rejections = down.rejections;
         let whole = |tag: u8| match tag {
@@ -187,7 +207,11 @@ impl Pump<'_> {
             _ => false,
         };
         let mut off = 0;
-        while let Some(frame) = self.framer.next(&self.buf[off..], whole).map_err(|e| lost(down.upstream, &e))? {
+        while let Some(frame) = self
+            .framer
+            .next(&self.buf[off..], whole)
+            .map_err(|e| lost(down.upstream, &e))?
+        {
             let h = match frame {
                 Frame::Raw { tag, len } => {
                     if let Some(tag) = tag {
@@ -218,7 +242,10 @@ impl Pump<'_> {
             self.send_to_client(off, down, state).await?;
             self.buf.advance(h.total_len);
             off = 0;
-            self.to.write_all(&replacement).await.map_err(Error::ClientIo)?;
+            self.to
+                .write_all(&replacement)
+                .await
+                .map_err(Error::ClientIo)?;
         }
         self.send_to_client(off, down, state).await
     }

@@ -66,7 +66,9 @@ impl Rewriter {
             }
             Err(e) => {
                 tracing::info!(rule = %e.rule_id, reason = %e.reason, "statement refused");
-                rejections.push(state.next_request(), &format!("pgshim: {e}"), REFUSAL_HINT).into_bytes()
+                rejections
+                    .push(state.next_request(), &format!("pgshim: {e}"), REFUSAL_HINT)
+                    .into_bytes()
             }
         };
         let mut out = BytesMut::with_capacity(new_sql.len() + 64);
@@ -78,15 +80,26 @@ impl Rewriter {
     }
 
     fn rewrite(&self, sql: &[u8]) -> Result<Outcome, RewriteError> {
-        let first_rule = || self.db.rules.rules().first().map(|r| r.id.clone()).unwrap_or_default();
+        let first_rule = || {
+            self.db
+                .rules
+                .rules()
+                .first()
+                .map(|r| r.id.clone())
+                .unwrap_or_default()
+        };
         let catalog = self.db.state.as_ref().map_err(|reason| RewriteError {
             rule_id: first_rule(),
             reason: format!("the rule is not active in this database: {reason}"),
         })?;
         let sql = std::str::from_utf8(sql).map_err(|_| RewriteError {
             rule_id: first_rule(),
-            reason: "the statement is not valid UTF-8 (pgshim rewrites UTF-8 client encodings only)".into(),
+            reason:
+                "the statement is not valid UTF-8 (pgshim rewrites UTF-8 client encodings only)"
+                    .into(),
         })?;
-        self.db.cache.get_or_rewrite(sql, self.version.number, &self.db.rules, catalog)
+        self.db
+            .cache
+            .get_or_rewrite(sql, self.version.number, &self.db.rules, catalog)
     }
 }
