@@ -28,6 +28,12 @@ pub struct ProxyBuilder {
     connect_timeout_ms: Option<u64>,
     client_tls: Option<bool>,
     limits: Vec<(String, String)>,
+    /// Top-level `key = value` lines (they must precede every table).
+    top_level: Vec<String>,
+    /// `[upstream] user`: pgshim's own login, used to read the catalog.
+    catalog_user: Option<String>,
+    /// Raw TOML appended after everything else, e.g. `[[rule]]` tables.
+    tail: String,
 }
 
 /// A pgshim builder pointing at the shared test cluster.
@@ -40,6 +46,9 @@ pub fn proxy() -> ProxyBuilder {
         connect_timeout_ms: None,
         client_tls: None,
         limits: Vec::new(),
+        top_level: Vec::new(),
+        catalog_user: Some("postgres".into()),
+        tail: String::new(),
     }
 }
 
@@ -79,12 +88,33 @@ impl ProxyBuilder {
         self
     }
 
+    /// Adds a top-level `key = value` line, e.g. `on_unrewritable = "pass"`.
+    pub fn top_level(mut self, line: &str) -> Self {
+        self.top_level.push(line.into());
+        self
+    }
+
+    /// Appends raw TOML (e.g. `[[rule]]` tables) to the configuration.
+    pub fn rules(mut self, toml: &str) -> Self {
+        self.tail.push('\n');
+        self.tail.push_str(toml);
+        self
+    }
+
     /// The configuration file for these settings, listening on `listen`.
     pub fn toml(&self, listen: &str) -> String {
-        let mut out = format!(
-            "listen = \"{listen}\"\n\n[upstream]\nhost = \"{}\"\nport = {}\n",
+        let mut out = format!("listen = \"{listen}\"\n");
+        for line in &self.top_level {
+            out += line;
+            out.push('\n');
+        }
+        out += &format!(
+            "\n[upstream]\nhost = \"{}\"\nport = {}\n",
             self.upstream_host, self.upstream_port
         );
+        if let Some(user) = &self.catalog_user {
+            out += &format!("user = \"{user}\"\n");
+        }
         if let Some(mode) = &self.upstream_tls {
             out += &format!("tls = \"{mode}\"\n");
         }
@@ -108,6 +138,7 @@ impl ProxyBuilder {
                 out += &format!("{k} = {v}\n");
             }
         }
+        out += &self.tail;
         out
     }
 
