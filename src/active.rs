@@ -80,6 +80,11 @@ impl LiveRules {
         self.current.load_full()
     }
 
+    /// The number of the version in force, without taking a reference to it.
+    pub fn current_number(&self) -> u64 {
+        self.current.load().number
+    }
+
     /// Puts `version` in force.
     pub fn store(&self, version: RulesVersion) {
         self.current.store(Arc::new(version));

@@ -29,6 +29,8 @@ pub struct Config {
     /// rewritten safely.
     #[serde(default)]
     pub on_unrewritable: OnUnrewritable,
+    /// The admin HTTP listener (`/metrics`, `/rules`, `/reload`, `/healthz`).
+    pub admin: Option<AdminConfig>,
     /// Column mapping rules (`[[rule]]`), validated by [`crate::rewrite::RuleSet`].
     #[serde(default)]
     pub rule: Vec<crate::rewrite::RuleConfig>,
@@ -86,7 +88,7 @@ pub enum UpstreamTls {
 }
 
 /// `[tls]`: TLS between clients and pgshim.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientTlsConfig {
     /// Certificate chain (PEM) presented to clients.
@@ -96,6 +98,17 @@ pub struct ClientTlsConfig {
     /// When true, clients that do not negotiate TLS are refused with an error.
     #[serde(default)]
     pub required: bool,
+}
+
+/// `[admin]`: the HTTP listener operators and Prometheus talk to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener, e.g. `127.0.0.1:9930`.
+    pub listen: String,
+    /// Name of an environment variable holding a bearer token that POST
+    /// requests must present (`Authorization: Bearer <token>`).
+    pub token_env: Option<String>,
 }
 
 /// `[limits]`.
@@ -189,6 +202,22 @@ impl Config {
         Ok(())
     }
 
+    /// Settings that only take effect on restart and differ between `self`
+    /// and `new`, by config key.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.listen != new.listen {
+            keys.push("listen");
+        }
+        if self.tls != new.tls {
+            keys.push("[tls]");
+        }
+        if self.admin != new.admin {
+            keys.push("[admin]");
+        }
+        keys
+    }
+
     /// Upstream `host:port`, as shown in messages.
     pub fn upstream_addr(&self) -> String {
         format!("{}:{}", self.upstream.host, self.upstream.port)
@@ -203,6 +232,7 @@ impl Default for Config {
             tls: None,
             limits: Limits::default(),
             on_unrewritable: OnUnrewritable::default(),
+            admin: None,
             rule: Vec::new(),
         }
     }

@@ -80,6 +80,9 @@ pub enum Error {
     /// A rewrite rule cannot be activated.
     #[error(transparent)]
     Rules(#[from] crate::active::ActivateError),
+    /// The admin listener cannot be set up.
+    #[error("{0}")]
+    AdminSetup(String),
     /// Certificates or keys could not be loaded.
     #[error("{0}")]
     TlsSetup(String),
@@ -113,6 +116,7 @@ impl Error {
             | Error::ShuttingDown
             | Error::Config(_)
             | Error::Rules(_)
+            | Error::AdminSetup(_)
             | Error::TlsSetup(_)
             | Error::Listen { .. } => Side::Proxy,
         }
@@ -132,9 +136,11 @@ impl Error {
             Error::UpstreamConnect { .. } => "08001",
             Error::UpstreamLost { .. } | Error::ClientTls(_) | Error::ClientIo(_) => "08006",
             Error::ShuttingDown => "57P01",
-            Error::Config(_) | Error::Rules(_) | Error::TlsSetup(_) | Error::Listen { .. } => {
-                "XX000"
-            }
+            Error::Config(_)
+            | Error::Rules(_)
+            | Error::AdminSetup(_)
+            | Error::TlsSetup(_)
+            | Error::Listen { .. } => "XX000",
         }
     }
 

@@ -16,6 +16,10 @@
 //! - [`rewrite`]: pure SQL rewriting for column mapping rules (no I/O).
 //! - [`catalog`]: reads mapped tables' columns through pgshim's own login.
 //! - [`active`]: the rules in force, versioned, with per-database catalogs.
+//! - [`admin`]: the admin HTTP listener and the Prometheus metrics.
+//! - [`reload`]: hot reload of `proxy.toml` with validation and the phase guard.
+//! - [`ops`]: migration operations (backfill, verify, plan, status) and their `pgshim`
+//!   schema of checkpoints and results.
 //! - [`server`]: accept loop, connection cap, graceful shutdown.
 //! - [`cli`]: the `pgshim` command line.
 //! - [`error`]: the crate error type and how each failure is shown to a client.
@@ -23,13 +27,16 @@
 #![forbid(unsafe_code)]
 
 pub mod active;
+pub mod admin;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod logging;
 pub mod net;
+pub mod ops;
 pub mod protocol;
+pub mod reload;
 pub mod rewrite;
 pub mod server;
 pub mod session;

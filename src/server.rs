@@ -1,5 +1,7 @@
-//! The accept loop: connection cap, one task per client, graceful shutdown.
+//! The accept loop: connection cap, one task per client, reload triggers, the
+//! admin listener, graceful shutdown.
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,32 +12,131 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::http::{self, Admin};
+use crate::admin::metrics::metrics;
 use crate::config::Config;
 use crate::error::Error;
+use crate::reload::{self, Reloader};
 use crate::session::{self, Context};
 
 /// Extra time, past `shutdown_timeout_ms`, for sessions to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How often the config file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Serves clients on `listener` until `shutdown` completes, then stops
-/// accepting, lets sessions finish their transaction (up to
-/// `[limits] shutdown_timeout_ms`) and returns.
+/// A proxy to run: configuration plus optional reload and admin wiring.
+pub struct Server {
+    config: Arc<Config>,
+    config_path: Option<PathBuf>,
+    admin: Option<TcpListener>,
+}
+
+/// Serves clients on `listener` until `shutdown` completes (no reload, no
+/// admin listener); see [`Server::run`].
 ///
 /// # Errors
-/// [`Error::TlsSetup`] when certificates cannot be loaded; nothing is served then.
+/// As [`Server::run`].
 pub async fn serve(
     listener: TcpListener,
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let token = CancellationToken::new();
-    let ctx = Arc::new(Context::new(config.clone(), token.clone()).await?);
-    let tracker = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    Server::new(config).run(listener, shutdown).await
+}
+
+// === impl Server ===
+
+impl Server {
+    /// A server for `config`.
+    pub fn new(config: Arc<Config>) -> Server {
+        Server {
+            config,
+            config_path: None,
+            admin: None,
+        }
+    }
+
+    /// Reloads rules and settings from `path` when it changes or on SIGHUP.
+    pub fn config_file(mut self, path: PathBuf) -> Server {
+        self.config_path = Some(path);
+        self
+    }
+
+    /// Serves the admin API on `listener`.
+    pub fn admin(mut self, listener: TcpListener) -> Server {
+        self.admin = Some(listener);
+        self
+    }
+
+    /// Serves clients on `listener` until `shutdown` completes, then stops
+    /// accepting, lets sessions finish their transaction (up to
+    /// `[limits] shutdown_timeout_ms`) and returns.
+    ///
+    /// # Errors
+    /// [`Error::TlsSetup`] when certificates cannot be loaded, [`Error::Rules`]
+    /// when a rule cannot be activated; nothing is served then.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let token = CancellationToken::new();
+        let ctx = Arc::new(Context::new(self.config.clone(), token.clone()).await?);
+        let current = ctx.rules.current();
+        reload::publish(&current.rules, current.number);
+        let tracker = TaskTracker::new();
+        let reloader = self
+            .config_path
+            .map(|path| Arc::new(Reloader::new(path, ctx.clone())));
+        if let Some(reloader) = &reloader {
+            tracker.spawn(watch_file(reloader.clone(), token.clone()));
+            tracker.spawn(reload_on_sighup(reloader.clone(), token.clone()));
+        }
+        if let Some(listener) = self.admin {
+            let admin_token = admin_token(&self.config)?;
+            let admin = Arc::new(Admin {
+                ctx: ctx.clone(),
+                reloader: reloader.clone(),
+                token: admin_token,
+            });
+            tracker.spawn(http::serve(listener, admin, token.clone()));
+        }
+        accept_loop(&listener, &ctx, &tracker, shutdown).await;
+        drop(listener);
+        let limits = ctx.settings().config.limits.clone();
+        tracing::info!(
+            sessions = tracker.len(),
+            timeout_ms = limits.shutdown_timeout_ms,
+            "shutting down: no longer accepting, waiting for sessions to finish their transactions"
+        );
+        token.cancel();
+        tracker.close();
+        if tokio::time::timeout(limits.shutdown_timeout() + SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = tracker.len(),
+                "sessions still open after shutdown_timeout_ms; closing them"
+            );
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    ctx: &Arc<Context>,
+    tracker: &TaskTracker,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut max = ctx.settings().config.limits.max_connections;
+    let permits = Arc::new(Semaphore::new(max));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -47,46 +148,105 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
+        let configured = ctx.settings().config.limits.max_connections;
+        if configured > max {
+            permits.add_permits(configured - max);
+        } else if configured < max {
+            permits.forget_permits(max - configured);
+        }
+        max = configured;
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let ctx = ctx.clone();
+                let m = metrics();
+                m.connections_total.increment(1);
+                m.connections.increment(1.0);
                 tracker.spawn(async move {
                     session::run(tcp, peer, ctx).await;
+                    metrics().connections.decrement(1.0);
                     drop(permit);
                 });
             }
             Err(_) => {
-                tracing::warn!(client = %peer, max_connections = config.limits.max_connections, "connection rejected: too many connections");
-                tracker.spawn(reject(
-                    tcp,
-                    Error::TooManyConnections(config.limits.max_connections),
-                ));
+                metrics().rejected_max_connections.increment(1);
+                tracing::warn!(client = %peer, max_connections = max, "connection rejected: too many connections");
+                tracker.spawn(reject(tcp, Error::TooManyConnections(max)));
             }
         }
     }
-    drop(listener);
-    let open = tracker.len();
-    tracing::info!(
-        sessions = open,
-        timeout_ms = config.limits.shutdown_timeout_ms,
-        "shutting down: no longer accepting, waiting for sessions to finish their transactions"
-    );
-    token.cancel();
-    tracker.close();
-    if tokio::time::timeout(
-        config.limits.shutdown_timeout() + SHUTDOWN_GRACE,
-        tracker.wait(),
-    )
-    .await
-    .is_err()
-    {
-        tracing::warn!(
-            sessions = tracker.len(),
-            "sessions still open after shutdown_timeout_ms; closing them"
-        );
+}
+
+/// The bearer token for POST requests, from `[admin] token_env`.
+fn admin_token(config: &Config) -> Result<Option<String>, Error> {
+    let Some(var) = config.admin.as_ref().and_then(|a| a.token_env.as_ref()) else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(token) if !token.is_empty() => Ok(Some(token)),
+        _ => Err(Error::AdminSetup(format!(
+            "[admin] token_env names {var}, which is not set or empty in pgshim's environment"
+        ))),
     }
-    tracing::info!("shutdown complete");
-    Ok(())
+}
+
+/// Reloads when the config file changes. The file's path is polled (not an
+/// inotify watch on the inode), so editors that write a temporary file and
+/// rename it over the original are caught too.
+async fn watch_file(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    let stamp = |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| file_stamp(&m));
+    let mut last = stamp(reloader.path());
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = stamp(reloader.path());
+        if now.is_none() || now == last {
+            continue;
+        }
+        // Let a writer finish: reload once the file has stopped changing.
+        tokio::time::sleep(WATCH_INTERVAL / 2).await;
+        let settled = stamp(reloader.path());
+        if settled != now {
+            continue;
+        }
+        last = settled;
+        let _ = reloader.reload("file change").await;
+    }
+}
+
+fn file_stamp(m: &std::fs::Metadata) -> (Option<std::time::SystemTime>, u64, u64) {
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    (m.modified().ok(), m.len(), ino)
+}
+
+async fn reload_on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!(
+                "cannot listen for SIGHUP; reload with the admin API or by editing the file"
+            );
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = hup.recv() => if received.is_none() { return },
+            }
+            let _ = reloader.reload("SIGHUP").await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (reloader, shutdown);
+    }
 }
 
 async fn reject(mut tcp: TcpStream, error: Error) {

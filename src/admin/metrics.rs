@@ -70,7 +70,10 @@ pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full("pgshim_rewrite_duration_seconds".into()), REWRITE_BUCKETS)
+            .set_buckets_for_metric(
+                Matcher::Full("pgshim_rewrite_duration_seconds".into()),
+                REWRITE_BUCKETS,
+            )
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -96,11 +99,13 @@ pub fn rule_phase(rule: &str, phase: f64) {
 impl Metrics {
     fn register() -> Metrics {
         describe();
-        let statements = |outcome: &'static str| counter!("pgshim_statements_total", "outcome" => outcome);
+        let statements =
+            |outcome: &'static str| counter!("pgshim_statements_total", "outcome" => outcome);
         let rejected = |reason: &'static str| counter!("pgshim_client_connections_rejected_total", "reason" => reason);
         let reloads = |result: &'static str| counter!("pgshim_reloads_total", "result" => result);
         let bytes = |direction: &'static str| counter!("pgshim_bytes_forwarded_total", "direction" => direction);
-        let protocol = |side: &'static str| counter!("pgshim_protocol_errors_total", "side" => side);
+        let protocol =
+            |side: &'static str| counter!("pgshim_protocol_errors_total", "side" => side);
         Metrics {
             connections: gauge!("pgshim_client_connections"),
             connections_total: counter!("pgshim_client_connections_total"),
@@ -130,19 +135,54 @@ impl Metrics {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!("pgshim_client_connections", "Client connections open now");
-    describe_counter!("pgshim_client_connections_total", "Client connections accepted");
-    describe_counter!("pgshim_client_connections_rejected_total", "Client connections refused, by reason");
-    describe_counter!("pgshim_upstream_connect_failures_total", "Failed connections to the upstream server");
-    describe_counter!("pgshim_statements_total", "Statements (Query and Parse messages) by outcome");
-    describe_counter!("pgshim_rewrites_total", "Statements rewritten, by rule and phase");
-    describe_counter!("pgshim_rewrite_cache_hits_total", "Rewrites served from the cache");
+    describe_counter!(
+        "pgshim_client_connections_total",
+        "Client connections accepted"
+    );
+    describe_counter!(
+        "pgshim_client_connections_rejected_total",
+        "Client connections refused, by reason"
+    );
+    describe_counter!(
+        "pgshim_upstream_connect_failures_total",
+        "Failed connections to the upstream server"
+    );
+    describe_counter!(
+        "pgshim_statements_total",
+        "Statements (Query and Parse messages) by outcome"
+    );
+    describe_counter!(
+        "pgshim_rewrites_total",
+        "Statements rewritten, by rule and phase"
+    );
+    describe_counter!(
+        "pgshim_rewrite_cache_hits_total",
+        "Rewrites served from the cache"
+    );
     describe_counter!("pgshim_rewrite_cache_misses_total", "Rewrites computed");
     describe_gauge!("pgshim_rewrite_cache_size", "Entries in the rewrite caches");
-    describe_histogram!("pgshim_rewrite_duration_seconds", Unit::Seconds, "Time to rewrite one statement text");
-    describe_counter!("pgshim_statements_reprepared_total", "Prepared statements prepared again after a rules change");
+    describe_histogram!(
+        "pgshim_rewrite_duration_seconds",
+        Unit::Seconds,
+        "Time to rewrite one statement text"
+    );
+    describe_counter!(
+        "pgshim_statements_reprepared_total",
+        "Prepared statements prepared again after a rules change"
+    );
     describe_counter!("pgshim_reloads_total", "Config reloads by result");
     describe_gauge!("pgshim_rules_version", "Version of the rules in force");
-    describe_gauge!("pgshim_rule_phase", "Phase of each rule: 0 expand, 1 migrate, 2 contract");
-    describe_counter!("pgshim_bytes_forwarded_total", Unit::Bytes, "Bytes forwarded, by direction");
-    describe_counter!("pgshim_protocol_errors_total", "Protocol violations, by the side that committed them");
+    describe_gauge!(
+        "pgshim_rule_phase",
+        "Phase of each rule: 0 expand, 1 migrate, 2 contract"
+    );
+    describe_counter!(
+        "pgshim_bytes_forwarded_total",
+        Unit::Bytes,
+        "Bytes forwarded, by direction"
+    );
+    describe_counter!(
+        "pgshim_protocol_errors_total",
+        "Protocol violations, by the side that committed them"
+    );
 }

@@ -1,5 +1,9 @@
 //! The `pgshim` command line.
+mod backfill;
+mod common;
+mod reload;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +37,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default).
     Serve,
+    /// Ask a running pgshim to reload its config file (POST /reload on [admin] listen).
+    Reload,
+    /// Fill the new columns of rows that have not migrated, in resumable batches.
+    Backfill(backfill::Args),
+    /// Check that both shapes agree on every row; exit 0 only when they do.
+    Verify(verify::Args),
 }
 
 /// Runs the command line.
@@ -43,6 +53,9 @@ pub fn run(cli: Cli) -> ExitCode {
     logging::init(cli.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve::run(&cli.config),
+        Command::Reload => reload::run(&cli.config),
+        Command::Backfill(args) => backfill::run(&cli.config, &args),
+        Command::Verify(args) => verify::run(&cli.config, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::server::Server;
 
 /// Runs the proxy until a signal asks it to stop.
 ///
@@ -27,7 +28,15 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {} (the `listen` key in {})", config.listen, config_path.display()))?;
         tracing::info!(listen = %config.listen, upstream = %config.upstream_addr(), config = %config_path.display(), "pgshim listening");
-        crate::server::serve(listener, config, shutdown_signal()).await?;
+        let mut server = Server::new(config.clone()).config_file(config_path.to_owned());
+        if let Some(admin) = &config.admin {
+            let admin_listener = TcpListener::bind(&admin.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} ([admin] listen in {})", admin.listen, config_path.display()))?;
+            tracing::info!(listen = %admin.listen, "admin listener (/metrics, /rules, /healthz, POST /reload)");
+            server = server.admin(admin_listener);
+        }
+        server.run(listener, shutdown_signal()).await?;
         Ok(())
     })
 }

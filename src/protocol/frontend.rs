@@ -8,6 +8,14 @@ use super::header::HEADER_LEN;
 
 /// Frontend `Parse`.
 pub const PARSE_TAG: u8 = b'P';
+/// Frontend `Bind`.
+pub const BIND_TAG: u8 = b'B';
+/// Frontend `Describe`.
+pub const DESCRIBE_TAG: u8 = b'D';
+/// Frontend `Close`.
+pub const CLOSE_TAG: u8 = b'C';
+/// `Describe`/`Close` target kind: a prepared statement.
+pub const TARGET_STATEMENT: u8 = b'S';
 
 /// A decoded `Parse` message, borrowing from the raw message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +46,34 @@ pub fn parse_body(msg: &[u8]) -> Option<ParseBody<'_>> {
         sql: &rest[..sql_end],
         param_types: &rest[sql_end + 1..],
     })
+}
+
+/// The prepared statement a whole `Bind` message uses.
+pub fn bind_statement(msg: &[u8]) -> Option<&[u8]> {
+    let body = msg.get(HEADER_LEN..)?;
+    let portal_end = memchr(0, body)?;
+    let rest = &body[portal_end + 1..];
+    Some(&rest[..memchr(0, rest)?])
+}
+
+/// The prepared statement a whole `Describe` or `Close` message targets, when
+/// it targets a statement (not a portal).
+pub fn statement_target(msg: &[u8]) -> Option<&[u8]> {
+    let body = msg.get(HEADER_LEN..)?;
+    if *body.first()? != TARGET_STATEMENT {
+        return None;
+    }
+    let name = &body[1..];
+    Some(&name[..memchr(0, name)?])
+}
+
+/// Appends `Close` of prepared statement `name`.
+pub fn write_close_statement(out: &mut BytesMut, name: &[u8]) {
+    out.put_u8(CLOSE_TAG);
+    out.put_i32((4 + 1 + name.len() + 1) as i32);
+    out.put_u8(TARGET_STATEMENT);
+    out.put_slice(name);
+    out.put_u8(0);
 }
 
 /// Appends a `Query` message carrying `sql`.
@@ -88,6 +124,21 @@ mod tests {
         let len = i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
         assert_eq!(len + 1, out.len());
         assert_eq!(parse_body(&out), Some(original));
+    }
+
+    #[test]
+    fn bind_names_its_statement() {
+        let msg = b"B\0\0\0\x0ep1\0s1\0\0\0\0\0\0\0";
+        assert_eq!(bind_statement(msg), Some(&b"s1"[..]));
+        assert_eq!(bind_statement(b"B\0\0\0\x06p1"), None);
+    }
+
+    #[test]
+    fn close_round_trip_and_portal_targets_ignored() {
+        let mut out = BytesMut::new();
+        write_close_statement(&mut out, b"s1");
+        assert_eq!(statement_target(&out), Some(&b"s1"[..]));
+        assert_eq!(statement_target(b"C\0\0\0\x08Pp1\0"), None);
     }
 
     #[test]

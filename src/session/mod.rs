@@ -1,11 +1,13 @@
 //! One task per client: startup negotiation, connecting upstream, the
 //! forwarding loop, and the one log line per connection.
 pub mod cancel;
+pub mod context;
 pub mod reject;
 pub mod relay;
 pub mod rewrite;
 pub mod startup;
 pub mod state;
+pub mod statements;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -16,73 +18,31 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
-use crate::active::LiveRules;
-use crate::config::Config;
+use crate::admin::metrics::metrics;
 use crate::error::Error;
-use crate::net::upstream::Upstream;
 use crate::net::{Stream, Writer};
 use crate::protocol::startup::StartupParams;
 use crate::protocol::{Framer, TERMINATE_TAG};
+pub use context::{Context, Settings};
 use reject::Rejections;
 use relay::{End, Pump, ToClient, ToServer};
 use rewrite::Rewriter;
 use startup::{Failed, Negotiated};
 use state::State;
+use statements::Hidden;
 
 /// How long pgshim waits for a client to accept a final error message.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// What every session shares: configuration, TLS, upstream, shutdown signal.
-pub struct Context {
-    /// The configuration the proxy started with.
-    pub config: Arc<Config>,
-    /// Client-facing TLS, when `[tls]` is set.
-    pub acceptor: Option<TlsAcceptor>,
-    /// How to reach the server.
-    pub upstream: Upstream,
-    /// Cancelled when pgshim starts shutting down.
-    pub shutdown: CancellationToken,
-    /// The rewrite rules in force.
-    pub rules: LiveRules,
-}
-
-// === impl Context ===
-
-impl Context {
-    /// Builds the shared context: loads certificates, validates the rules and
-    /// checks them against the catalog.
-    ///
-    /// # Errors
-    /// [`Error::TlsSetup`] when a certificate, key or CA file cannot be used,
-    /// [`Error::Rules`] when a rule cannot be activated.
-    pub async fn new(config: Arc<Config>, shutdown: CancellationToken) -> Result<Context, Error> {
-        let acceptor = config
-            .tls
-            .as_ref()
-            .map(crate::net::tls::acceptor)
-            .transpose()?;
-        let upstream = Upstream::from_config(&config.upstream)?;
-        let rules = LiveRules::load(&config, &upstream).await?;
-        Ok(Context {
-            config,
-            acceptor,
-            upstream,
-            shutdown,
-            rules,
-        })
-    }
-}
 
 /// Serves one client connection to the end. Never panics on client input;
 /// every outcome is logged.
 pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
     let started = Instant::now();
-    let deadline = started + ctx.config.limits.startup_timeout();
+    let settings = ctx.settings();
+    let deadline = started + settings.config.limits.startup_timeout();
     let negotiated = tokio::select! {
-        n = tokio::time::timeout_at(deadline, startup::negotiate(tcp, &ctx)) => n,
+        n = tokio::time::timeout_at(deadline, startup::negotiate(tcp, &ctx, &settings)) => n,
         _ = ctx.shutdown.cancelled() => return,
     };
     match negotiated {
@@ -90,12 +50,18 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
             tracing::info!(client = %peer, "connection closed: startup packet not received within startup_timeout_ms")
         }
         Ok(Err(Failed { client, error })) => {
+            if matches!(
+                error,
+                Error::ClientFrame(_) | Error::Startup(_) | Error::UnencryptedAfterSslRequest
+            ) {
+                metrics().protocol_errors_client.increment(1);
+            }
             tracing::info!(client = %peer, error = %error, "connection refused");
             if let Some(mut client) = client {
                 farewell(&mut client, &error).await;
             }
         }
-        Ok(Ok(Negotiated::Cancel(packet))) => cancel::forward(&ctx.upstream, packet).await,
+        Ok(Ok(Negotiated::Cancel(packet))) => cancel::forward(&settings.upstream, packet).await,
         Ok(Ok(Negotiated::Session {
             client,
             packet,
@@ -108,6 +74,7 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
                 started,
                 deadline,
                 ctx: &ctx,
+                settings: &settings,
             };
             session.proxy(client, &packet, leftover).await;
         }
@@ -122,6 +89,8 @@ struct Session<'a> {
     /// When startup (including authentication) must be complete.
     deadline: Instant,
     ctx: &'a Context,
+    /// The settings in force when the session started, kept to its end.
+    settings: &'a Settings,
 }
 
 // === impl Session ===
@@ -131,13 +100,11 @@ impl Session<'_> {
         let (peer, user, database) = (self.peer, &self.params.user, &self.params.database);
         tracing::info!(client = %peer, user = %user, database = %database, tls = client.is_tls(), "connection opened");
         let state = State::new();
-        let rewriter = self.rewriter().await;
-        let outcome = match self.ctx.upstream.connect().await {
-            Ok(server) => {
-                self.relay(client, server, packet, leftover, &state, rewriter.as_ref())
-                    .await
-            }
+        state.add_from_client(packet.len());
+        let outcome = match self.settings.upstream.connect().await {
+            Ok(server) => self.relay(client, server, packet, leftover, &state).await,
             Err(error) => {
+                metrics().upstream_connect_failures.increment(1);
                 farewell(&mut client, &error).await;
                 Err(error)
             }
@@ -152,25 +119,12 @@ impl Session<'_> {
                 tracing::info!(client = %peer, user = %user, database = %database, duration_ms, bytes_in, bytes_out, reason = ?end, "connection closed")
             }
             Err(error) => {
+                if let Error::ClientFrame(_) = error {
+                    metrics().protocol_errors_client.increment(1);
+                }
                 tracing::info!(client = %peer, user = %user, database = %database, duration_ms, bytes_in, bytes_out, error = %error, side = ?error.side(), "connection closed")
             }
         }
-    }
-
-    /// The session's view of the rules, when any apply to its database.
-    async fn rewriter(&self) -> Option<Rewriter> {
-        let version = self.ctx.rules.current();
-        if version.rules.is_empty() {
-            return None;
-        }
-        let db = version
-            .for_database(
-                &self.params.database,
-                &self.ctx.config.upstream,
-                &self.ctx.upstream,
-            )
-            .await;
-        Some(Rewriter { version, db })
     }
 
     async fn relay(
@@ -180,22 +134,22 @@ impl Session<'_> {
         packet: &[u8],
         mut client_buf: BytesMut,
         state: &State,
-        rewriter: Option<&Rewriter>,
     ) -> Result<End, Error> {
-        let upstream = self.ctx.upstream.addr();
+        let upstream = self.settings.upstream.addr();
         let sent = async {
             server.write_all(packet).await?;
             server.flush().await
         };
         if let Err(e) = sent.await {
-            let error = self.ctx.upstream.connect_error(e.to_string());
+            let error = self.settings.upstream.connect_error(e.to_string());
             let mut client = client;
             farewell(&mut client, &error).await;
             return Err(error);
         }
+        let mut rewriter = Rewriter::new(self.ctx, self.settings, &self.params.database).await;
         let (mut client_r, mut client_w) = client.split();
         let (mut server_r, mut server_w) = server.split();
-        let limits = &self.ctx.config.limits;
+        let limits = &self.settings.config.limits;
         let (mut client_framer, mut server_framer) = (
             Framer::new(limits.max_message_bytes),
             Framer::new(usize::MAX),
@@ -214,27 +168,29 @@ impl Session<'_> {
             buf: &mut server_buf,
             framer: &mut server_framer,
         };
-        let rejections = Rejections::default();
+        let (rejections, hidden) = (Rejections::default(), Hidden::default());
         let down = ToClient {
             shutdown: &self.ctx.shutdown,
             drain_timeout: limits.shutdown_timeout(),
             client_at_boundary: &client_at_boundary,
             upstream,
             rejections: &rejections,
+            hidden: &hidden,
         };
         let up = ToServer {
             addr: upstream,
-            rewriter,
+            ctx: self.ctx,
+            settings: self.settings,
+            rewriter: &mut rewriter,
             rejections: &rejections,
+            hidden: &hidden,
         };
         let outcome = tokio::select! {
             r = upward.client_to_server(state, up) => r,
             r = downward.server_to_client(state, down) => r,
-            _ = startup_expired(self.deadline, state) => {
-                Err(Error::StartupTimeout(limits.startup_timeout_ms))
-            }
+            _ = startup_expired(self.deadline, state) => Err(Error::StartupTimeout(limits.startup_timeout_ms)),
         };
-        self.finish(
+        finish(
             &outcome,
             client_at_boundary.load(Relaxed),
             &mut client_w,
@@ -243,35 +199,34 @@ impl Session<'_> {
         .await;
         outcome
     }
+}
 
-    /// Tells the client why the session ends (when it can still hear it) and
-    /// lets the server end its backend cleanly.
-    async fn finish(
-        &self,
-        outcome: &Result<End, Error>,
-        at_boundary: bool,
-        client_w: &mut Writer,
-        server_w: &mut Writer,
-    ) {
-        let shutting_down = Error::ShuttingDown;
-        let error = match outcome {
-            Ok(End::Shutdown) => Some(&shutting_down),
-            Ok(_) => None,
-            Err(e) if e.client_unreachable() => None,
-            Err(e) => Some(e),
-        };
-        if let (Some(error), true) = (error, at_boundary) {
-            farewell(client_w, error).await;
-        }
-        if !matches!(outcome, Ok(End::ClientTerminated)) {
-            let _ = tokio::time::timeout(
-                FAREWELL_TIMEOUT,
-                server_w.write_all(&[TERMINATE_TAG, 0, 0, 0, 4]),
-            )
-            .await;
-        }
-        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, server_w.shutdown()).await;
+/// Tells the client why the session ends (when it can still hear it) and
+/// lets the server end its backend cleanly.
+async fn finish(
+    outcome: &Result<End, Error>,
+    at_boundary: bool,
+    client_w: &mut Writer,
+    server_w: &mut Writer,
+) {
+    let shutting_down = Error::ShuttingDown;
+    let error = match outcome {
+        Ok(End::Shutdown) => Some(&shutting_down),
+        Ok(_) => None,
+        Err(e) if e.client_unreachable() => None,
+        Err(e) => Some(e),
+    };
+    if let (Some(error), true) = (error, at_boundary) {
+        farewell(client_w, error).await;
     }
+    if !matches!(outcome, Ok(End::ClientTerminated)) {
+        let _ = tokio::time::timeout(
+            FAREWELL_TIMEOUT,
+            server_w.write_all(&[TERMINATE_TAG, 0, 0, 0, 4]),
+        )
+        .await;
+    }
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, server_w.shutdown()).await;
 }
 
 /// Completes at `deadline` if the session has not authenticated by then.

@@ -18,15 +18,17 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::net::{Reader, Writer};
 use crate::protocol::backend::strip_channel_binding;
-use crate::protocol::frontend::PARSE_TAG;
 use crate::protocol::{
     Frame, Framer, AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, QUERY_TAG, READY_FOR_QUERY_TAG,
     TERMINATE_TAG,
 };
 
+use super::context::{Context, Settings};
 use super::reject::Rejections;
-use super::rewrite::Rewriter;
+use super::rewrite::{Rewriter, Shared};
 use super::state::{Phase, State};
+use super::statements::{Hidden, CLOSE_COMPLETE_TAG, PARSE_COMPLETE_TAG};
+use crate::admin::metrics::metrics;
 
 /// Minimum free space before each read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -58,15 +60,21 @@ pub struct Pump<'a> {
     pub framer: &'a mut Framer,
 }
 
-/// Client-to-server extras: where refusals are queued and how statements
-/// are rewritten.
+/// Client-to-server extras: the session's rules and what it shares with the
+/// server direction.
 pub struct ToServer<'a> {
     /// `host:port` of the server, for errors.
     pub addr: &'a str,
-    /// The session's rewriter; `None` or inactive means pure forwarding.
-    pub rewriter: Option<&'a Rewriter>,
+    /// Where new rules come from.
+    pub ctx: &'a Context,
+    /// The session's settings (pgshim's login, to read catalogs).
+    pub settings: &'a Settings,
+    /// The session's view of the rules.
+    pub rewriter: &'a mut Rewriter,
     /// Refusals in flight.
     pub rejections: &'a Rejections,
+    /// Replies to pgshim's own re-prepares.
+    pub hidden: &'a Hidden,
 }
 
 /// Server-to-client extras: shutdown signalling and whether the client is at a
@@ -82,6 +90,8 @@ pub struct ToClient<'a> {
     pub upstream: &'a str,
     /// Refusals in flight, whose stand-in errors are replaced.
     pub rejections: &'a Rejections,
+    /// Replies to pgshim's own re-prepares, swallowed.
+    pub hidden: &'a Hidden,
 }
 
 // === impl Pump ===
@@ -93,46 +103,64 @@ impl Pump<'_> {
     /// [`Error::ClientFrame`] for bytes that cannot be framed,
     /// [`Error::ClientIo`] and [`Error::UpstreamLost`] for broken connections.
     pub async fn client_to_server(mut self, state: &State, up: ToServer<'_>) -> Result<End, Error> {
-        let rewriter = up.rewriter.filter(|r| r.active());
-        let whole = |tag: u8| rewriter.is_some() && (tag == QUERY_TAG || tag == PARSE_TAG);
+        let ToServer {
+            addr,
+            ctx,
+            settings,
+            rewriter,
+            rejections,
+            hidden,
+        } = up;
+        let shared = Shared {
+            state,
+            rejections,
+            hidden,
+        };
         loop {
-            let mut off = 0;
-            let mut terminated = false;
+            rewriter.refresh(ctx, settings, &shared).await;
+            let (mut off, mut statements, mut terminated) = (0, 0u64, false);
             while let Some(frame) = self
                 .framer
-                .next(&self.buf[off..], whole)
+                .next(&self.buf[off..], |t| rewriter.wants_whole(t))
                 .map_err(Error::ClientFrame)?
             {
                 match frame {
                     Frame::Raw { tag, len } => {
                         if let Some(tag) = tag {
+                            rewriter.note_forwarded(state.next_request(), tag);
                             state.on_frontend(tag);
+                            statements += u64::from(tag == QUERY_TAG);
                             terminated |= tag == TERMINATE_TAG;
                         }
                         off += len;
                     }
                     Frame::Whole(h) => {
-                        let msg = &self.buf[off..off + h.total_len];
                         let replacement =
-                            rewriter.and_then(|r| r.message(msg, state, up.rejections));
+                            rewriter.message(&self.buf[off..off + h.total_len], &shared);
                         state.on_frontend(h.tag);
                         let Some(replacement) = replacement else {
                             off += h.total_len;
                             continue;
                         };
-                        self.forward(off).await.map_err(|e| lost(up.addr, &e))?;
+                        self.forward(off).await.map_err(|e| lost(addr, &e))?;
                         self.buf.advance(h.total_len);
                         self.to
                             .write_all(&replacement)
                             .await
-                            .map_err(|e| lost(up.addr, &e))?;
+                            .map_err(|e| lost(addr, &e))?;
                         state.add_from_client(off + replacement.len());
                         off = 0;
                     }
                 }
             }
-            self.forward(off).await.map_err(|e| lost(up.addr, &e))?;
+            self.forward(off).await.map_err(|e| lost(addr, &e))?;
             state.add_from_client(off);
+            if off > 0 {
+                metrics().bytes_from_client.increment(off as u64);
+            }
+            if statements > 0 {
+                metrics().statements_passed.increment(statements);
+            }
             if terminated {
                 return Ok(End::ClientTerminated);
             }
@@ -199,11 +227,12 @@ impl Pump<'_> {
         last_tag: &mut u8,
     ) -> Result<(), Error> {
         let authenticated = state.authenticated();
-        let rejections = down.rejections;
+        let (rejections, hidden) = (down.rejections, down.hidden);
         let whole = |tag: u8| match tag {
             READY_FOR_QUERY_TAG => true,
             AUTHENTICATION_TAG => !authenticated,
             ERROR_RESPONSE_TAG => rejections.any(),
+            PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => hidden.any(),
             _ => false,
         };
         let mut off = 0;
@@ -216,6 +245,9 @@ impl Pump<'_> {
                 Frame::Raw { tag, len } => {
                     if let Some(tag) = tag {
                         *last_tag = tag;
+                        if tag == PARSE_COMPLETE_TAG || tag == CLOSE_COMPLETE_TAG {
+                            hidden.on_reply(state.readies() + 1, tag);
+                        }
                     }
                     off += len;
                     continue;
@@ -226,13 +258,25 @@ impl Pump<'_> {
             let msg = &self.buf[off..off + h.total_len];
             let replacement = match h.tag {
                 READY_FOR_QUERY_TAG => {
+                    let pipeline = state.readies() + 1;
                     state.on_ready_for_query(msg.get(5).copied());
                     if rejections.any() {
                         rejections.expire(state.readies());
                     }
+                    hidden.end_pipeline(pipeline);
                     None
                 }
                 ERROR_RESPONSE_TAG => rejections.replace(msg),
+                PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => {
+                    if hidden.on_reply(state.readies() + 1, h.tag) {
+                        self.send_to_client(off, down, state).await?;
+                        self.buf.advance(h.total_len);
+                        off = 0;
+                    } else {
+                        off += h.total_len;
+                    }
+                    continue;
+                }
                 _ => strip_channel_binding(msg).map(BytesMut::freeze),
             };
             let Some(replacement) = replacement else {
@@ -264,6 +308,7 @@ impl Pump<'_> {
         down.client_at_boundary
             .store(self.framer.at_boundary(), Relaxed);
         state.add_from_server(len);
+        metrics().bytes_from_server.increment(len as u64);
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use crate::net::tls::ALPN_POSTGRESQL;
 use crate::net::Stream;
 use crate::protocol::startup::{self, Packet, StartupParams};
 
-use super::Context;
+use super::{Context, Settings};
 
 /// First byte of a TLS handshake record: a direct-TLS client (PostgreSQL 17).
 const TLS_HANDSHAKE_BYTE: u8 = 0x16;
@@ -43,7 +43,11 @@ pub struct Failed {
 ///
 /// # Errors
 /// [`Failed`] for anything Postgres would refuse, plus `[tls] required`.
-pub async fn negotiate(tcp: TcpStream, ctx: &Context) -> Result<Negotiated, Failed> {
+pub async fn negotiate(
+    tcp: TcpStream,
+    ctx: &Context,
+    settings: &Settings,
+) -> Result<Negotiated, Failed> {
     let mut client = Stream::Tcp(tcp);
     if let (Some(acceptor), Stream::Tcp(tcp)) = (&ctx.acceptor, &client) {
         let mut first = [0u8; 1];
@@ -65,7 +69,7 @@ pub async fn negotiate(tcp: TcpStream, ctx: &Context) -> Result<Negotiated, Fail
         let raw = buf.split_to(len).freeze();
         match packet {
             Packet::Startup(params) => {
-                let required = ctx.config.tls.as_ref().is_some_and(|t| t.required);
+                let required = settings.config.tls.as_ref().is_some_and(|t| t.required);
                 if required && !client.is_tls() {
                     return Err(fail(Some(client), Error::TlsRequired));
                 }

@@ -1,0 +1,185 @@
+//! `pgshim backfill RULE`: run, pause or resume the backfill of a rule's new columns,
+//! with a progress bar on a terminal and plain progress lines otherwise.
+use std::io::{IsTerminal as _, Write as _};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::common::{self, OpsArgs};
+use crate::ops::backfill::{self, Event, Options, Outcome, Progress, DEFAULT_BATCH_SIZE};
+use crate::ops::checkpoint::{self, State};
+use crate::ops::sql::{human, parse_duration};
+
+/// `pgshim backfill` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The rule's id.
+    pub rule: String,
+    #[command(flatten)]
+    pub common: OpsArgs,
+    /// Keys visited per batch (one short transaction each).
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
+    pub batch_size: i64,
+    /// Milliseconds to sleep between batches.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub sleep: u64,
+    /// Wait while any replica in pg_stat_replication lags more than this (e.g. 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_replica_lag: Option<Duration>,
+    /// lock_timeout of each batch, in milliseconds; a batch that times out is retried.
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    pub lock_timeout: u64,
+    /// Attempts per batch before giving up on lock conflicts.
+    #[arg(long, default_value_t = 100)]
+    pub max_retries: u32,
+    /// Forget the checkpoint and start again from the first key.
+    #[arg(long)]
+    pub restart: bool,
+    /// Pause a running backfill (from another shell) and exit.
+    #[arg(long, conflicts_with_all = ["resume", "restart"])]
+    pub pause: bool,
+    /// Resume a paused backfill and exit.
+    #[arg(long, conflicts_with = "restart")]
+    pub resume: bool,
+}
+
+/// Runs the subcommand.
+///
+/// # Errors
+/// Config, connection or database errors, worded for the operator.
+pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
+    let (config, target) = common::target(config_path, &args.rule, &args.common)?;
+    common::runtime()?.block_on(async {
+        let client = target.connect(&config).await?;
+        if args.pause || args.resume {
+            checkpoint::ensure_schema(&client).await?;
+            let state = if args.pause { State::Paused } else { State::Running };
+            let cp = checkpoint::set_state(&client, &target.rule.id, state).await?;
+            if args.common.json {
+                return common::print_json(&serde_json::json!({
+                    "rule": target.rule.id, "state": cp.state,
+                    "rows_done": cp.rows_done, "rows_scanned": cp.rows_scanned,
+                }));
+            }
+            println!(
+                "backfill of rule {} is now {} ({} rows filled so far)",
+                target.rule.id,
+                cp.state.as_str(),
+                cp.rows_done
+            );
+            return Ok(());
+        }
+        let opts = Options {
+            batch_size: args.batch_size,
+            sleep: Duration::from_millis(args.sleep),
+            lock_timeout: Duration::from_millis(args.lock_timeout),
+            max_attempts: args.max_retries,
+            max_replica_lag: args.max_replica_lag,
+            restart: args.restart,
+        };
+        let stop = common::stop_on_signal();
+        let mut view = View::new();
+        let (outcome, progress) =
+            backfill::run(&client, &target, &opts, &stop, &mut |e| view.event(e)).await?;
+        view.finish();
+        report(&target.rule.id, outcome, &progress, args.common.json)
+    })
+}
+
+fn report(rule: &str, outcome: Outcome, p: &Progress, json: bool) -> anyhow::Result<()> {
+    if json {
+        return common::print_json(&serde_json::json!({ "outcome": outcome, "progress": p }));
+    }
+    let run = format!(
+        "{} rows filled, {} visited in {}",
+        p.run_rows_done,
+        p.run_rows_scanned,
+        human(Duration::from_secs_f64(p.elapsed_secs))
+    );
+    match outcome {
+        Outcome::Done => println!(
+            "backfill of rule {rule} done: {run} ({} filled in total); next: pgshim verify {rule}",
+            p.rows_done
+        ),
+        Outcome::AlreadyDone => println!(
+            "backfill of rule {rule} was already done ({} rows filled); `--restart` scans the table again",
+            p.rows_done
+        ),
+        Outcome::Stopped => println!(
+            "backfill of rule {rule} stopped: {run}; rerun the same command to continue from the checkpoint"
+        ),
+    }
+    Ok(())
+}
+
+/// Renders events: a redrawn bar on a terminal, a line every few seconds otherwise.
+struct View {
+    tty: bool,
+    last_line: Option<Instant>,
+    drawn: bool,
+}
+
+impl View {
+    fn new() -> View {
+        View {
+            tty: std::io::stderr().is_terminal(),
+            last_line: None,
+            drawn: false,
+        }
+    }
+
+    fn event(&mut self, event: Event<'_>) {
+        match event {
+            Event::Batch(p) => self.progress(p),
+            Event::Paused => self.line("paused (run `pgshim backfill RULE --resume` to continue)"),
+            Event::Resumed => self.line("resumed"),
+            Event::Retry { attempt, wait, error } => self.line(&format!(
+                "lock conflict (attempt {attempt}), retrying in {} ms: {error}",
+                wait.as_millis()
+            )),
+            Event::ReplicaLag { lag } => self.line(&format!(
+                "waiting: a replica lags {:.1} s (over --max-replica-lag)",
+                lag.as_secs_f64()
+            )),
+        }
+    }
+
+    fn progress(&mut self, p: &Progress) {
+        let pct = if p.total_estimate > 0 {
+            (p.rows_scanned as f64 * 100.0 / p.total_estimate as f64).min(100.0)
+        } else {
+            100.0
+        };
+        let eta = p.eta().map_or_else(|| "?".into(), human);
+        let text = format!(
+            "{:5.1}%  {} filled  {} visited  {:.0} rows/s  ETA {eta}",
+            pct,
+            p.rows_done,
+            p.rows_scanned,
+            p.rate()
+        );
+        if self.tty {
+            let filled = (pct / 5.0) as usize;
+            let bar = format!("[{}{}]", "#".repeat(filled), "-".repeat(20 - filled.min(20)));
+            eprint!("\r\x1b[2K{bar} {text}");
+            let _ = std::io::stderr().flush();
+            self.drawn = true;
+        } else if self.last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+            eprintln!("backfill {}: {text}", p.rule);
+            self.last_line = Some(Instant::now());
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        if self.drawn {
+            eprintln!();
+            self.drawn = false;
+        }
+        eprintln!("backfill: {text}");
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            eprintln!();
+        }
+    }
+}

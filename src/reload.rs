@@ -1,0 +1,180 @@
+//! Hot reload: a new `proxy.toml` is parsed, validated and checked against the
+//! catalog before it replaces the old one; an invalid one changes nothing.
+//!
+//! Triggers (file change, SIGHUP, `POST /reload`) all end up in
+//! [`Reloader::reload`], which runs one reload at a time.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::active::{ActivateError, RulesVersion};
+use crate::admin::metrics::{self, metrics};
+use crate::config::{Config, ConfigError};
+use crate::error::Error;
+use crate::rewrite::{Phase, RuleSet};
+use crate::session::rewrite::phase_name;
+use crate::session::{Context, Settings};
+
+/// A reload that changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read or parsed (the message has file and line).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A rule is invalid or the schema cannot serve its phase.
+    #[error(transparent)]
+    Rules(#[from] ActivateError),
+    /// A rule jumps between expand and contract without `force = true`.
+    #[error("{0}")]
+    PhaseGuard(String),
+    /// New upstream TLS settings cannot be used.
+    #[error(transparent)]
+    Setup(#[from] Error),
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The new rules version.
+    pub version: u64,
+    /// Changed settings that only take effect on restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// Reloads the config file into a running proxy.
+pub struct Reloader {
+    path: PathBuf,
+    ctx: Arc<Context>,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+// === impl Reloader ===
+
+impl Reloader {
+    /// A reloader for the proxy serving `ctx`, reading `path`.
+    pub fn new(path: PathBuf, ctx: Arc<Context>) -> Reloader {
+        Reloader {
+            path,
+            ctx,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The config file this reloader reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads, validates and applies the config file; `trigger` is logged.
+    ///
+    /// # Errors
+    /// [`ReloadError`]; the settings and rules in force are left as they were.
+    pub async fn reload(&self, trigger: &'static str) -> Result<Reloaded, ReloadError> {
+        let _one = self.one_at_a_time.lock().await;
+        let result = self.apply().await;
+        match &result {
+            Ok(done) => {
+                metrics().reloads_ok.increment(1);
+                if done.restart_needed.is_empty() {
+                    tracing::info!(trigger, file = %self.path.display(), version = done.version, "config reloaded");
+                } else {
+                    tracing::warn!(trigger, file = %self.path.display(), version = done.version, restart_needed = ?done.restart_needed, "config reloaded; changes to these settings take effect after a restart");
+                }
+            }
+            Err(e) => {
+                metrics().reloads_failed.increment(1);
+                tracing::error!(trigger, file = %self.path.display(), error = %e, "config reload failed; the previous config stays in force");
+            }
+        }
+        result
+    }
+
+    async fn apply(&self) -> Result<Reloaded, ReloadError> {
+        let mut config = Config::load(&self.path)?;
+        let current = self.ctx.settings();
+        let restart_needed = current.config.restart_needed(&config);
+        config.listen.clone_from(&current.config.listen);
+        config.tls.clone_from(&current.config.tls);
+        config.admin.clone_from(&current.config.admin);
+        let settings = Settings::new(Arc::new(config))?;
+        let old = self.ctx.rules.current();
+        let version =
+            RulesVersion::load(&settings.config, &settings.upstream, old.number + 1).await?;
+        check_phase_steps(&old.rules, &version.rules).map_err(ReloadError::PhaseGuard)?;
+        let number = version.number;
+        publish(&version.rules, number);
+        self.ctx.settings.store(Arc::new(settings));
+        self.ctx.rules.store(version);
+        Ok(Reloaded {
+            version: number,
+            restart_needed,
+        })
+    }
+}
+
+/// Sets the rules gauges: version and each rule's phase.
+pub fn publish(rules: &RuleSet, version: u64) {
+    metrics().rules_version.set(version as f64);
+    for rule in rules.rules() {
+        metrics::rule_phase(&rule.id, phase_rank(rule.phase) as f64);
+    }
+}
+
+/// Refuses a rule that jumps expand <-> contract without `force = true`.
+///
+/// # Errors
+/// A message naming the rule and the step.
+pub fn check_phase_steps(old: &RuleSet, new: &RuleSet) -> Result<(), String> {
+    for rule in new.rules() {
+        let Some(before) = old.rules().iter().find(|r| r.id == rule.id) else {
+            continue;
+        };
+        if phase_rank(before.phase).abs_diff(phase_rank(rule.phase)) > 1 && !rule.force {
+            return Err(format!(
+                "rule {}: phase {} -> {} skips migrate; move one step at a time (expand <-> migrate <-> contract) or set force = true on the rule",
+                rule.id,
+                phase_name(before.phase),
+                phase_name(rule.phase)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn phase_rank(phase: Phase) -> u8 {
+    match phase {
+        Phase::Expand => 0,
+        Phase::Migrate => 1,
+        Phase::Contract => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewrite::RuleConfig;
+
+    fn rules(phase: &str, force: bool) -> RuleSet {
+        let text = format!("table = \"users\"\nold = \"name\"\nnew = \"full_name\"\nphase = \"{phase}\"\nforce = {force}\n");
+        let config: RuleConfig = toml::from_str(&text).unwrap();
+        RuleSet::from_configs(&[config]).unwrap()
+    }
+
+    #[test]
+    fn one_step_allowed_either_way() {
+        assert!(check_phase_steps(&rules("expand", false), &rules("migrate", false)).is_ok());
+        assert!(check_phase_steps(&rules("contract", false), &rules("migrate", false)).is_ok());
+    }
+
+    #[test]
+    fn jump_refused_naming_the_rule() {
+        let err =
+            check_phase_steps(&rules("expand", false), &rules("contract", false)).unwrap_err();
+        assert!(err.contains("users.name") && err.contains("force"), "{err}");
+        assert!(check_phase_steps(&rules("contract", false), &rules("expand", false)).is_err());
+    }
+
+    #[test]
+    fn force_allows_a_jump() {
+        assert!(check_phase_steps(&rules("expand", false), &rules("contract", true)).is_ok());
+    }
+}
