@@ -304,6 +304,13 @@ pub fn phase_name(phase: crate::rewrite::Phase) -> &'static str {
 /// Forgets statements a simple query deallocates (`DEALLOCATE [PREPARE] name`,
 /// `DEALLOCATE ALL`, `DISCARD ALL`).
 fn forget_deallocated(statements: &mut Statements, sql: &[u8]) {
+    let mentions = |word: &[u8]| {
+        sql.windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    if !mentions(b"deallocate") && !mentions(b"discard") {
+        return;
+    }
     let text = String::from_utf8_lossy(sql);
     for statement in text.split(';') {
         let words: Vec<&str> = statement.split_whitespace().collect();

@@ -126,6 +126,8 @@ pub struct Hidden {
     any: AtomicBool,
     /// Statements whose re-prepare was never answered (an error skipped it).
     failed: Mutex<Vec<Bytes>>,
+    /// Mirrors `!failed.is_empty()`, checked without the lock.
+    any_failed: AtomicBool,
     /// CloseComplete messages received in the current pipeline.
     closes_received: AtomicU32,
     /// ParseComplete messages received in the current pipeline.
@@ -212,11 +214,18 @@ impl Hidden {
             }
             !done
         });
+        self.any_failed.store(!failed.is_empty(), Relaxed);
         self.any.store(!queue.is_empty(), Relaxed);
+    }
+
+    /// True when some re-prepare did not complete.
+    pub fn any_failed(&self) -> bool {
+        self.any_failed.load(Relaxed)
     }
 
     /// Statements whose re-prepare did not complete, to be tried again.
     pub fn take_failed(&self) -> Vec<Bytes> {
+        self.any_failed.store(false, Relaxed);
         std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
