@@ -21,7 +21,8 @@ use super::scope::{Rel, RelKind};
 use super::transform::Piece;
 use super::update::rewrite_assignments;
 use super::write::{
-    inline_slot, plan, render, repeatable, Current, Out, Placement, Plan, SetCol, SlotText,
+    inline_slot, mirror_slot, plan, render, repeatable, Current, Out, Placement, Plan, SetCol,
+    SlotText,
 };
 use super::Refuse;
 
@@ -418,7 +419,11 @@ impl RenderCtx<'_, '_, '_> {
                 Placement::Remove => ItemEdit::Remove,
             });
         }
-        let appended = outs_text(&self.plan.appended, &mut slot)?;
+        let mut mirror = |n: usize, alone: bool| -> Result<String, Refuse> {
+            let (s, _) = row.get(n).ok_or_else(|| Refuse::new("slot"))?;
+            mirror_slot(s, alone, rule_of.get(n).copied().flatten())
+        };
+        let appended = outs_text(&self.plan.appended, &mut mirror)?;
         let items: Vec<(usize, usize)> = row.iter().map(|(_, r)| *r).collect();
         edit_list(
             &mut self.ctx.edits,

@@ -4,9 +4,14 @@
 //! before the update, which is what "computed from the row's current phase values" needs.
 //! Exactly-once: a value that is not repeatable but feeds a mirror moves into one
 //! multi-column assignment whose sub-select evaluates it once per row:
-//! `(name, full_name) = (SELECT s.c1, s.c1 FROM (SELECT <expr>, u.ctid) s(c1, pgshim_ctid))`.
+//! `(name, full_name) = (SELECT s.c1, s.c1 FROM (SELECT <expr>, u.ctid) s(c1, pgshim_ctid)
+//! WHERE s.pgshim_ctid IS NOT NULL)`.
 //! The `ctid` reference correlates the sub-select with the row, so Postgres cannot hoist it
-//! into an init plan that would run once for the whole statement.
+//! into an init plan that would run once for the whole statement. The `WHERE` (always true)
+//! is what keeps it: an output column nothing reads is replaced by NULL by the planner
+//! (`remove_unused_subquery_outputs`), which would drop the correlation and turn the
+//! sub-select into an init plan evaluated once (seen on PostgreSQL 15: `SET name =
+//! random()::text` then gave every row the same value).
 
 use sqlparser::ast::{
     Assignment, AssignmentTarget, Expr, Ident, TableFactor, TableWithJoins, Update,
@@ -22,7 +27,7 @@ use super::rules::Rule;
 use super::scope::RelKind;
 use super::transform::Piece;
 use super::write::{
-    inline_slot, plan, render, repeatable, Current, Out, Placement, SetCol, SlotText,
+    inline_slot, mirror_slot, plan, render, repeatable, Current, Out, Placement, SetCol, SlotText,
 };
 use super::Refuse;
 
@@ -257,10 +262,14 @@ pub(crate) fn rewrite_assignments(
             ItemEdit::Replace(parts.join(", "))
         };
     }
+    let mut mirror = |n: usize, alone: bool| -> Result<String, Refuse> {
+        let s = slots.get(n).ok_or_else(|| Refuse::new("slot"))?;
+        mirror_slot(&s.text, alone, rule_of(&s.column))
+    };
     let appended = plan
         .appended
         .iter()
-        .map(|o| assign(o, &mut inline))
+        .map(|o| assign(o, &mut mirror))
         .collect::<Result<Vec<_>, _>>()?;
     let ranges: Vec<(usize, usize)> = items.iter().map(|&(a, b)| ctx.src.range(a, b)).collect();
     edit_list(&mut ctx.edits, ctx.src.text, &ranges, &edits, &appended)
@@ -345,7 +354,7 @@ fn group_text(
         None => slots[n].text.text.clone(),
     };
     Ok(format!(
-        "({}) = (SELECT {} FROM (SELECT {source}, {qual}.ctid) {alias}(c1, pgshim_ctid))",
+        "({}) = (SELECT {} FROM (SELECT {source}, {qual}.ctid) {alias}(c1, pgshim_ctid) WHERE {alias}.pgshim_ctid IS NOT NULL)",
         columns.join(", "),
         values.join(", ")
     ))

@@ -304,5 +304,20 @@ pub(crate) fn inline_slot(
     })
 }
 
+/// [`inline_slot`] for a mirror column: a `DEFAULT` written for the client's column is
+/// rendered as that column's default value (NULL when it has none) or refused, never as
+/// `DEFAULT`, which would take the *mirror* column's own default and leave the two shapes
+/// disagreeing.
+///
+/// # Errors
+/// `DEFAULT` for a client column that has a default.
+pub(crate) fn mirror_slot(
+    slot: &SlotText,
+    alone: bool,
+    rule: Option<&Rule>,
+) -> Result<String, Refuse> {
+    inline_slot(slot, alone && !slot.default, rule)
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Writes: dual-write per phase, exactly-once evaluation, RETURNING, ON CONFLICT.
 
 use super::support::*;
+use crate::rewrite::rewrite;
 
 #[test]
 fn insert_old_shape_mirrors_literals_and_params_inline() {
@@ -155,7 +156,7 @@ fn update_old_shape_per_phase() {
 fn update_volatile_value_is_evaluated_once_per_row() {
     assert_eq!(
         rw("expand", "UPDATE users SET name = random()::text WHERE id = 1"),
-        "UPDATE users SET (name, full_name) = (SELECT pgshim_s1.c1, pgshim_s1.c1 FROM (SELECT (random()::text)::character varying, users.ctid) pgshim_s1(c1, pgshim_ctid)) WHERE id = 1"
+        "UPDATE users SET (name, full_name) = (SELECT pgshim_s1.c1, pgshim_s1.c1 FROM (SELECT (random()::text)::character varying, users.ctid) pgshim_s1(c1, pgshim_ctid) WHERE pgshim_s1.pgshim_ctid IS NOT NULL) WHERE id = 1"
     );
 }
 
@@ -248,7 +249,7 @@ fn on_conflict_unqualified_reference_is_the_target_row() {
 fn on_conflict_volatile_update_is_evaluated_once() {
     assert_eq!(
         rw("expand", "INSERT INTO users (id, name) VALUES (1, 'A') ON CONFLICT (id) DO UPDATE SET name = random()::text"),
-        "INSERT INTO users (id, name, full_name) VALUES (1, 'A', 'A') ON CONFLICT (id) DO UPDATE SET (name, full_name) = (SELECT pgshim_s1.c1, pgshim_s1.c1 FROM (SELECT (random()::text)::character varying, users.ctid) pgshim_s1(c1, pgshim_ctid))"
+        "INSERT INTO users (id, name, full_name) VALUES (1, 'A', 'A') ON CONFLICT (id) DO UPDATE SET (name, full_name) = (SELECT pgshim_s1.c1, pgshim_s1.c1 FROM (SELECT (random()::text)::character varying, users.ctid) pgshim_s1(c1, pgshim_ctid) WHERE pgshim_s1.pgshim_ctid IS NOT NULL)"
     );
 }
 
@@ -283,4 +284,70 @@ fn contract_old_shape_insert_with_dropped_old_column() {
         ),
         "INSERT INTO users (full_name) VALUES ($1) RETURNING users.full_name AS name"
     );
+}
+
+/// The unit catalog with `users.full_name DEFAULT ...` and, if `name_default`, `users.name`
+/// with a default too.
+fn catalog_with_defaults(name_default: bool) -> crate::rewrite::Catalog {
+    use crate::rewrite::{Catalog, ColumnInfo, TableInfo};
+    let col = |name: &str, has_default: bool| ColumnInfo {
+        name: name.into(),
+        type_sql: "text".into(),
+        not_null: false,
+        has_default,
+    };
+    Catalog::new(vec![TableInfo {
+        schema: "public".into(),
+        name: "users".into(),
+        columns: vec![
+            col("id", true),
+            col("name", name_default),
+            col("full_name", true),
+            col("email", false),
+        ],
+    }])
+}
+
+#[test]
+fn default_mirrors_the_written_columns_default_not_the_mirrors_own() {
+    let cat = catalog_with_defaults(false);
+    assert_eq!(
+        rw_with(
+            "expand",
+            "UPDATE users SET name = DEFAULT WHERE id = 1",
+            &cat
+        ),
+        "UPDATE users SET name = DEFAULT, full_name = NULL WHERE id = 1"
+    );
+    assert_eq!(
+        rw_with(
+            "migrate",
+            "INSERT INTO users (id, name) VALUES (1, DEFAULT)",
+            &cat
+        ),
+        "INSERT INTO users (id, name, full_name) VALUES (1, DEFAULT, NULL)"
+    );
+    assert_eq!(
+        rw_with(
+            "expand",
+            "INSERT INTO users (id, name) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET name = DEFAULT",
+            &cat
+        ),
+        "INSERT INTO users (id, name, full_name) VALUES (1, 'x', 'x') ON CONFLICT (id) DO UPDATE SET name = DEFAULT, full_name = NULL"
+    );
+}
+
+#[test]
+fn default_of_a_column_with_a_default_feeding_a_mirror_is_refused() {
+    let cat = catalog_with_defaults(true);
+    let refused = |sql: &str| match rewrite(sql, &rules("expand"), &cat) {
+        Err(e) => e.to_string(),
+        Ok(o) => panic!("{sql} rewritten: {o:?}"),
+    };
+    for sql in [
+        "UPDATE users SET name = DEFAULT",
+        "INSERT INTO users (id, name) VALUES (1, DEFAULT)",
+    ] {
+        assert!(refused(sql).contains("DEFAULT for a mapped column that has a default"));
+    }
 }
