@@ -52,7 +52,11 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
         let client = target.connect(&config).await?;
         if args.pause || args.resume {
             checkpoint::ensure_schema(&client).await?;
-            let state = if args.pause { State::Paused } else { State::Running };
+            let state = if args.pause {
+                State::Paused
+            } else {
+                State::Running
+            };
             let cp = checkpoint::set_state(&client, &target.rule.id, state).await?;
             if args.common.json {
                 return common::print_json(&serde_json::json!({
@@ -132,7 +136,11 @@ impl View {
             Event::Batch(p) => self.progress(p),
             Event::Paused => self.line("paused (run `pgshim backfill RULE --resume` to continue)"),
             Event::Resumed => self.line("resumed"),
-            Event::Retry { attempt, wait, error } => self.line(&format!(
+            Event::Retry {
+                attempt,
+                wait,
+                error,
+            } => self.line(&format!(
                 "lock conflict (attempt {attempt}), retrying in {} ms: {error}",
                 wait.as_millis()
             )),
@@ -159,11 +167,18 @@ impl View {
         );
         if self.tty {
             let filled = (pct / 5.0) as usize;
-            let bar = format!("[{}{}]", "#".repeat(filled), "-".repeat(20 - filled.min(20)));
+            let bar = format!(
+                "[{}{}]",
+                "#".repeat(filled),
+                "-".repeat(20 - filled.min(20))
+            );
             eprint!("\r\x1b[2K{bar} {text}");
             let _ = std::io::stderr().flush();
             self.drawn = true;
-        } else if self.last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+        } else if self
+            .last_line
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
+        {
             eprintln!("backfill {}: {text}", p.rule);
             self.last_line = Some(Instant::now());
         }

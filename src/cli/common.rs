@@ -20,7 +20,11 @@ pub struct OpsArgs {
 }
 
 /// Loads the config and resolves `rule_id` in it.
-pub fn target(config_path: &Path, rule_id: &str, args: &OpsArgs) -> anyhow::Result<(Config, Target)> {
+pub fn target(
+    config_path: &Path,
+    rule_id: &str,
+    args: &OpsArgs,
+) -> anyhow::Result<(Config, Target)> {
     let config = Config::load(config_path)?;
     let target = Target::resolve(&config, rule_id, args.database.as_deref())?;
     Ok((config, target))
@@ -48,7 +52,10 @@ pub fn stop_on_signal() -> CancellationToken {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -63,6 +70,9 @@ async fn wait_for_signal() {
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value).context("cannot encode JSON output")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("cannot encode JSON output")?
+    );
     Ok(())
 }

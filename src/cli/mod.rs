@@ -1,8 +1,11 @@
 //! The `pgshim` command line.
 mod backfill;
 mod common;
+mod demo;
+mod plan;
 mod reload;
 mod serve;
+mod status;
 mod verify;
 
 use std::path::PathBuf;
@@ -43,6 +46,12 @@ pub enum Command {
     Backfill(backfill::Args),
     /// Check that both shapes agree on every row; exit 0 only when they do.
     Verify(verify::Args),
+    /// Print (or --apply) the DDL of a rule's expand or contract step, the safe way.
+    Plan(plan::Args),
+    /// Show every rule's phase, shapes, backfill progress, last verify and next step.
+    Status(status::Args),
+    /// Start a throwaway Postgres with a table mid-migration and pgshim in front of it.
+    Demo(demo::Args),
 }
 
 /// Runs the command line.
@@ -56,6 +65,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload => reload::run(&cli.config),
         Command::Backfill(args) => backfill::run(&cli.config, &args),
         Command::Verify(args) => verify::run(&cli.config, &args),
+        Command::Plan(args) => plan::run(&cli.config, &args),
+        Command::Status(args) => status::run(&cli.config, &args),
+        Command::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,7 +31,10 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
         let tty = std::io::stderr().is_terminal();
         let mut observe = |r: &Report| {
             if tty {
-                eprint!("\r\x1b[2Kverify {}: {} rows scanned", r.rule, r.rows_scanned);
+                eprint!(
+                    "\r\x1b[2Kverify {}: {} rows scanned",
+                    r.rule, r.rows_scanned
+                );
             }
         };
         let report = verify::run(&client, &target, args.batch_size, &stop, &mut observe).await;
@@ -51,7 +54,10 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if !report.complete {
-        anyhow::bail!("verify of rule {} was interrupted before the end of the table; nothing was recorded", report.rule);
+        anyhow::bail!(
+            "verify of rule {} was interrupted before the end of the table; nothing was recorded",
+            report.rule
+        );
     }
     anyhow::bail!(
         "verify of rule {} failed: {} rows not migrated, {} rows disagree",
@@ -62,7 +68,10 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
 }
 
 fn print_text(r: &Report) {
-    println!("rule {} on {}: {} rows scanned", r.rule, r.table, r.rows_scanned);
+    println!(
+        "rule {} on {}: {} rows scanned",
+        r.rule, r.table, r.rows_scanned
+    );
     println!("  not migrated: {}", r.not_migrated);
     if !r.sample_not_migrated.is_empty() {
         println!("    e.g. keys {}", r.sample_not_migrated.join(", "));
@@ -76,6 +85,8 @@ fn print_text(r: &Report) {
     } else if r.not_migrated > 0 && r.mismatched == 0 {
         println!("NOT OK: run `pgshim backfill {}` first", r.rule);
     } else if r.mismatched > 0 {
-        println!("NOT OK: rows disagree; inspect them (and writes that bypass pgshim) before going on");
+        println!(
+            "NOT OK: rows disagree; inspect them (and writes that bypass pgshim) before going on"
+        );
     }
 }

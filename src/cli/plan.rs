@@ -1,0 +1,94 @@
+//! `pgshim plan RULE --phase expand|contract [--apply]`: print the step's DDL, or run it.
+use std::path::Path;
+use std::time::Duration;
+
+use super::common::{self, OpsArgs};
+use crate::ops::apply;
+use crate::ops::plan::{self, Step, Timeouts};
+
+/// `pgshim plan` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The rule's id.
+    pub rule: String,
+    #[command(flatten)]
+    pub common: OpsArgs,
+    /// Which step's DDL.
+    #[arg(long, value_enum)]
+    pub phase: Step,
+    /// Run the statements (one at a time, retrying lock timeouts) instead of printing them.
+    #[arg(long)]
+    pub apply: bool,
+    /// lock_timeout of every statement, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2_000)]
+    pub lock_timeout: u64,
+    /// statement_timeout of statements that take a strong lock, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub statement_timeout: u64,
+    /// Attempts per statement before giving up on lock timeouts (with --apply).
+    #[arg(long, default_value_t = 30)]
+    pub max_retries: u32,
+}
+
+/// Runs the subcommand.
+///
+/// # Errors
+/// Config, connection or catalog errors; with `--apply`, the first failing statement
+/// with what ran and what did not.
+pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
+    let (config, target) = common::target(config_path, &args.rule, &args.common)?;
+    let timeouts = Timeouts {
+        lock: Duration::from_millis(args.lock_timeout),
+        statement: Duration::from_millis(args.statement_timeout),
+    };
+    common::runtime()?.block_on(async {
+        let client = target.connect(&config).await?;
+        let plan = plan::plan(&client, &target, args.phase).await?;
+        if !args.apply {
+            if args.common.json {
+                return common::print_json(&plan);
+            }
+            print!("{}", plan.script(timeouts));
+            return Ok(());
+        }
+        let stop = common::stop_on_signal();
+        let json = args.common.json;
+        let mut observe = |s: &plan::Statement, retry: Option<&crate::ops::OpsError>| match retry {
+            Some(e) => eprintln!("lock conflict, retrying: {}: {e}", s.sql),
+            None if !json => println!("ok: {}", s.sql),
+            None => {}
+        };
+        let applied = apply::apply(
+            &client,
+            &plan,
+            target.rule.phase,
+            timeouts,
+            args.max_retries,
+            &stop,
+            &mut observe,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if json {
+            return common::print_json(&applied);
+        }
+        if applied.ran.is_empty() && applied.held_back.is_empty() {
+            println!("nothing to do: the catalog already has this step's shape");
+        }
+        if !applied.held_back.is_empty() {
+            println!(
+                "held back ({}): rule {} is in phase {}; set phase = \"contract\", reload every pgshim, then rerun:",
+                applied.held_back.len(),
+                target.rule.id,
+                target.rule.phase
+            );
+            for s in &applied.held_back {
+                println!("  {s}");
+            }
+        }
+        for n in &plan.notes {
+            println!("note: {n}");
+        }
+        Ok(())
+    })
+}

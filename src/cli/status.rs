@@ -1,0 +1,93 @@
+//! `pgshim status`: every rule's phase, physical shape, backfill progress, last verify
+//! result, and the next safe step.
+use std::path::Path;
+
+use super::common::{self, OpsArgs};
+use crate::config::Config;
+use crate::ops::status::{self, RuleStatus};
+
+/// `pgshim status` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: OpsArgs,
+}
+
+/// Runs the subcommand.
+///
+/// # Errors
+/// An unreadable config or invalid rules; per-rule problems are shown in the output.
+pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let rules =
+        common::runtime()?.block_on(status::status(&config, args.common.database.as_deref()))?;
+    if args.common.json {
+        let values: Vec<serde_json::Value> = rules
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["both_shapes"] = r.both_shapes().into();
+                v
+            })
+            .collect();
+        return common::print_json(&values);
+    }
+    if rules.is_empty() {
+        println!("no [[rule]] in {}", config_path.display());
+    }
+    for r in &rules {
+        print_rule(r);
+    }
+    Ok(())
+}
+
+fn print_rule(r: &RuleStatus) {
+    let db = r.database.as_deref().unwrap_or("?");
+    println!(
+        "rule {} ({} in database {db}): phase {}",
+        r.rule, r.table, r.phase
+    );
+    if let Some(e) = &r.error {
+        println!("  error:    {e}");
+    } else if !r.table_exists {
+        println!("  shapes:   table not found");
+    } else if r.both_shapes() {
+        println!("  shapes:   both present");
+    } else {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "all present".to_string()
+            } else {
+                format!("missing {}", v.join(", "))
+            }
+        };
+        println!(
+            "  shapes:   old {}; new {}",
+            list(&r.old_missing),
+            list(&r.new_missing)
+        );
+    }
+    match &r.backfill {
+        Some(b) => println!(
+            "  backfill: {} ({} rows filled, {} visited; last batch {})",
+            b.state, b.rows_done, b.rows_scanned, b.updated_at
+        ),
+        None => println!("  backfill: not started"),
+    }
+    match &r.verify {
+        Some(v) => println!(
+            "  verify:   {} ({} not migrated, {} disagree; {}{})",
+            if v.ok { "ok" } else { "FAILED" },
+            v.not_migrated,
+            v.mismatched,
+            v.finished_at,
+            if v.stale {
+                ", before the backfill finished"
+            } else {
+                ""
+            }
+        ),
+        None => println!("  verify:   never run"),
+    }
+    println!("  next:     {}", r.next);
+}

@@ -1,0 +1,224 @@
+//! `pgshim status`: for every rule, where the migration stands and the next safe step,
+//! from the config, the live catalog and the `pgshim` schema.
+use std::collections::HashMap;
+
+use tokio_postgres::Client;
+
+use super::checkpoint;
+use super::error::OpsError;
+use super::target::Target;
+use crate::config::Config;
+use crate::rewrite::{Phase, Rule, RuleSet};
+
+/// One rule's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleStatus {
+    /// The rule.
+    pub rule: String,
+    /// The database looked at, when one could be chosen.
+    pub database: Option<String>,
+    /// `schema.table`.
+    pub table: String,
+    /// The phase in the config.
+    pub phase: String,
+    /// Whether the table exists.
+    pub table_exists: bool,
+    /// Old columns the table lacks.
+    pub old_missing: Vec<String>,
+    /// New columns the table lacks.
+    pub new_missing: Vec<String>,
+    /// The backfill checkpoint, if a backfill ever started.
+    pub backfill: Option<Backfill>,
+    /// The last complete verify, if any.
+    pub verify: Option<Verify>,
+    /// What to do next, as a command or config change.
+    pub next: String,
+    /// Why the rule could not be inspected, if it could not.
+    pub error: Option<String>,
+}
+
+/// A backfill checkpoint, as status shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Backfill {
+    /// running, paused or done.
+    pub state: String,
+    /// Rows filled.
+    pub rows_done: i64,
+    /// Rows visited.
+    pub rows_scanned: i64,
+    /// When the last batch committed.
+    pub updated_at: String,
+}
+
+/// A verify result, as status shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verify {
+    /// Nothing left, nothing disagrees.
+    pub ok: bool,
+    /// Rows not migrated.
+    pub not_migrated: i64,
+    /// Rows that disagree.
+    pub mismatched: i64,
+    /// When it finished.
+    pub finished_at: String,
+    /// It finished before the backfill did, so it says nothing about the filled rows.
+    pub stale: bool,
+}
+
+/// The status of every rule in `config`; `database` serves rules without their own.
+///
+/// # Errors
+/// [`OpsError::Rules`] when the rules are invalid. Per-rule problems (unreachable
+/// database, missing table) are reported in [`RuleStatus::error`] instead.
+pub async fn status(config: &Config, database: Option<&str>) -> Result<Vec<RuleStatus>, OpsError> {
+    let rules = RuleSet::from_configs(&config.rule)?;
+    let mut clients: HashMap<String, Client> = HashMap::new();
+    let mut out = Vec::new();
+    for rule in rules.rules() {
+        let mut st = RuleStatus::new(rule);
+        match Target::resolve(config, &rule.id, database) {
+            Err(e) => st.error = Some(e.to_string()),
+            Ok(target) => {
+                st.database = Some(target.database.clone());
+                if let Err(e) = inspect(config, &target, &mut clients, &mut st).await {
+                    st.error = Some(e.to_string());
+                }
+            }
+        }
+        st.next = next_step(rule, &st);
+        out.push(st);
+    }
+    Ok(out)
+}
+
+async fn inspect(
+    config: &Config,
+    target: &Target,
+    clients: &mut HashMap<String, Client>,
+    st: &mut RuleStatus,
+) -> Result<(), OpsError> {
+    if !clients.contains_key(&target.database) {
+        let client = target.connect(config).await?;
+        clients.insert(target.database.clone(), client);
+    }
+    let Some(client) = clients.get(&target.database) else {
+        return Ok(());
+    };
+    let info = match target.table_info(client).await {
+        Ok(info) => info,
+        Err(OpsError::MissingTable { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    st.table_exists = true;
+    let missing = |cols: &[String]| -> Vec<String> {
+        cols.iter()
+            .filter(|c| info.column(c).is_none())
+            .cloned()
+            .collect()
+    };
+    st.old_missing = missing(&target.rule.old);
+    st.new_missing = missing(&target.rule.new);
+    if !checkpoint::schema_exists(client).await? {
+        return Ok(());
+    }
+    let id = &target.rule.id;
+    let row = client
+        .query_opt(
+            "SELECT state, rows_done, rows_scanned, updated_at::text FROM pgshim.backfill_progress WHERE rule_id = $1",
+            &[id],
+        )
+        .await
+        .map_err(OpsError::db("reading the backfill checkpoint"))?;
+    st.backfill = row.map(|r| Backfill {
+        state: r.get(0),
+        rows_done: r.get(1),
+        rows_scanned: r.get(2),
+        updated_at: r.get(3),
+    });
+    let row = client
+        .query_opt(
+            "SELECT v.ok, v.not_migrated, v.mismatched, v.finished_at::text, \
+                    COALESCE(v.finished_at < b.finished_at OR b.state <> 'done', false) \
+             FROM pgshim.verify_result v LEFT JOIN pgshim.backfill_progress b USING (rule_id) \
+             WHERE v.rule_id = $1",
+            &[id],
+        )
+        .await
+        .map_err(OpsError::db("reading the last verify result"))?;
+    st.verify = row.map(|r| Verify {
+        ok: r.get(0),
+        not_migrated: r.get(1),
+        mismatched: r.get(2),
+        finished_at: r.get(3),
+        stale: r.get(4),
+    });
+    Ok(())
+}
+
+/// The next safe step for a rule in this state.
+fn next_step(rule: &Rule, st: &RuleStatus) -> String {
+    let id = &rule.id;
+    if st.error.is_some() {
+        return "fix the error above, then rerun `pgshim status`".into();
+    }
+    if !st.table_exists {
+        return format!("create table {} (or fix the rule's `table`)", st.table);
+    }
+    if !st.new_missing.is_empty() {
+        return match rule.phase {
+            Phase::Contract => "the new columns are missing, so pgshim cannot serve phase contract: set phase = \"expand\" and add them".into(),
+            _ => format!("add the new columns: pgshim plan {id} --phase expand --apply"),
+        };
+    }
+    if st.old_missing.len() == rule.old.len() {
+        return match rule.phase {
+            Phase::Contract => "migration complete: the old columns are gone; remove the rule once no client uses the old names".into(),
+            _ => "the old columns are gone: set phase = \"contract\" and reload".into(),
+        };
+    }
+    match st.backfill.as_ref().map(|b| b.state.as_str()) {
+        None | Some("running") if rule.phase != Phase::Contract => {
+            return format!("fill the rows that have not migrated: pgshim backfill {id}")
+        }
+        Some("paused") => return format!("the backfill is paused: pgshim backfill {id} --resume"),
+        _ => {}
+    }
+    match &st.verify {
+        Some(v) if v.ok && !v.stale => {}
+        Some(v) if !v.ok && !v.stale => {
+            return format!("the last verify found {} unmigrated and {} disagreeing rows: fix them (or rerun `pgshim backfill {id} --restart`), then pgshim verify {id}", v.not_migrated, v.mismatched)
+        }
+        _ if rule.phase == Phase::Contract => {}
+        _ => return format!("prove both shapes agree: pgshim verify {id}"),
+    }
+    match rule.phase {
+        Phase::Expand => "set phase = \"migrate\" and reload: the new shape becomes the source of truth".into(),
+        Phase::Migrate => format!("once every app uses the new shape: pgshim plan {id} --phase contract --apply (NOT NULL on the new columns), set phase = \"contract\", reload, and rerun it to drop the old columns"),
+        Phase::Contract => format!("drop the old columns: pgshim plan {id} --phase contract --apply"),
+    }
+}
+
+// === impl RuleStatus ===
+
+impl RuleStatus {
+    fn new(rule: &Rule) -> RuleStatus {
+        RuleStatus {
+            rule: rule.id.clone(),
+            database: rule.database.clone(),
+            table: rule.qualified_table(),
+            phase: rule.phase.to_string(),
+            table_exists: false,
+            old_missing: Vec::new(),
+            new_missing: Vec::new(),
+            backfill: None,
+            verify: None,
+            next: String::new(),
+            error: None,
+        }
+    }
+
+    /// Both the old and the new columns exist physically.
+    pub fn both_shapes(&self) -> bool {
+        self.table_exists && self.old_missing.is_empty() && self.new_missing.is_empty()
+    }
+}

@@ -1,0 +1,106 @@
+//! `pgshim verify`: exit 0 only when nothing is left to migrate and both shapes agree,
+//! with samples of the offending keys, and the last result saved for `pgshim status`.
+use crate::support::ops::{ops_config, rename_rule, run};
+use crate::support::pg::{cluster, DB};
+use crate::support::unique_name;
+
+#[tokio::test]
+async fn verify_fails_on_a_hand_made_mismatch_and_names_the_keys() {
+    let table = unique_name("vf_users");
+    let admin = cluster().admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text, full_name text);
+             INSERT INTO {table} SELECT g, 'user ' || g, 'user ' || g FROM generate_series(1, 1200) g;
+             UPDATE {table} SET full_name = 'someone else' WHERE id = 7;
+             UPDATE {table} SET full_name = NULL WHERE id = 900;
+             INSERT INTO {table} VALUES (1201, NULL, NULL);"
+        ))
+        .await
+        .unwrap();
+    let config = ops_config(&rename_rule(&table, &table, "name", "full_name", "expand"));
+    let out = run(
+        &config,
+        &["verify", &table, "--batch-size", "500", "--json"],
+    )
+    .await;
+    assert!(
+        !out.status.success(),
+        "a mismatch must fail verify: {out:?}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["rows_scanned"], 1201);
+    assert_eq!(json["mismatched"], 1);
+    assert_eq!(json["sample_mismatched"], serde_json::json!(["7"]));
+    assert_eq!(
+        json["not_migrated"], 1,
+        "all-NULL rows have nothing to migrate"
+    );
+    assert_eq!(json["sample_not_migrated"], serde_json::json!(["900"]));
+    assert!(out.stderr.contains("1 rows disagree"), "{}", out.stderr);
+
+    admin
+        .batch_execute(&format!(
+            "UPDATE {table} SET full_name = name WHERE id IN (7, 900)"
+        ))
+        .await
+        .unwrap();
+    let out = run(&config, &["verify", &table]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("OK"), "{}", out.stdout);
+    let saved: (bool, i64) = admin
+        .query_one(
+            "SELECT ok, rows_scanned FROM pgshim.verify_result WHERE rule_id = $1",
+            &[&table],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(saved, (true, 1201));
+}
+
+#[tokio::test]
+async fn verify_compares_a_type_change_both_ways() {
+    let table = unique_name("vf_orders");
+    let admin = cluster().admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, status text, status_code int);
+             INSERT INTO {table} VALUES (1, 'pending', 1), (2, 'paid', 2), (3, 'failed', 3),
+                                        (4, 'paid', 3), (5, 'refunded', NULL);"
+        ))
+        .await
+        .unwrap();
+    let rule = format!(
+        "[[rule]]\nid = \"{table}\"\ndatabase = \"{DB}\"\ntable = \"{table}\"\n\
+         old = \"status\"\nnew = \"status_code\"\nphase = \"migrate\"\n\
+         [rule.to_new]\nstatus_code = \"CASE status WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 WHEN 'failed' THEN 3 END\"\n\
+         [rule.to_old]\nstatus = \"CASE status_code WHEN 1 THEN 'pending' WHEN 2 THEN 'paid' WHEN 3 THEN 'failed' END\"\n"
+    );
+    let config = ops_config(&rule);
+    let out = run(&config, &["verify", &table]).await;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("disagreeing:  1"), "{}", out.stdout);
+    assert!(out.stdout.contains("keys 4"), "{}", out.stdout);
+    assert!(out.stdout.contains("not migrated: 1"), "{}", out.stdout);
+    assert!(out.stdout.contains("keys 5"), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn unknown_rule_and_missing_database_are_explained() {
+    let table = unique_name("vf_none");
+    let config = ops_config(&format!(
+        "[[rule]]\nid = \"{table}\"\ntable = \"{table}\"\nold = \"a\"\nnew = \"b\"\nphase = \"expand\"\n"
+    ));
+    let out = run(&config, &["verify", "no-such-rule"]).await;
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("no rule with id \"no-such-rule\"") && out.stderr.contains(&table),
+        "{}",
+        out.stderr
+    );
+    let out = run(&config, &["verify", &table]).await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("--database"), "{}", out.stderr);
+}
