@@ -6,6 +6,7 @@
 //! (`sudo apt-get install -y postgresql`); the run fails, never skips, without them.
 mod support;
 
+mod admin_api;
 mod auth;
 mod bad_input;
 mod cancel;
@@ -14,10 +15,21 @@ mod client_tls;
 mod copy;
 mod limits;
 mod notify;
+mod ops_backfill;
+mod ops_plan;
+mod ops_status;
+mod ops_verify;
 mod pgbench;
 mod protocol;
 mod psql;
 mod queries;
+mod reload_consistency;
+mod reload_invalid;
+mod reload_pgbench;
+mod reload_triggers;
+mod rewrite_phases;
+mod rewrite_refusals;
+mod rewrite_writes;
 mod shutdown;
 mod tls;
 mod upstream;

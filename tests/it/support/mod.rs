@@ -3,8 +3,11 @@
 //! ([`wire`]) and the external clients `psql`/`pgbench` ([`tools`]).
 pub mod binary;
 pub mod certs;
+pub mod ops;
 pub mod pg;
 pub mod proxy;
+pub mod reloadable;
+pub mod rules;
 pub mod tools;
 pub mod wire;
 
