@@ -10,7 +10,7 @@
 //! is pending.
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ use super::context::{Context, Settings};
 use super::reject::Rejections;
 use super::rewrite::{Rewriter, Shared};
 use super::state::{Phase, State};
-use super::statements::{Hidden, CLOSE_COMPLETE_TAG, PARSE_COMPLETE_TAG};
+use super::statements::{Hidden, CLOSE_COMPLETE_TAG, COMMAND_COMPLETE_TAG, PARSE_COMPLETE_TAG};
 use crate::admin::metrics::metrics;
 
 /// Minimum free space before each read.
@@ -117,7 +117,12 @@ impl Pump<'_> {
             hidden,
         };
         loop {
-            rewriter.refresh(ctx, settings, &shared).await;
+            if let Some(queries) = rewriter.refresh(ctx, settings, &shared).await {
+                self.to
+                    .write_all(&queries)
+                    .await
+                    .map_err(|e| lost(addr, &e))?;
+            }
             let (mut off, mut statements, mut terminated) = (0, 0u64, false);
             while let Some(frame) = self
                 .framer
@@ -231,7 +236,8 @@ impl Pump<'_> {
         let whole = |tag: u8| match tag {
             READY_FOR_QUERY_TAG => true,
             AUTHENTICATION_TAG => !authenticated,
-            ERROR_RESPONSE_TAG => rejections.any(),
+            ERROR_RESPONSE_TAG => rejections.any() || hidden.queries_pending(),
+            COMMAND_COMPLETE_TAG => hidden.queries_pending(),
             PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => hidden.any(),
             _ => false,
         };
@@ -256,28 +262,31 @@ impl Pump<'_> {
             };
             *last_tag = h.tag;
             let msg = &self.buf[off..off + h.total_len];
-            let replacement = match h.tag {
-                READY_FOR_QUERY_TAG => {
-                    let pipeline = state.readies() + 1;
-                    state.on_ready_for_query(msg.get(5).copied());
-                    if rejections.any() {
-                        rejections.expire(state.readies());
-                    }
-                    hidden.end_pipeline(pipeline);
-                    None
+            let replacement = if hidden.queries_pending() && is_query_reply(h.tag) {
+                // A reply to pgshim's own re-PREPARE: never the client's.
+                if h.tag == READY_FOR_QUERY_TAG {
+                    hidden.query_done();
+                } else if h.tag == ERROR_RESPONSE_TAG {
+                    tracing::warn!(error = %String::from_utf8_lossy(msg), "re-preparing a SQL prepared statement under new rules failed");
                 }
-                ERROR_RESPONSE_TAG => rejections.replace(msg),
-                PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => {
-                    if hidden.on_reply(state.readies() + 1, h.tag) {
-                        self.send_to_client(off, down, state).await?;
-                        self.buf.advance(h.total_len);
-                        off = 0;
-                    } else {
-                        off += h.total_len;
+                Some(Bytes::new())
+            } else {
+                match h.tag {
+                    READY_FOR_QUERY_TAG => {
+                        let pipeline = state.readies() + 1;
+                        state.on_ready_for_query(msg.get(5).copied());
+                        if rejections.any() {
+                            rejections.expire(state.readies());
+                        }
+                        hidden.end_pipeline(pipeline);
+                        None
                     }
-                    continue;
+                    ERROR_RESPONSE_TAG => rejections.replace(msg),
+                    PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => {
+                        hidden.on_reply(state.readies() + 1, h.tag).then(Bytes::new)
+                    }
+                    _ => strip_channel_binding(msg).map(BytesMut::freeze),
                 }
-                _ => strip_channel_binding(msg).map(BytesMut::freeze),
             };
             let Some(replacement) = replacement else {
                 off += h.total_len;
@@ -322,6 +331,14 @@ impl Pump<'_> {
         self.buf.advance(len);
         Ok(())
     }
+}
+
+/// Replies a simple query can produce that pgshim swallows for its own.
+fn is_query_reply(tag: u8) -> bool {
+    matches!(
+        tag,
+        COMMAND_COMPLETE_TAG | ERROR_RESPONSE_TAG | READY_FOR_QUERY_TAG
+    )
 }
 
 fn lost(upstream: &str, cause: &dyn std::fmt::Display) -> Error {

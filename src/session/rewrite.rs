@@ -7,10 +7,14 @@
 //! `on_unrewritable = "pass"`, forwarded unrewritten with a warning. A session
 //! takes the rules in force only when it is idle, so one transaction never
 //! sees two versions.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use sqlparser::ast::Statement;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
 
 use crate::active::{DbRules, RulesVersion};
 use crate::admin::metrics::{self, metrics};
@@ -47,7 +51,17 @@ pub struct Rewriter {
     version: Arc<RulesVersion>,
     db: Arc<DbRules>,
     statements: Statements,
+    /// SQL-level prepared statements (`PREPARE name AS ...`), by name.
+    sql_prepared: BTreeMap<String, SqlPrepared>,
     sent: SentCounter,
+}
+
+/// A statement prepared with SQL `PREPARE`, as the client wrote it.
+struct SqlPrepared {
+    /// The name, quoted, for `DEALLOCATE`.
+    quoted_name: String,
+    /// The whole `PREPARE` statement.
+    text: String,
 }
 
 // === impl Rewriter ===
@@ -64,6 +78,7 @@ impl Rewriter {
             version,
             db,
             statements: Statements::default(),
+            sql_prepared: BTreeMap::new(),
             sent: SentCounter::default(),
         }
     }
@@ -90,13 +105,24 @@ impl Rewriter {
     }
 
     /// Takes the rules in force if the session is idle and they changed.
-    pub async fn refresh(&mut self, ctx: &Context, settings: &Settings, shared: &Shared<'_>) {
-        for name in shared.hidden.take_failed() {
-            self.statements.mark_stale(name);
+    ///
+    /// # Returns
+    /// Simple queries to send first, re-preparing SQL-level prepared
+    /// statements under the new rules (their replies are swallowed).
+    pub async fn refresh(
+        &mut self,
+        ctx: &Context,
+        settings: &Settings,
+        shared: &Shared<'_>,
+    ) -> Option<BytesMut> {
+        if shared.hidden.any_failed() {
+            for name in shared.hidden.take_failed() {
+                self.statements.mark_stale(name);
+            }
         }
         if shared.state.phase() != Phase::Idle || ctx.rules.current_number() == self.version.number
         {
-            return;
+            return None;
         }
         let version = ctx.rules.current();
         self.db = version
@@ -113,6 +139,34 @@ impl Rewriter {
         );
         self.version = version;
         self.statements.mark_all_stale();
+        self.reprepare_sql(shared.hidden)
+    }
+
+    /// `DEALLOCATE name; PREPARE name AS <new rewrite>` for every SQL-level
+    /// prepared statement, one simple query each so one failure cannot skip
+    /// the others.
+    fn reprepare_sql(&self, hidden: &Hidden) -> Option<BytesMut> {
+        if self.sql_prepared.is_empty() {
+            return None;
+        }
+        let mut out = BytesMut::new();
+        for prepared in self.sql_prepared.values() {
+            let text = match self.rewrite_text(prepared.text.as_bytes()) {
+                Ok(Outcome::Unchanged) => prepared.text.clone(),
+                Ok(Outcome::Rewritten(new)) => new,
+                Err(e) => {
+                    tracing::warn!(statement = %prepared.quoted_name, error = %e, "SQL prepared statement cannot be rewritten under the new rules; deallocating it");
+                    String::new()
+                }
+            };
+            write_query(
+                &mut out,
+                format!("DEALLOCATE {}; {text}", prepared.quoted_name).as_bytes(),
+            );
+            metrics().reprepared.increment(1);
+        }
+        hidden.add_queries(self.sql_prepared.len() as u32);
+        Some(out)
     }
 
     /// Handles a whole client message.
@@ -138,13 +192,51 @@ impl Rewriter {
 
     fn query(&mut self, msg: &[u8], shared: &Shared<'_>) -> Option<BytesMut> {
         let sql = query_sql(msg)?;
-        if !self.statements.is_empty() {
-            forget_deallocated(&mut self.statements, sql);
+        if !self.statements.is_empty() || !self.sql_prepared.is_empty() {
+            for forget in deallocated(sql) {
+                match forget {
+                    Deallocated::All => {
+                        self.statements.clear();
+                        self.sql_prepared.clear();
+                    }
+                    Deallocated::Name(name) => {
+                        self.statements.remove(name.as_bytes());
+                        self.sql_prepared.remove(&name);
+                    }
+                }
+            }
+        }
+        if contains_word(sql, b"prepare") {
+            self.remember_sql_prepare(sql);
         }
         let new_sql = self.rewrite(sql, shared)?;
         let mut out = BytesMut::with_capacity(new_sql.len() + 6);
         write_query(&mut out, &new_sql);
         Some(out)
+    }
+
+    /// Remembers a simple query that is exactly one `PREPARE name AS ...`.
+    fn remember_sql_prepare(&mut self, sql: &[u8]) {
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return;
+        };
+        let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, text) else {
+            return;
+        };
+        let [Statement::Prepare { name, .. }] = statements.as_slice() else {
+            return;
+        };
+        let key = if name.quote_style.is_some() {
+            name.value.clone()
+        } else {
+            name.value.to_lowercase()
+        };
+        let quoted_name = format!("\"{}\"", key.replace('"', "\"\""));
+        let text = text
+            .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+            .to_owned();
+        self.sql_prepared
+            .insert(key, SqlPrepared { quoted_name, text });
     }
 
     fn parse(&mut self, msg: &[u8], shared: &Shared<'_>) -> Option<BytesMut> {
@@ -301,17 +393,23 @@ pub fn phase_name(phase: crate::rewrite::Phase) -> &'static str {
     }
 }
 
-/// Forgets statements a simple query deallocates (`DEALLOCATE [PREPARE] name`,
+/// What a simple query deallocates.
+#[derive(Debug, PartialEq, Eq)]
+enum Deallocated {
+    /// `DEALLOCATE ALL`, `DISCARD ALL`.
+    All,
+    /// `DEALLOCATE [PREPARE] name`, normalised as Postgres folds it.
+    Name(String),
+}
+
+/// The statements `sql` deallocates (`DEALLOCATE [PREPARE] name`,
 /// `DEALLOCATE ALL`, `DISCARD ALL`).
-fn forget_deallocated(statements: &mut Statements, sql: &[u8]) {
-    let mentions = |word: &[u8]| {
-        sql.windows(word.len())
-            .any(|w| w.eq_ignore_ascii_case(word))
-    };
-    if !mentions(b"deallocate") && !mentions(b"discard") {
-        return;
+fn deallocated(sql: &[u8]) -> Vec<Deallocated> {
+    if !contains_word(sql, b"deallocate") && !contains_word(sql, b"discard") {
+        return Vec::new();
     }
     let text = String::from_utf8_lossy(sql);
+    let mut found = Vec::new();
     for statement in text.split(';') {
         let words: Vec<&str> = statement.split_whitespace().collect();
         let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
@@ -322,51 +420,50 @@ fn forget_deallocated(statements: &mut Statements, sql: &[u8]) {
             .as_slice()
         {
             ["discard", "all"] | ["deallocate", "all"] | ["deallocate", "prepare", "all"] => {
-                statements.clear()
+                found.push(Deallocated::All)
             }
             ["deallocate", "prepare", _] | ["deallocate", _] => {
                 let name = words[words.len() - 1];
                 let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-                    Some(quoted) => quoted.to_owned(),
+                    Some(quoted) => quoted.replace("\"\"", "\""),
                     None => name.to_ascii_lowercase(),
                 };
-                statements.remove(name.as_bytes());
+                found.push(Deallocated::Name(name));
             }
             _ => {}
         }
     }
+    found
+}
+
+/// Case-insensitive substring check, without allocating.
+fn contains_word(sql: &[u8], word: &[u8]) -> bool {
+    sql.windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn with(names: &[&str]) -> Statements {
-        let mut s = Statements::default();
-        for n in names {
-            let p = Prepared {
-                sql: Bytes::new(),
-                param_types: Bytes::new(),
-                sent: Bytes::new(),
-            };
-            s.insert(Bytes::copy_from_slice(n.as_bytes()), p);
-        }
-        s
-    }
-
     #[test]
-    fn deallocate_forgets_one_statement() {
-        let mut s = with(&["s1", "s2"]);
-        forget_deallocated(&mut s, b"DEALLOCATE s1");
-        s.mark_all_stale();
-        assert!(s.take_stale(b"s1").is_none());
-        assert!(s.take_stale(b"s2").is_some());
+    fn deallocate_names_one_statement() {
+        assert_eq!(
+            deallocated(b"DEALLOCATE s1"),
+            vec![Deallocated::Name("s1".into())]
+        );
+        assert_eq!(
+            deallocated(b"deallocate prepare \"S1\""),
+            vec![Deallocated::Name("S1".into())]
+        );
     }
 
     #[test]
     fn discard_all_forgets_everything() {
-        let mut s = with(&["a", "b"]);
-        forget_deallocated(&mut s, b"select 1; discard  ALL");
-        assert!(s.is_empty());
+        assert_eq!(
+            deallocated(b"select 1; discard  ALL"),
+            vec![Deallocated::All]
+        );
+        assert!(deallocated(b"select 'no'").is_empty());
     }
 }

@@ -21,6 +21,8 @@ use crate::protocol::frontend::{CLOSE_TAG, PARSE_TAG};
 pub const PARSE_COMPLETE_TAG: u8 = b'1';
 /// Backend `CloseComplete`.
 pub const CLOSE_COMPLETE_TAG: u8 = b'3';
+/// Backend `CommandComplete`.
+pub const COMMAND_COMPLETE_TAG: u8 = b'C';
 
 /// A named statement as the client prepared it.
 #[derive(Debug, Clone)]
@@ -128,6 +130,8 @@ pub struct Hidden {
     failed: Mutex<Vec<Bytes>>,
     /// Mirrors `!failed.is_empty()`, checked without the lock.
     any_failed: AtomicBool,
+    /// pgshim's own simple queries (re-PREPAREs) not yet answered by ReadyForQuery.
+    queries: AtomicU32,
     /// CloseComplete messages received in the current pipeline.
     closes_received: AtomicU32,
     /// ParseComplete messages received in the current pipeline.
@@ -165,6 +169,24 @@ impl Hidden {
             statement,
         });
         self.any.store(true, Relaxed);
+    }
+
+    /// Notes `n` simple queries of pgshim's own, sent while the session was
+    /// idle, whose replies (up to and including ReadyForQuery) are swallowed.
+    pub fn add_queries(&self, n: u32) {
+        self.queries.fetch_add(n, Relaxed);
+    }
+
+    /// True while replies to pgshim's own queries are due.
+    pub fn queries_pending(&self) -> bool {
+        self.queries.load(Relaxed) > 0
+    }
+
+    /// One of pgshim's own queries is complete.
+    pub fn query_done(&self) {
+        let _ = self
+            .queries
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
     }
 
     /// True when replies are expected, so the server direction must look at

@@ -423,7 +423,6 @@ async fn deallocated_statements_are_not_prepared_again() {
 /// SQL-level `PREPARE` shares its namespace with protocol-level statements
 /// (`DEALLOCATE` clears both), so it must follow a flip as well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgshim bug: a statement prepared with SQL PREPARE keeps the rewrite of the rules it was prepared under; EXECUTE after a flip runs the old phase"]
 async fn sql_prepare_before_a_flip_executes_the_new_rewrite() {
     let db = fixture("flip_sql_prepare").await;
     let (proxy, id) = start(&db, "expand").await;
