@@ -114,6 +114,8 @@ impl Reloader {
 /// Sets the rules gauges: version and each rule's phase.
 pub fn publish(rules: &RuleSet, version: u64) {
     metrics().rules_version.set(version as f64);
+    // A new version starts with empty rewrite caches.
+    metrics().cache_size.set(0.0);
     for rule in rules.rules() {
         metrics::rule_phase(&rule.id, phase_rank(rule.phase) as f64);
     }

@@ -31,6 +31,18 @@ enum Entry {
     Rewritten(Template),
 }
 
+/// Whether a [`RewriteCache::lookup`] was answered from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Answered from the cache.
+    Hit,
+    /// Computed; the cache's size changed by `size_change` entries.
+    Miss {
+        /// Entries added minus entries evicted.
+        size_change: isize,
+    },
+}
+
 /// A bounded cache of rewrites, shared by all sessions.
 #[derive(Debug)]
 pub struct RewriteCache {
@@ -68,15 +80,29 @@ impl RewriteCache {
         rules: &RuleSet,
         catalog: &Catalog,
     ) -> Result<Outcome, RewriteError> {
+        self.lookup(sql, rules_version, rules, catalog).0
+    }
+
+    /// As [`RewriteCache::get_or_rewrite`], also saying whether the answer
+    /// came from the cache, so callers can count hits exactly even when many
+    /// sessions share the cache.
+    pub fn lookup(
+        &self,
+        sql: &str,
+        rules_version: u64,
+        rules: &RuleSet,
+        catalog: &Catalog,
+    ) -> (Result<Outcome, RewriteError>, Lookup) {
+        let miss = |size_change| Lookup::Miss { size_change };
         let Some(fp) = fingerprint(sql) else {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return rewrite(sql, rules, catalog);
+            return (rewrite(sql, rules, catalog), miss(0));
         };
         let key = (rules_version, fp.key);
         if let Some(entry) = self.map.get(&key).map(|e| Arc::clone(e.value())) {
             if let Some(out) = answer(&entry, &fp.literals) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                return out;
+                return (out, Lookup::Hit);
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
@@ -84,18 +110,23 @@ impl RewriteCache {
             Ok(Outcome::Unchanged) => Entry::Unchanged,
             Ok(Outcome::Rewritten(text)) => match Template::from_rewritten(&text, &fp.literals) {
                 Some(t) => Entry::Rewritten(t),
-                None => return rewrite(sql, rules, catalog),
+                None => return (rewrite(sql, rules, catalog), miss(0)),
             },
             // Sentinels could in theory trip the parser where the real literal would not:
             // answer from the real text and do not cache.
-            Err(_) => return rewrite(sql, rules, catalog),
+            Err(_) => return (rewrite(sql, rules, catalog), miss(0)),
         };
         let out = answer(&entry, &fp.literals).unwrap_or_else(|| rewrite(sql, rules, catalog));
-        self.insert(key, entry);
-        out
+        let size_change = self.insert(key, entry);
+        (out, miss(size_change))
     }
 
-    fn insert(&self, key: (u64, String), entry: Entry) {
+    /// Inserts `entry`, evicting an eighth of the cache when full.
+    ///
+    /// # Returns
+    /// How much the number of entries changed.
+    fn insert(&self, key: (u64, String), entry: Entry) -> isize {
+        let before = self.map.len() as isize;
         if self.map.len() >= self.capacity {
             let drop_count = (self.capacity / 8).max(1);
             let victims: Vec<(u64, String)> = self
@@ -109,6 +140,7 @@ impl RewriteCache {
             }
         }
         self.map.insert(key, Arc::new(entry));
+        self.map.len() as isize - before
     }
 
     /// Current counters.

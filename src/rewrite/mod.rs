@@ -49,7 +49,7 @@ mod write;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use cache::{CacheStats, RewriteCache};
+pub use cache::{CacheStats, Lookup, RewriteCache};
 pub use catalog::{Catalog, ColumnInfo, TableInfo};
 pub use config::{OneOrMany, RuleConfig};
 pub use prefilter::mentions_mapped_table;

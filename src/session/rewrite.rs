@@ -24,7 +24,7 @@ use crate::protocol::frontend::{
     write_query, ParseBody, BIND_TAG, CLOSE_TAG, DESCRIBE_TAG, PARSE_TAG,
 };
 use crate::protocol::QUERY_TAG;
-use crate::rewrite::{mentions_mapped_table, Outcome, RewriteError};
+use crate::rewrite::{mentions_mapped_table, Lookup, Outcome, RewriteError};
 
 use super::context::{Context, Settings};
 use super::reject::Rejections;
@@ -357,19 +357,18 @@ impl Rewriter {
                 "the statement is not valid UTF-8 (pgshim rewrites UTF-8 client encodings only)"
                     .into(),
         })?;
-        let before = self.db.cache.stats();
-        let outcome =
+        let (outcome, lookup) =
             self.db
                 .cache
-                .get_or_rewrite(sql, self.version.number, &self.db.rules, catalog);
-        let after = self.db.cache.stats();
+                .lookup(sql, self.version.number, &self.db.rules, catalog);
         let m = metrics();
-        m.cache_hits
-            .increment(after.hits.saturating_sub(before.hits));
-        m.cache_misses
-            .increment(after.misses.saturating_sub(before.misses));
-        m.cache_size
-            .increment(after.size as f64 - before.size as f64);
+        match lookup {
+            Lookup::Hit => m.cache_hits.increment(1),
+            Lookup::Miss { size_change } => {
+                m.cache_misses.increment(1);
+                m.cache_size.increment(size_change as f64);
+            }
+        }
         outcome
     }
 
