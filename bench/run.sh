@@ -349,8 +349,11 @@ params="$CLIENTS clients, $THREADS pgbench threads, ${DURATION}s per run, scale 
 machine="$(nproc) CPUs ($cpu_model), $(uname -sr); PostgreSQL $pg_version, PgBouncer ${bouncer_version:-n/a} (session mode), pgshim ${PGSHIM_LABEL:-n/a}"
 
 mkdir -p "$OUT_DIR"
+# A profiled run is not a benchmark: keep it away from results.md.
+RESULTS_MD="$OUT_DIR/results.md"
+if [[ -n $PROFILE ]]; then RESULTS_MD="$OUT_DIR/results-profiled.md"; fi
 {
-    echo "# pgshim benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "# pgshim benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ)${PROFILE:+ (profiled with $PROFILE: not a benchmark)}"
     echo
     echo "- $params"
     echo "- $machine"
@@ -364,7 +367,7 @@ mkdir -p "$OUT_DIR"
     echo "$header"
     echo "$rule"
     printf '%s\n' "${rows[@]}"
-} >"$OUT_DIR/results.md"
+} >"$RESULTS_MD"
 
 echo
 echo "$params"
@@ -379,7 +382,7 @@ echo
 if ((BUSY_BEFORE || max_other > 5)); then
     echo "WARNING: other processes used up to ${max_other}% of the CPU during the runs; the figures are skewed"
 fi
-echo "markdown table: $OUT_DIR/results.md; pgbench output: $OUT_DIR/logs/"
+echo "markdown table: $RESULTS_MD; pgbench output: $OUT_DIR/logs/"
 if [[ -n $PROFILE ]]; then echo "profiles: $OUT_DIR/profile/"; fi
 if ((any_failed)); then
     echo "some runs FAILED (see the logs above)" >&2
