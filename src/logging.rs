@@ -22,7 +22,9 @@ pub fn init(format: LogFormat) {
     };
     let filter =
         EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info,sqlparser=warn"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {

@@ -84,13 +84,16 @@ impl Server {
         let ctx = Arc::new(Context::new(self.config.clone(), token.clone()).await?);
         let current = ctx.rules.current();
         reload::publish(&current.rules, current.number);
+        // Background tasks (file watcher, SIGHUP, admin) apart from sessions,
+        // so shutdown reports and waits for sessions only where it should.
+        let background = TaskTracker::new();
         let tracker = TaskTracker::new();
         let reloader = self
             .config_path
             .map(|path| Arc::new(Reloader::new(path, ctx.clone())));
         if let Some(reloader) = &reloader {
-            tracker.spawn(watch_file(reloader.clone(), token.clone()));
-            tracker.spawn(reload_on_sighup(reloader.clone(), token.clone()));
+            background.spawn(watch_file(reloader.clone(), token.clone()));
+            background.spawn(reload_on_sighup(reloader.clone(), token.clone()));
         }
         if let Some(listener) = self.admin {
             let admin_token = admin_token(&self.config)?;
@@ -99,7 +102,7 @@ impl Server {
                 reloader: reloader.clone(),
                 token: admin_token,
             });
-            tracker.spawn(http::serve(listener, admin, token.clone()));
+            background.spawn(http::serve(listener, admin, token.clone()));
         }
         accept_loop(&listener, &ctx, &tracker, shutdown).await;
         drop(listener);
@@ -111,6 +114,7 @@ impl Server {
         );
         token.cancel();
         tracker.close();
+        background.close();
         if tokio::time::timeout(limits.shutdown_timeout() + SHUTDOWN_GRACE, tracker.wait())
             .await
             .is_err()
@@ -120,6 +124,7 @@ impl Server {
                 "sessions still open after shutdown_timeout_ms; closing them"
             );
         }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, background.wait()).await;
         tracing::info!("shutdown complete");
         Ok(())
     }
