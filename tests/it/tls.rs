@@ -5,9 +5,9 @@
 use tokio_postgres::error::SqlState;
 
 use crate::support::certs::certs;
+use crate::support::expect_upstream_unreachable;
 use crate::support::pg::{cluster, SCRAM_PASSWORD, SCRAM_USER, TRUST_USER};
 use crate::support::proxy::{proxy, Proxy};
-use crate::support::within;
 
 async fn upstream_ssl(proxy: &Proxy) -> bool {
     let client = proxy
@@ -22,23 +22,6 @@ async fn upstream_ssl(proxy: &Proxy) -> bool {
         .await
         .unwrap()
         .get(0)
-}
-
-/// Connects through `proxy` and returns pgshim's 08001 message.
-async fn upstream_refused(proxy: &Proxy) -> String {
-    let err = within(20, "connect", proxy.connect(TRUST_USER, None))
-        .await
-        .expect_err("the upstream certificate must be rejected");
-    let db = err
-        .as_db_error()
-        .unwrap_or_else(|| panic!("expected pgshim's ErrorResponse, got {err:?}"));
-    assert_eq!(
-        db.code(),
-        &SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-        "{db:?}"
-    );
-    assert!(db.message().starts_with("pgshim:"), "{db:?}");
-    db.message().to_owned()
 }
 
 #[tokio::test]
@@ -75,7 +58,8 @@ async fn upstream_verify_full_with_wrong_host_name() {
         .upstream_tls("verify-full", Some(&certs().ca))
         .start()
         .await;
-    let text = upstream_refused(&proxy).await;
+    let text =
+        expect_upstream_unreachable(&proxy, "the upstream certificate must be rejected").await;
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(
         text.to_lowercase().contains("certificate"),
@@ -90,7 +74,8 @@ async fn upstream_verify_full_with_wrong_ca() {
         .upstream_tls("verify-full", Some(&certs().other_ca))
         .start()
         .await;
-    let text = upstream_refused(&proxy).await;
+    let text =
+        expect_upstream_unreachable(&proxy, "the upstream certificate must be rejected").await;
     assert!(text.to_lowercase().contains("certificate"), "{text}");
 }
 

@@ -64,3 +64,22 @@ pub async fn connect(
     });
     Ok(client)
 }
+
+/// Connects through `proxy` as the trust user, expects pgshim's 08001
+/// refusal (`why` says why the connection must fail) and returns its message.
+pub async fn expect_upstream_unreachable(proxy: &proxy::Proxy, why: &str) -> String {
+    use tokio_postgres::error::SqlState;
+    let err = within(20, "connect", proxy.connect(pg::TRUST_USER, None))
+        .await
+        .expect_err(why);
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("expected pgshim's ErrorResponse, got {err:?}"));
+    assert_eq!(
+        db.code(),
+        &SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+        "{db:?}"
+    );
+    assert!(db.message().starts_with("pgshim:"), "{db:?}");
+    db.message().to_owned()
+}
