@@ -118,8 +118,7 @@ impl Pump<'_> {
         };
         loop {
             if let Some(queries) = rewriter.refresh(ctx, settings, &shared).await {
-                self.to
-                    .write_all(&queries)
+                self.write_flushed(&queries)
                     .await
                     .map_err(|e| lost(addr, &e))?;
             }
@@ -149,11 +148,13 @@ impl Pump<'_> {
                         };
                         self.forward(off).await.map_err(|e| lost(addr, &e))?;
                         self.buf.advance(h.total_len);
-                        self.to
-                            .write_all(&replacement)
+                        self.write_flushed(&replacement)
                             .await
                             .map_err(|e| lost(addr, &e))?;
                         state.add_from_client(off + replacement.len());
+                        metrics()
+                            .bytes_from_client
+                            .increment((off + replacement.len()) as u64);
                         off = 0;
                     }
                 }
@@ -295,8 +296,7 @@ impl Pump<'_> {
             self.send_to_client(off, down, state).await?;
             self.buf.advance(h.total_len);
             off = 0;
-            self.to
-                .write_all(&replacement)
+            self.write_flushed(&replacement)
                 .await
                 .map_err(Error::ClientIo)?;
         }
@@ -319,6 +319,15 @@ impl Pump<'_> {
         state.add_from_server(len);
         metrics().bytes_from_server.increment(len as u64);
         Ok(())
+    }
+
+    /// Writes bytes pgshim made itself (a rewritten or replacement message).
+    async fn write_flushed(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.to.write_all(bytes).await?;
+        self.to.flush().await
     }
 
     /// Writes the first `len` buffered bytes and drops them from the buffer.
