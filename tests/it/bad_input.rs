@@ -4,7 +4,7 @@
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::pg::{cluster, TRUST_USER};
+use crate::support::pg::{backends_named, TRUST_USER};
 use crate::support::proxy::{proxy, Proxy};
 use crate::support::wire::{
     expect_pgshim_error_then_close, fields, login, message, query, read_to_end, read_until,
@@ -18,19 +18,6 @@ async fn rejected(proxy: &Proxy, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     send(&mut s, bytes).await;
     expect_pgshim_error_then_close(&mut s, "08P01").await
-}
-
-async fn backends_named(app: &str) -> i64 {
-    cluster()
-        .admin()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-            &[&app],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// Logs in over raw TCP with a unique application_name, returning both.

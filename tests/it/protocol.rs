@@ -4,7 +4,7 @@
 //! GSSENCRequest, SSLRequest without client TLS, and Terminate.
 use tokio::io::AsyncWriteExt;
 
-use crate::support::pg::{cluster, TRUST_USER};
+use crate::support::pg::{backends_named, TRUST_USER};
 use crate::support::proxy::proxy;
 use crate::support::wire::{
     self, cstr, fields, login, message, query, read_to_end, read_until, request, send,
@@ -25,19 +25,6 @@ fn tags(messages: &[Message]) -> String {
 async fn round_trip(s: &mut tokio::net::TcpStream, sql: &str) -> Vec<Message> {
     send(s, &query(sql)).await;
     read_until(s, |m| m.tag == b'Z').await
-}
-
-async fn backends_named(app: &str) -> i64 {
-    cluster()
-        .admin()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-            &[&app],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test]

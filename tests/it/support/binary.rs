@@ -69,12 +69,7 @@ impl Binary {
 
     /// Sends signal `name` (`TERM`, `INT`) with `kill`.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("pgshim is running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        signal(&self.child, name);
     }
 
     /// Waits (up to 30 s) for the process to exit.
@@ -88,4 +83,14 @@ impl Binary {
             ),
         }
     }
+}
+
+/// Sends signal `name` (`HUP`, `TERM`, `INT`) to `child` with `kill`.
+pub fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("pgshim is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
 }

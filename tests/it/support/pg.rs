@@ -394,3 +394,17 @@ fn spawn_watchdog(dir: &Path) {
         let _ = plain.spawn();
     }
 }
+
+/// Server backends whose `application_name` is `app`.
+pub async fn backends_named(app: &str) -> i64 {
+    cluster()
+        .admin()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}

@@ -287,20 +287,12 @@ impl Reloadable {
 
     /// A tokio-postgres config for [`TRUST_USER`] on `database` through this proxy.
     pub fn config(&self, database: &str) -> tokio_postgres::Config {
-        let mut cfg = super::pg::client_config("127.0.0.1", self.addr.port(), TRUST_USER, None);
-        cfg.dbname(database);
-        cfg
+        trust_config(self.addr.port(), database)
     }
 
     /// A [`TRUST_USER`] session on `database` through this proxy.
     pub async fn connect(&self, database: &str) -> tokio_postgres::Client {
-        within(
-            20,
-            "connect through pgshim",
-            super::connect(&self.config(database)),
-        )
-        .await
-        .expect("connection through pgshim")
+        trust_connect(&self.config(database)).await
     }
 
     /// Signals shutdown and waits for the server to return.
@@ -412,20 +404,12 @@ impl AdminBinary {
 
     /// A tokio-postgres config for [`TRUST_USER`] on `database` through this pgshim.
     pub fn config(&self, database: &str) -> tokio_postgres::Config {
-        let mut cfg = super::pg::client_config("127.0.0.1", self.port, TRUST_USER, None);
-        cfg.dbname(database);
-        cfg
+        trust_config(self.port, database)
     }
 
     /// A [`TRUST_USER`] session on `database` through this pgshim.
     pub async fn connect(&self, database: &str) -> tokio_postgres::Client {
-        within(
-            20,
-            "connect through pgshim",
-            super::connect(&self.config(database)),
-        )
-        .await
-        .expect("connection through pgshim")
+        trust_connect(&self.config(database)).await
     }
 
     /// Everything the process logged.
@@ -435,12 +419,7 @@ impl AdminBinary {
 
     /// Sends signal `name` (`HUP`, `TERM`) with `kill`.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("pgshim is running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {pid}");
+        super::binary::signal(&self.child, name);
     }
 
     /// Runs `pgshim reload --config <file>` (with the token variable set
@@ -469,4 +448,19 @@ impl AdminBinary {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+/// A tokio-postgres config for [`TRUST_USER`] on `database` through the
+/// pgshim on 127.0.0.1:`port`.
+fn trust_config(port: u16, database: &str) -> tokio_postgres::Config {
+    let mut cfg = super::pg::client_config("127.0.0.1", port, TRUST_USER, None);
+    cfg.dbname(database);
+    cfg
+}
+
+/// Connects with `config` through pgshim.
+async fn trust_connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    within(20, "connect through pgshim", super::connect(config))
+        .await
+        .expect("connection through pgshim")
 }
