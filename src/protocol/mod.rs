@@ -20,6 +20,12 @@ pub const SYNC_TAG: u8 = b'S';
 pub const FUNCTION_CALL_TAG: u8 = b'F';
 /// Frontend `Terminate`.
 pub const TERMINATE_TAG: u8 = b'X';
+/// Frontend `PasswordMessage`, `SASLInitialResponse`, `SASLResponse` and
+/// `GSSResponse`: the only messages a client sends while authenticating.
+pub const PASSWORD_TAG: u8 = b'p';
+/// Largest message a client may send before authentication completes:
+/// Postgres's own cap on authentication responses (`PG_MAX_AUTH_TOKEN_LENGTH`).
+pub const MAX_AUTH_MESSAGE_LEN: usize = 65_535;
 /// Backend `Authentication*`.
 pub const AUTHENTICATION_TAG: u8 = b'R';
 /// Backend `ReadyForQuery`.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::fingerprint::{fingerprint, Template};
-use super::{rewrite, Catalog, Outcome, RewriteError, RuleSet};
+use super::{rewrite, Catalog, Outcome, RefusalKind, RewriteError, RuleSet};
 
 /// Counters readable by the caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,6 +112,8 @@ impl RewriteCache {
                 Some(t) => Entry::Rewritten(t),
                 None => return (rewrite(sql, rules, catalog), miss(0)),
             },
+            // Too deep does not depend on literals: answer at once.
+            Err(e) if e.kind == RefusalKind::TooDeep => return (Err(e), miss(0)),
             // Sentinels could in theory trip the parser where the real literal would not:
             // answer from the real text and do not cache.
             Err(_) => return (rewrite(sql, rules, catalog), miss(0)),

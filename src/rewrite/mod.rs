@@ -29,6 +29,7 @@ mod cache;
 mod catalog;
 mod config;
 mod copy;
+mod depth;
 mod edits;
 mod fingerprint;
 mod from;
@@ -42,6 +43,7 @@ mod read;
 mod rules;
 mod scope;
 mod source;
+mod sql_prepare;
 mod transform;
 mod update;
 mod write;
@@ -54,9 +56,10 @@ pub use catalog::{Catalog, ColumnInfo, TableInfo};
 pub use config::{OneOrMany, RuleConfig};
 pub use prefilter::mentions_mapped_table;
 pub use rules::{Phase, Rule, RuleError, RuleSet};
+pub use sql_prepare::prepared_statement_name;
 
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
+use sqlparser::parser::{Parser, ParserError};
 
 use edits::Edits;
 use read::Ctx;
@@ -71,24 +74,52 @@ pub enum Outcome {
     Rewritten(String),
 }
 
+/// Why a statement that mentions a mapped table is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// pgshim cannot rewrite this form safely for the rule's phase.
+    Unrewritable,
+    /// The statement is nested deeper, or is longer, than pgshim builds syntax trees for.
+    TooDeep,
+}
+
 /// A statement mentions a mapped table but cannot be rewritten safely.
 ///
 /// The proxy answers it with SQLSTATE `0A000` and
-/// `pgshim: cannot rewrite statement (rule <id>): <reason>`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot rewrite statement (rule {rule_id}): {reason}")]
+/// `pgshim: cannot rewrite statement (rule <id>): <reason>`, or
+/// `pgshim: statement too deep to rewrite (rule <id>): <reason>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewriteError {
     /// The rule whose table or column the statement touches.
     pub rule_id: String,
     /// What could not be rewritten.
     pub reason: String,
+    /// Which kind of refusal this is.
+    pub kind: RefusalKind,
 }
+
+impl std::fmt::Display for RewriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (rule, reason) = (&self.rule_id, &self.reason);
+        match self.kind {
+            RefusalKind::Unrewritable => {
+                write!(f, "cannot rewrite statement (rule {rule}): {reason}")
+            }
+            RefusalKind::TooDeep => {
+                write!(f, "statement too deep to rewrite (rule {rule}): {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RewriteError {}
 
 /// Internal refusal; the rule id is filled in where it is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refuse {
     pub rule: Option<String>,
     pub reason: String,
+    pub kind: RefusalKind,
 }
 
 // === impl Refuse ===
@@ -98,13 +129,22 @@ impl Refuse {
         Refuse {
             rule: None,
             reason: reason.into(),
+            kind: RefusalKind::Unrewritable,
+        }
+    }
+
+    /// The statement is too deep or too long to build a tree for.
+    pub(crate) fn too_deep(reason: impl Into<String>) -> Refuse {
+        Refuse {
+            kind: RefusalKind::TooDeep,
+            ..Refuse::new(reason)
         }
     }
 
     pub(crate) fn rule(rule: &Rule, reason: impl Into<String>) -> Refuse {
         Refuse {
             rule: Some(rule.id.clone()),
-            reason: reason.into(),
+            ..Refuse::new(reason)
         }
     }
 }
@@ -128,25 +168,41 @@ pub fn rewrite(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome,
             .rule
             .unwrap_or_else(|| first_mentioned_rule(sql, rules)),
         reason: refuse.reason,
+        kind: refuse.kind,
     })
 }
 
 fn rewrite_parsed(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome, Refuse> {
+    if sql.len() > depth::MAX_TEXT_BYTES {
+        return Err(Refuse::too_deep(format!(
+            "the statement is {} bytes long; pgshim rewrites statements of up to {} bytes",
+            sql.len(),
+            depth::MAX_TEXT_BYTES
+        )));
+    }
     let (src, tokens) =
         Source::new(sql).map_err(|e| Refuse::new(format!("does not tokenize: {e}")))?;
-    let statements = Parser::new(&PostgreSqlDialect {})
-        .with_tokens_with_locations(tokens)
-        .parse_statements()
-        .map_err(|e| Refuse::new(format!("does not parse: {e}")))?;
-    let mut ctx = Ctx::new(&src, rules, catalog);
-    for statement in &statements {
-        ctx.walk_statement(statement)?;
-    }
-    let edits: Edits = ctx.into_edits();
-    if edits.is_empty() {
-        return Ok(Outcome::Unchanged);
-    }
-    Ok(Outcome::Rewritten(edits.apply(sql)?))
+    depth::check(&tokens).map_err(|_| Refuse::too_deep(depth::TOO_DEEP))?;
+    // The tree is built, walked and dropped on a stack sized for the depth just checked.
+    depth::on_large_stack(|| {
+        let statements = Parser::new(&PostgreSqlDialect {})
+            .with_recursion_limit(depth::PARSER_RECURSION_LIMIT)
+            .with_tokens_with_locations(tokens)
+            .parse_statements()
+            .map_err(|e| match e {
+                ParserError::RecursionLimitExceeded => Refuse::too_deep(depth::TOO_DEEP),
+                e => Refuse::new(format!("does not parse: {e}")),
+            })?;
+        let mut ctx = Ctx::new(&src, rules, catalog);
+        for statement in &statements {
+            ctx.walk_statement(statement)?;
+        }
+        let edits: Edits = ctx.into_edits();
+        if edits.is_empty() {
+            return Ok(Outcome::Unchanged);
+        }
+        Ok(Outcome::Rewritten(edits.apply(sql)?))
+    })
 }
 
 fn first_mentioned_rule(sql: &str, rules: &RuleSet) -> String {

@@ -10,6 +10,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
+use super::depth;
 use super::ident::normalize;
 use super::source::Source;
 
@@ -83,21 +84,30 @@ impl Template {
         {
             return Err("parameters are not allowed".into());
         }
-        let mut parser = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens);
-        let expr = parser
-            .parse_expr()
-            .map_err(|e| format!("does not parse: {e}"))?;
-        if parser.peek_token().token != Token::EOF {
-            return Err("does not parse: text after the expression".into());
+        if text.len() > depth::MAX_TEXT_BYTES || depth::check(&tokens).is_err() {
+            return Err(format!("is too deep: {}", depth::TOO_DEEP));
         }
-        let mut refs = Refs {
-            src: &src,
-            found: Vec::new(),
-        };
-        if let ControlFlow::Break(problem) = expr.visit(&mut refs) {
-            return Err(problem);
-        }
-        let mut found = refs.found;
+        // Built, walked and dropped on a stack sized for the depth just checked.
+        let found = depth::on_large_stack(|| {
+            let mut parser = Parser::new(&PostgreSqlDialect {})
+                .with_recursion_limit(depth::PARSER_RECURSION_LIMIT)
+                .with_tokens_with_locations(tokens);
+            let expr = parser
+                .parse_expr()
+                .map_err(|e| format!("does not parse: {e}"))?;
+            if parser.peek_token().token != Token::EOF {
+                return Err("does not parse: text after the expression".to_string());
+            }
+            let mut refs = Refs {
+                src: &src,
+                found: Vec::new(),
+            };
+            if let ControlFlow::Break(problem) = expr.visit(&mut refs) {
+                return Err(problem);
+            }
+            Ok(refs.found)
+        })?;
+        let mut found = found;
         found.sort();
         let mut parts = Vec::new();
         let mut at = 0;

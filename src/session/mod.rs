@@ -27,7 +27,6 @@ use crate::protocol::{Framer, TERMINATE_TAG};
 pub use context::{Context, Settings};
 use reject::Rejections;
 use relay::{End, Pump, ToClient, ToServer};
-use rewrite::Rewriter;
 use startup::{Failed, Negotiated};
 use state::State;
 use statements::Hidden;
@@ -146,7 +145,6 @@ impl Session<'_> {
             farewell(&mut client, &error).await;
             return Err(error);
         }
-        let mut rewriter = Rewriter::new(self.ctx, self.settings, &self.params.database).await;
         let (mut client_r, mut client_w) = client.split();
         let (mut server_r, mut server_w) = server.split();
         let limits = &self.settings.config.limits;
@@ -181,7 +179,7 @@ impl Session<'_> {
             addr: upstream,
             ctx: self.ctx,
             settings: self.settings,
-            rewriter: &mut rewriter,
+            database: &self.params.database,
             rejections: &rejections,
             hidden: &hidden,
         };

@@ -19,8 +19,8 @@ use crate::error::Error;
 use crate::net::{Reader, Writer};
 use crate::protocol::backend::strip_channel_binding;
 use crate::protocol::{
-    Frame, Framer, AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, QUERY_TAG, READY_FOR_QUERY_TAG,
-    TERMINATE_TAG,
+    Frame, Framer, Header, AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, MAX_AUTH_MESSAGE_LEN,
+    PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG, TERMINATE_TAG,
 };
 
 use super::context::{Context, Settings};
@@ -69,8 +69,8 @@ pub struct ToServer<'a> {
     pub ctx: &'a Context,
     /// The session's settings (pgshim's login, to read catalogs).
     pub settings: &'a Settings,
-    /// The session's view of the rules.
-    pub rewriter: &'a mut Rewriter,
+    /// The database the session is in.
+    pub database: &'a str,
     /// Refusals in flight.
     pub rejections: &'a Rejections,
     /// Replies to pgshim's own re-prepares.
@@ -103,14 +103,20 @@ impl Pump<'_> {
     /// [`Error::ClientFrame`] for bytes that cannot be framed,
     /// [`Error::ClientIo`] and [`Error::UpstreamLost`] for broken connections.
     pub async fn client_to_server(mut self, state: &State, up: ToServer<'_>) -> Result<End, Error> {
+        if let Authenticated::ClientLeft(end) = self.relay_authentication(state, up.addr).await? {
+            return Ok(end);
+        }
+        // Only now, with the login accepted by Postgres, may the client's
+        // database name reach the rules, the catalog and the caches.
         let ToServer {
             addr,
             ctx,
             settings,
-            rewriter,
+            database,
             rejections,
             hidden,
         } = up;
+        let rewriter = &mut Rewriter::new(ctx, settings, database).await;
         let shared = Shared {
             state,
             rejections,
@@ -170,18 +176,69 @@ impl Pump<'_> {
             if terminated {
                 return Ok(End::ClientTerminated);
             }
-            self.buf
-                .reserve(READ_CHUNK.max(self.framer.missing(self.buf)));
-            if self
-                .from
-                .read_buf(self.buf)
-                .await
-                .map_err(Error::ClientIo)?
-                == 0
-            {
+            if self.read_more().await? == 0 {
                 return Ok(End::ClientClosed);
             }
         }
+    }
+
+    /// Relays the client's side of authentication: authentication responses
+    /// (at most [`MAX_AUTH_MESSAGE_LEN`] bytes each, as Postgres caps them) go
+    /// to the server as they are. Any other message waits, unread past, until
+    /// Postgres has accepted the login and sent its first ReadyForQuery, as
+    /// Postgres itself reads nothing else before then: so no statement is
+    /// forwarded unrewritten, and nothing reaches the rules before the login
+    /// is accepted.
+    ///
+    /// # Errors
+    /// [`Error::ClientFrame`] for an invalid or oversized message,
+    /// [`Error::ClientIo`] and [`Error::UpstreamLost`] for broken connections.
+    async fn relay_authentication(
+        &mut self,
+        state: &State,
+        addr: &str,
+    ) -> Result<Authenticated, Error> {
+        loop {
+            let mut off = 0;
+            let mut waiting = false;
+            while let Some(h) =
+                Header::parse(&self.buf[off..], MAX_AUTH_MESSAGE_LEN).map_err(Error::ClientFrame)?
+            {
+                if h.tag != PASSWORD_TAG && h.tag != TERMINATE_TAG {
+                    waiting = true;
+                    break;
+                }
+                if self.buf.len() - off < h.total_len {
+                    break;
+                }
+                state.on_frontend(h.tag);
+                off += h.total_len;
+                if h.tag == TERMINATE_TAG {
+                    self.forward(off).await.map_err(|e| lost(addr, &e))?;
+                    return Ok(Authenticated::ClientLeft(End::ClientTerminated));
+                }
+            }
+            self.forward(off).await.map_err(|e| lost(addr, &e))?;
+            state.add_from_client(off);
+            if waiting || state.authenticated() {
+                state.wait_authenticated().await;
+                return Ok(Authenticated::Yes);
+            }
+            // Waking on either: the client's next message, or the end of
+            // authentication (a trust login needs nothing from the client).
+            tokio::select! {
+                read = self.read_more() => if read? == 0 {
+                    return Ok(Authenticated::ClientLeft(End::ClientClosed));
+                },
+                _ = state.wait_authenticated() => return Ok(Authenticated::Yes),
+            }
+        }
+    }
+
+    /// Reads more client bytes, growing the buffer only as bytes arrive.
+    async fn read_more(&mut self) -> Result<usize, Error> {
+        reserve_for_read(self.buf, self.framer);
+        self.from.read_buf(self.buf).await.map_err(Error::ClientIo)
     }
 
     /// Forwards server messages to the client, tracking ReadyForQuery, hiding
@@ -207,8 +264,7 @@ impl Pump<'_> {
             if draining && self.framer.at_boundary() && state.phase() != Phase::Busy {
                 return Ok(End::Shutdown);
             }
-            self.buf
-                .reserve(READ_CHUNK.max(self.framer.missing(self.buf)));
+            reserve_for_read(self.buf, self.framer);
             tokio::select! {
                 read = self.from.read_buf(self.buf) => match read {
                     Ok(0) if last_tag == ERROR_RESPONSE_TAG => return Ok(End::ServerClosedAfterError),
@@ -340,6 +396,22 @@ impl Pump<'_> {
         self.buf.advance(len);
         Ok(())
     }
+}
+
+/// Whether the client direction went on past authentication.
+enum Authenticated {
+    /// Postgres accepted the login and is ready for queries.
+    Yes,
+    /// The client ended the session first.
+    ClientLeft(End),
+}
+
+/// Makes room for the next read. A message held whole grows the buffer at
+/// most by what is already buffered, so memory follows the bytes received,
+/// never the length a header announces.
+fn reserve_for_read(buf: &mut BytesMut, framer: &Framer) {
+    let missing = framer.missing(buf).min(buf.len().max(READ_CHUNK));
+    buf.reserve(READ_CHUNK.max(missing));
 }
 
 /// Replies a simple query can produce that pgshim swallows for its own.

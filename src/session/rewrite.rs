@@ -12,9 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use sqlparser::ast::Statement;
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 use crate::active::{DbRules, RulesVersion};
 use crate::admin::metrics::{self, metrics};
@@ -24,7 +21,9 @@ use crate::protocol::frontend::{
     write_query, ParseBody, BIND_TAG, CLOSE_TAG, DESCRIBE_TAG, PARSE_TAG,
 };
 use crate::protocol::QUERY_TAG;
-use crate::rewrite::{mentions_mapped_table, Lookup, Outcome, RewriteError};
+use crate::rewrite::{
+    mentions_mapped_table, prepared_statement_name, Lookup, Outcome, RefusalKind, RewriteError,
+};
 
 use super::context::{Context, Settings};
 use super::reject::Rejections;
@@ -206,9 +205,7 @@ impl Rewriter {
                 }
             }
         }
-        if contains_word(sql, b"prepare") {
-            self.remember_sql_prepare(sql);
-        }
+        self.remember_sql_prepare(sql);
         let new_sql = self.rewrite(sql, shared)?;
         let mut out = BytesMut::with_capacity(new_sql.len() + 6);
         write_query(&mut out, &new_sql);
@@ -220,16 +217,8 @@ impl Rewriter {
         let Ok(text) = std::str::from_utf8(sql) else {
             return;
         };
-        let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, text) else {
+        let Some(key) = prepared_statement_name(text) else {
             return;
-        };
-        let [Statement::Prepare { name, .. }] = statements.as_slice() else {
-            return;
-        };
-        let key = if name.quote_style.is_some() {
-            name.value.clone()
-        } else {
-            name.value.to_lowercase()
         };
         let quoted_name = format!("\"{}\"", key.replace('"', "\"\""));
         let text = text
@@ -350,12 +339,14 @@ impl Rewriter {
         let catalog = self.db.state.as_ref().map_err(|reason| RewriteError {
             rule_id: first_rule(),
             reason: format!("the rule is not active in this database: {reason}"),
+            kind: RefusalKind::Unrewritable,
         })?;
         let sql = std::str::from_utf8(sql).map_err(|_| RewriteError {
             rule_id: first_rule(),
             reason:
                 "the statement is not valid UTF-8 (pgshim rewrites UTF-8 client encodings only)"
                     .into(),
+            kind: RefusalKind::Unrewritable,
         })?;
         let (outcome, lookup) =
             self.db

@@ -3,6 +3,8 @@
 //! atomics (all `Relaxed`) are there only because the task must be `Send`.
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 
+use tokio::sync::Notify;
+
 use crate::protocol::{TxStatus, FUNCTION_CALL_TAG, QUERY_TAG, SYNC_TAG, TERMINATE_TAG};
 
 /// `tx` before the first ReadyForQuery.
@@ -35,6 +37,9 @@ pub struct State {
     pub from_client: AtomicU64,
     /// Bytes forwarded from server to client.
     pub from_server: AtomicU64,
+    /// Woken when the first ReadyForQuery arrives: the client direction holds
+    /// everything but authentication messages until then.
+    authenticated: Notify,
 }
 
 // === impl State ===
@@ -49,6 +54,7 @@ impl State {
             dirty: AtomicBool::new(false),
             from_client: AtomicU64::new(0),
             from_server: AtomicU64::new(0),
+            authenticated: Notify::new(),
         }
     }
 
@@ -78,6 +84,10 @@ impl State {
             self.dirty.store(false, Relaxed);
         }
         let after = self.phase();
+        if before == Phase::Authenticating {
+            // A stored permit: the client direction may start waiting later.
+            self.authenticated.notify_one();
+        }
         if before != after {
             tracing::trace!(?before, ?after, "session phase");
         }
@@ -86,6 +96,13 @@ impl State {
     /// True once the first ReadyForQuery has been seen.
     pub fn authenticated(&self) -> bool {
         self.tx.load(Relaxed) != NO_STATUS
+    }
+
+    /// Completes once the first ReadyForQuery has been seen.
+    pub async fn wait_authenticated(&self) {
+        if !self.authenticated() {
+            self.authenticated.notified().await;
+        }
     }
 
     /// The number of the ReadyForQuery that will answer the next Sync or
