@@ -24,6 +24,12 @@ impl Binary {
     /// Starts `pgshim serve --config <file> <extra>` with the configuration
     /// `settings` describes, listening on a free port, and waits until it accepts.
     pub async fn start(settings: ProxyBuilder, extra: &[&str]) -> Binary {
+        Binary::start_under(&[], settings, extra).await
+    }
+
+    /// As [`Binary::start`], run through `wrapper` (a command that execs its
+    /// arguments, such as `prlimit --as=N`); empty for none.
+    pub async fn start_under(wrapper: &[&str], settings: ProxyBuilder, extra: &[&str]) -> Binary {
         let port = free_port();
         let name = unique_name("pgshim");
         let config = run_dir().join(format!("{name}.toml"));
@@ -31,7 +37,16 @@ impl Binary {
         let text = settings.toml(&format!("127.0.0.1:{port}"));
         std::fs::write(&config, text).unwrap();
         let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pgshim"))
+        let pgshim = env!("CARGO_BIN_EXE_pgshim");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(pgshim);
+                c
+            }
+            None => Command::new(pgshim),
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&config)
