@@ -38,6 +38,7 @@ mod insert;
 mod items;
 mod list;
 mod phase;
+mod predicate;
 mod prefilter;
 mod read;
 mod rules;

@@ -14,25 +14,71 @@ pub(crate) fn column_ref(qual: &str, column: &str) -> String {
 
 /// The expression to read `rule.side(side)[index]` as, for the row named `qual`.
 pub(crate) fn read_value(rule: &Rule, side: Side, index: usize, qual: &str) -> Option<String> {
-    let computed = || {
-        let template = rule.transform(side, index)?;
-        Some(template.render_text(&mut |c| column_ref(qual, c)))
-    };
     match (rule.phase, side) {
         (Phase::Expand, Side::Old) | (Phase::Contract, Side::New) => None,
-        (Phase::Expand, Side::New) | (Phase::Contract, Side::Old) => computed(),
+        (Phase::Expand, Side::New) | (Phase::Contract, Side::Old) => {
+            computed(rule, side, index, qual)
+        }
         (Phase::Migrate, _) => {
-            let plain = column_ref(qual, rule.side(side).get(index)?);
-            let (when_unmigrated, when_migrated) = match side {
-                Side::Old => (plain, computed()?),
-                Side::New => (computed()?, plain),
-            };
+            let MigrateValue {
+                not_migrated,
+                unmigrated,
+                migrated,
+            } = migrate_value(rule, side, index, qual)?;
             Some(format!(
-                "(CASE WHEN {} THEN {when_unmigrated} ELSE {when_migrated} END)",
-                not_migrated(rule, qual)
+                "(CASE WHEN {not_migrated} THEN {unmigrated} ELSE {migrated} END)"
             ))
         }
     }
+}
+
+/// The two values a column reads as in the migrate phase, and which applies.
+pub(crate) struct MigrateValue {
+    /// True when the row has not migrated (never NULL).
+    pub not_migrated: String,
+    /// The value for a row that has not migrated.
+    pub unmigrated: String,
+    /// The value for a row that has.
+    pub migrated: String,
+}
+
+/// The migrate-phase value of `rule.side(side)[index]` for the row named `qual`, as its
+/// branches; `None` outside migrate.
+pub(crate) fn migrate_value(
+    rule: &Rule,
+    side: Side,
+    index: usize,
+    qual: &str,
+) -> Option<MigrateValue> {
+    if rule.phase != Phase::Migrate {
+        return None;
+    }
+    let plain = column_ref(qual, rule.side(side).get(index)?);
+    let other = computed(rule, side, index, qual)?;
+    let (unmigrated, migrated) = match side {
+        Side::Old => (plain, other),
+        Side::New => (other, plain),
+    };
+    Some(MigrateValue {
+        not_migrated: not_migrated(rule, qual),
+        unmigrated,
+        migrated,
+    })
+}
+
+/// `rule.side(side)[index]` computed from the other shape.
+fn computed(rule: &Rule, side: Side, index: usize, qual: &str) -> Option<String> {
+    let template = rule.transform(side, index)?;
+    Some(template.render_text(&mut |c| column_ref(qual, c)))
+}
+
+/// `q.n1 IS NOT NULL OR q.n2 IS NOT NULL`: the row has migrated.
+pub(crate) fn migrated(rule: &Rule, qual: &str) -> String {
+    rule.new
+        .iter()
+        .map(|n| format!("{} IS NOT NULL", column_ref(qual, n)))
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 /// `q.n1 IS NULL AND q.n2 IS NULL`: the row has not migrated.

@@ -22,7 +22,7 @@ use super::phase::read_value;
 use super::rules::RuleSet;
 use super::scope::{find_rel, resolve, Rel, RelKind, Resolution, Scope};
 use super::source::Source;
-use super::{copy, insert, update, Refuse};
+use super::{copy, insert, predicate, update, Refuse};
 
 /// Output column labels of a query, when known.
 pub(crate) type Labels = Option<Vec<String>>;
@@ -56,14 +56,23 @@ pub(crate) enum ItemsKind {
 
 struct ExprWalk<'c, 'a> {
     ctx: &'c mut Ctx<'a>,
+    /// Depth inside a subquery, which [`Ctx::walk_query`] has walked already.
     skip: usize,
+    /// Depth inside an expression rewritten whole, whose parts must not be edited again.
+    skip_expr: usize,
+}
+
+/// Whether the walk goes on into an expression's parts.
+enum Walked {
+    Parts,
+    Whole,
 }
 
 impl Visitor for ExprWalk<'_, '_> {
     type Break = Refuse;
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Refuse> {
-        if self.skip == 0 {
+        if self.skip == 0 && self.skip_expr == 0 {
             if let Err(e) = self.ctx.walk_query(query) {
                 return ControlFlow::Break(e);
             }
@@ -78,13 +87,26 @@ impl Visitor for ExprWalk<'_, '_> {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Refuse> {
+        if self.skip_expr > 0 {
+            self.skip_expr += 1;
+            return ControlFlow::Continue(());
+        }
         if self.skip > 0 {
             return ControlFlow::Continue(());
         }
         match self.ctx.on_expr(expr) {
-            Ok(()) => ControlFlow::Continue(()),
+            Ok(Walked::Parts) => ControlFlow::Continue(()),
+            Ok(Walked::Whole) => {
+                self.skip_expr = 1;
+                ControlFlow::Continue(())
+            }
             Err(e) => ControlFlow::Break(e),
         }
+    }
+
+    fn post_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<Refuse> {
+        self.skip_expr = self.skip_expr.saturating_sub(1);
+        ControlFlow::Continue(())
     }
 }
 
@@ -308,21 +330,29 @@ impl<'a> Ctx<'a> {
 
     /// Walk every expression inside `node` in the current scope.
     pub fn walk_node<V: Visit>(&mut self, node: &V) -> Result<(), Refuse> {
-        let mut walk = ExprWalk { ctx: self, skip: 0 };
+        let mut walk = ExprWalk {
+            ctx: self,
+            skip: 0,
+            skip_expr: 0,
+        };
         match node.visit(&mut walk) {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(e) => Err(e),
         }
     }
 
-    fn on_expr(&mut self, expr: &Expr) -> Result<(), Refuse> {
+    fn on_expr(&mut self, expr: &Expr) -> Result<Walked, Refuse> {
+        if let Some((start, end, text)) = predicate::rewrite(self, expr)? {
+            self.edits.replace(start, end, text)?;
+            return Ok(Walked::Whole);
+        }
         match expr {
-            Expr::Identifier(id) => self.rewrite_ref(&[], id, std::slice::from_ref(id)),
+            Expr::Identifier(id) => self.rewrite_ref(&[], id, std::slice::from_ref(id))?,
             Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
                 let (column, qualifier) = parts
                     .split_last()
                     .ok_or_else(|| Refuse::new("empty name"))?;
-                self.rewrite_ref(qualifier, column, parts)
+                self.rewrite_ref(qualifier, column, parts)?
             }
             Expr::Function(f) => {
                 if let FunctionArguments::List(list) = &f.args {
@@ -333,10 +363,10 @@ impl<'a> Ctx<'a> {
                         }
                     }
                 }
-                Ok(())
             }
-            _ => Ok(()),
+            _ => {}
         }
+        Ok(Walked::Parts)
     }
 
     fn refuse_mapped_whole_row(&self, qualifier: &[&Ident]) -> Result<(), Refuse> {

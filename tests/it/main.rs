@@ -16,6 +16,7 @@ mod copy;
 mod deep_statements;
 mod limits;
 mod memory_limits;
+mod migrate_index;
 mod notify;
 mod ops_backfill;
 mod ops_plan;

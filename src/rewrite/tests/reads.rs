@@ -278,3 +278,68 @@ fn statements_without_mapped_tables_are_unchanged_without_parsing() {
         Ok(crate::rewrite::Outcome::Unchanged)
     );
 }
+
+#[test]
+fn migrate_predicates_on_values_keep_plain_columns_for_indexes() {
+    let cases = [
+        (
+            "SELECT id FROM users WHERE name = 'x'",
+            "SELECT id FROM users WHERE ((users.full_name IS NULL AND users.name = 'x') OR ((users.full_name IS NOT NULL) AND users.full_name = 'x'))",
+        ),
+        (
+            "SELECT id FROM users u WHERE $1 < u.full_name",
+            "SELECT id FROM users u WHERE ((u.full_name IS NULL AND $1 < u.name) OR ((u.full_name IS NOT NULL) AND $1 < u.full_name))",
+        ),
+        (
+            "SELECT id FROM users WHERE name = $1::text",
+            "SELECT id FROM users WHERE ((users.full_name IS NULL AND users.name = $1::text) OR ((users.full_name IS NOT NULL) AND users.full_name = $1::text))",
+        ),
+        (
+            "SELECT id FROM users WHERE full_name NOT IN ('a', $2)",
+            "SELECT id FROM users WHERE ((users.full_name IS NULL AND users.name NOT IN ('a', $2)) OR ((users.full_name IS NOT NULL) AND users.full_name NOT IN ('a', $2)))",
+        ),
+        (
+            "SELECT id FROM users WHERE name IS NOT NULL",
+            "SELECT id FROM users WHERE ((users.full_name IS NULL AND users.name IS NOT NULL) OR ((users.full_name IS NOT NULL) AND users.full_name IS NOT NULL))",
+        ),
+        (
+            "SELECT id FROM users WHERE name LIKE 'a%'",
+            "SELECT id FROM users WHERE ((users.full_name IS NULL AND users.name LIKE 'a%') OR ((users.full_name IS NOT NULL) AND users.full_name LIKE 'a%'))",
+        ),
+        (
+            "SELECT id FROM app.people WHERE first_name BETWEEN 'a' AND 'b'",
+            "SELECT id FROM app.people WHERE ((people.first_name IS NULL AND people.last_name IS NULL AND (split_part(people.name, ' ', 1)) BETWEEN 'a' AND 'b') OR ((people.first_name IS NOT NULL OR people.last_name IS NOT NULL) AND people.first_name BETWEEN 'a' AND 'b'))",
+        ),
+        (
+            "SELECT o.id FROM orders o JOIN users u ON o.name = u.name",
+            "SELECT o.id FROM orders o JOIN users u ON ((u.full_name IS NULL AND o.name = u.name) OR ((u.full_name IS NOT NULL) AND o.name = u.full_name))",
+        ),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(rw("migrate", sql), want, "{sql}");
+    }
+}
+
+#[test]
+fn migrate_predicates_on_expressions_keep_the_case_form() {
+    assert_eq!(
+        rw("migrate", "SELECT id FROM users WHERE name = lower($1)"),
+        "SELECT id FROM users WHERE (CASE WHEN users.full_name IS NULL THEN users.name ELSE users.full_name END) = lower($1)"
+    );
+    assert_eq!(
+        rw("migrate", "SELECT id FROM users u WHERE u.name = u.full_name"),
+        "SELECT id FROM users u WHERE (CASE WHEN u.full_name IS NULL THEN u.name ELSE u.full_name END) = (CASE WHEN u.full_name IS NULL THEN u.name ELSE u.full_name END)"
+    );
+}
+
+#[test]
+fn predicates_outside_migrate_are_unchanged() {
+    assert_eq!(
+        rw("expand", "SELECT id FROM users WHERE name = $1"),
+        "SELECT id FROM users WHERE name = $1"
+    );
+    assert_eq!(
+        rw("contract", "SELECT id FROM users WHERE full_name = $1"),
+        "SELECT id FROM users WHERE full_name = $1"
+    );
+}
