@@ -285,7 +285,3 @@ fn type_end(ctx: &Ctx<'_>, first: usize, data_type: &DataType) -> Option<usize> 
 fn value_end(ctx: &Ctx<'_>, expr: &Expr) -> Option<usize> {
     operand_range(ctx, expr).map(|(_, end)| end)
 }
-
-fn value_start(ctx: &Ctx<'_>, expr: &Expr) -> Option<usize> {
-    operand_range(ctx, expr).map(|(start, _)| start)
-}
