@@ -26,10 +26,10 @@ pub(crate) const MAX_DEPTH: usize = 2_000;
 pub(crate) const MAX_TEXT_BYTES: usize = 8 * 1024 * 1024;
 
 /// The reason given for a statement that fails [`check`].
-pub(crate) const TOO_DEEP: &str = "more than 2000 chained operators, or 100 nested brackets or CASEs; write long OR chains as IN (...) or = ANY($1), or split the statement";
+pub(crate) const TOO_DEEP: &str = "more than 2000 chained operators, or 64 nested brackets or CASEs; write long OR chains as IN (...) or = ANY($1), or split the statement";
 
 /// Deepest nesting of brackets and `CASE`s (subqueries included).
-pub(crate) const MAX_NESTING: usize = 100;
+pub(crate) const MAX_NESTING: usize = 64;
 
 /// sqlparser's recursion limit (its default is 50): each nesting level takes a few units, and
 /// each prefix operator (`NOT`, `-`) one.

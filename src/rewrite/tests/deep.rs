@@ -27,8 +27,8 @@ fn chains_below_the_bound_are_rewritten_on_a_small_stack() {
     }
     let nested = format!(
         "SELECT name FROM users WHERE id = {}1{}",
-        "(SELECT ".repeat(40),
-        ")".repeat(40)
+        "(SELECT ".repeat(50),
+        ")".repeat(50)
     );
     assert!(matches!(on_small_stack(nested), Ok(Outcome::Rewritten(_))));
 }
@@ -90,9 +90,9 @@ fn long_in_lists_are_rewritten() {
 fn the_deepest_accepted_statement_fits_the_stack() {
     let sql = format!(
         "SELECT name FROM users WHERE id = {}{}{}",
-        "(SELECT ".repeat(99),
-        vec!["id"; 1750].join("+"),
-        ")".repeat(99)
+        "(SELECT ".repeat(63),
+        vec!["id"; 1850].join("+"),
+        ")".repeat(63)
     );
     assert!(matches!(on_small_stack(sql), Ok(Outcome::Rewritten(_))));
 }
