@@ -39,6 +39,17 @@ async fn lowering_max_connections_holds_once_sessions_close() {
     let (status, body) = proxy.admin.post_reload().await;
     assert_eq!(status, 200, "{body}");
 
+    // Over the new cap, a newcomer is refused while the 40 stay.
+    let err = connect_as(&proxy, db, &app)
+        .await
+        .expect_err("40 open sessions exceed the reloaded cap of 10");
+    let code = err.as_db_error().map(|e| e.code().clone());
+    assert_eq!(code, Some(SqlState::TOO_MANY_CONNECTIONS), "{err:?}");
+    open[0]
+        .batch_execute("SELECT 1")
+        .await
+        .expect("open sessions stay");
+
     drop(open);
     eventually(20, "the 40 sessions are gone", || async {
         backends_named(&app).await == 0
