@@ -17,7 +17,7 @@ use crate::rewrite::{Catalog, RewriteCache, RuleError, RuleSet};
 
 pub mod databases;
 
-use databases::{Databases, Failure, Loaded, Slot};
+use databases::{Databases, Failure, FailureKind, Loaded, Slot};
 
 /// Rewrites cached per database and rules version.
 const CACHE_CAPACITY: usize = 4096;
@@ -70,14 +70,6 @@ pub struct LiveRules {
     current: ArcSwap<RulesVersion>,
 }
 
-/// A catalog check that did not pass.
-enum CheckError {
-    /// Postgres could not be reached; the same check may pass later.
-    Unreachable(String),
-    /// Postgres answered, and the rules cannot be used as they are.
-    Invalid(String),
-}
-
 // === impl LiveRules ===
 
 impl LiveRules {
@@ -93,7 +85,7 @@ impl LiveRules {
         for database in version.named() {
             let loaded = version.check(&database, &config.upstream, upstream).await;
             match (&loaded.failure, &loaded.db.state) {
-                (Some(f), Err(reason)) if f.unreachable => {
+                (Some(f), Err(reason)) if f.kind == FailureKind::Unreachable => {
                     tracing::warn!(database, reason = %reason, "Postgres unreachable: rules for this database wait for their catalog check, retried in the background");
                 }
                 (_, Err(reason)) => {
@@ -205,7 +197,8 @@ impl RulesVersion {
     ///
     /// # Errors
     /// [`ActivateError::Catalog`] for the first database where the check
-    /// fails and `old`'s rules had not already failed.
+    /// fails, unless `old`'s rules had already failed there or the database
+    /// no longer exists.
     pub async fn check_served(
         &self,
         old: &RulesVersion,
@@ -221,9 +214,16 @@ impl RulesVersion {
                 continue;
             }
             let loaded = self.check(&database, cfg, upstream).await;
-            let Err(reason) = &loaded.db.state else {
+            let (Some(failure), Err(reason)) = (loaded.failure, &loaded.db.state) else {
                 continue;
             };
+            if failure.kind == FailureKind::NoDatabase {
+                tracing::warn!(
+                    database,
+                    "database no longer exists; not checking the new rules there"
+                );
+                continue;
+            }
             let failed_before = old
                 .databases
                 .get(&database)
@@ -352,11 +352,7 @@ impl RulesVersion {
                 }),
                 failure: None,
             },
-            Err(e) => {
-                let (reason, unreachable) = match e {
-                    CheckError::Unreachable(r) => (r, true),
-                    CheckError::Invalid(r) => (r, false),
-                };
+            Err((kind, reason)) => {
                 tracing::error!(database, reason = %reason, retry_after_s = databases::FAILURE_TTL.as_secs(), "rules cannot be used in this database: statements that touch their tables are refused");
                 Loaded {
                     db: Arc::new(DbRules {
@@ -366,7 +362,7 @@ impl RulesVersion {
                     }),
                     failure: Some(Failure {
                         at: Instant::now(),
-                        unreachable,
+                        kind,
                     }),
                 }
             }
@@ -381,40 +377,43 @@ async fn read_and_check(
     database: &str,
     cfg: &UpstreamConfig,
     upstream: &Upstream,
-) -> Result<Catalog, CheckError> {
+) -> Result<Catalog, (FailureKind, String)> {
     let catalog = catalog::read(cfg, upstream, database, &rules.tables())
         .await
-        .map_err(|e| {
-            if is_unreachable(&e) {
-                CheckError::Unreachable(e.to_string())
-            } else {
-                CheckError::Invalid(e.to_string())
-            }
-        })?;
-    rules
-        .check_catalog(&catalog)
-        .map_err(|e| CheckError::Invalid(format!("{e} (in database {database:?})")))?;
+        .map_err(|e| (failure_kind(&e), e.to_string()))?;
+    rules.check_catalog(&catalog).map_err(|e| {
+        (
+            FailureKind::Invalid,
+            format!("{e} (in database {database:?})"),
+        )
+    })?;
     Ok(catalog)
 }
 
-/// True when `e` says Postgres is down, starting or shutting down, rather
-/// than refusing pgshim's login or lacking something.
-fn is_unreachable(e: &CatalogError) -> bool {
+/// Whether `e` says Postgres is down, starting or shutting down, that the
+/// database is gone, or that Postgres refuses pgshim's login or query.
+fn failure_kind(e: &CatalogError) -> FailureKind {
     use tokio_postgres::error::SqlState;
     match e {
         CatalogError::Connect(
             crate::error::Error::UpstreamConnect { .. } | crate::error::Error::UpstreamLost { .. },
-        ) => true,
+        ) => FailureKind::Unreachable,
         CatalogError::Query { source, .. } => match source.code() {
-            None => true,
-            Some(code) => [
-                SqlState::CANNOT_CONNECT_NOW,
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-            ]
-            .contains(code),
+            None => FailureKind::Unreachable,
+            Some(code) if *code == SqlState::INVALID_CATALOG_NAME => FailureKind::NoDatabase,
+            Some(code)
+                if [
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                ]
+                .contains(code) =>
+            {
+                FailureKind::Unreachable
+            }
+            Some(_) => FailureKind::Invalid,
         },
-        _ => false,
+        _ => FailureKind::Invalid,
     }
 }
 

@@ -31,9 +31,19 @@ pub struct Loaded {
 pub struct Failure {
     /// When it failed.
     pub at: Instant,
-    /// Postgres could not be reached (as opposed to refusing or lacking what
-    /// the rules need), so a retry may succeed without any config change.
-    pub unreachable: bool,
+    /// Why, in the terms that decide what to do about it.
+    pub kind: FailureKind,
+}
+
+/// What kind of failure a catalog read had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Postgres could not be reached; a retry may pass without any change.
+    Unreachable,
+    /// The database does not exist (any more).
+    NoDatabase,
+    /// Postgres answered, and the rules cannot be used as they are.
+    Invalid,
 }
 
 /// One database's entry.
