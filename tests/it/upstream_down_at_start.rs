@@ -8,7 +8,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::error::SqlState;
 
 use crate::reload_triggers::{fixture, rule, view, EXPAND_VIEW};
-use crate::support::pg::{cluster, free_port};
+use crate::support::binary::Binary;
+use crate::support::pg::{client_config, cluster, free_port, TRUST_USER};
 use crate::support::proxy::proxy;
 use crate::support::reloadable::{http, Reloadable};
 use crate::support::{eventually, within};
@@ -69,4 +70,35 @@ async fn serves_before_postgres_and_activates_rules_when_it_answers() {
     // Straight from Postgres the row reads `old|new`: the rule rewrites `b`.
     assert_eq!(view(&client).await, EXPAND_VIEW, "the rule is active");
     relay.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_keeps_running_while_postgres_is_down_and_exits_0_on_sigterm() {
+    let db = fixture("pg_down_bin").await;
+    let id = format!("{}-ab", db.name);
+    let closed = free_port();
+    let settings = proxy()
+        .upstream("127.0.0.1", closed)
+        .connect_timeout_ms(500)
+        .rules(&rule(&db, &id, "expand"));
+    // `start` panics if the process exits before it listens.
+    let mut pgshim = Binary::start(settings, &[]).await;
+    let cfg = client_config("127.0.0.1", pgshim.port, TRUST_USER, None);
+    let err = within(20, "connect", crate::support::connect(&cfg))
+        .await
+        .expect_err("Postgres is not there");
+    let code = err.as_db_error().map(|e| e.code().clone());
+    assert_eq!(
+        code,
+        Some(SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+        "{err:?}"
+    );
+    assert!(
+        pgshim.child.try_wait().unwrap().is_none(),
+        "{}",
+        pgshim.log_text()
+    );
+    pgshim.signal("TERM");
+    let status = pgshim.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", pgshim.log_text());
 }
