@@ -6,7 +6,7 @@
 //! reach Postgres stay pending, statements on their tables are refused, and
 //! [`activate_pending`] retries in the background until they pass.
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
@@ -16,15 +16,14 @@ use crate::net::upstream::Upstream;
 use crate::rewrite::{Catalog, RewriteCache, RuleError, RuleSet};
 
 pub mod databases;
+mod pending;
+
+pub use pending::activate_pending;
 
 use databases::{Databases, Failure, FailureKind, Loaded, Slot};
 
 /// Rewrites cached per database and rules version.
 const CACHE_CAPACITY: usize = 4096;
-/// First wait before a pending catalog check is retried; doubled each time.
-const RETRY_FIRST: Duration = Duration::from_millis(250);
-/// Longest wait between retries of a pending catalog check.
-const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Rules that cannot be activated.
 #[derive(Debug, thiserror::Error)]
@@ -124,45 +123,6 @@ impl LiveRules {
     pub fn replace(&self, old: &Arc<RulesVersion>, version: RulesVersion) -> bool {
         let previous = self.current.compare_and_swap(old, Arc::new(version));
         Arc::ptr_eq(&previous, old)
-    }
-}
-
-/// Retries the catalog checks [`LiveRules::load`] left pending, with
-/// backoff, until they pass, a reload replaces the version, or `shutdown`.
-/// Once they pass the same rules are put in force as a new version, so that
-/// sessions which started meanwhile take them at their next idle point.
-pub async fn activate_pending(
-    ctx: Arc<crate::session::Context>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut wait = RETRY_FIRST;
-    loop {
-        let version = ctx.rules.current();
-        let pending: Vec<String> = version.pending().into_iter().map(|(db, _)| db).collect();
-        if pending.is_empty() {
-            return;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(RETRY_MAX);
-        let settings = ctx.settings();
-        let mut passed = true;
-        for database in &pending {
-            let loaded = version
-                .check(database, &settings.config.upstream, &settings.upstream)
-                .await;
-            passed &= loaded.failure.is_none();
-        }
-        if passed {
-            let next = version.successor();
-            let (rules, number) = (next.rules.clone(), next.number);
-            if ctx.rules.replace(&version, next) {
-                crate::reload::publish(&rules, number);
-                tracing::info!(databases = ?pending, version = number, "catalog checks passed: rules active");
-            }
-        }
     }
 }
 
@@ -292,7 +252,7 @@ impl RulesVersion {
     }
 
     /// The same rules as a new version, keeping what was read.
-    fn successor(&self) -> RulesVersion {
+    pub(crate) fn successor(&self) -> RulesVersion {
         let next = RulesVersion {
             number: self.number + 1,
             loaded_at: SystemTime::now(),
@@ -324,7 +284,12 @@ impl RulesVersion {
     }
 
     /// Reads and checks `database`'s catalog now, whatever was remembered.
-    async fn check(&self, database: &str, cfg: &UpstreamConfig, upstream: &Upstream) -> Loaded {
+    pub(crate) async fn check(
+        &self,
+        database: &str,
+        cfg: &UpstreamConfig,
+        upstream: &Upstream,
+    ) -> Loaded {
         let slot = self.databases.slot(database);
         let _loading = slot.loading.lock().await;
         self.load_into(&slot, database, cfg, upstream).await
