@@ -179,8 +179,12 @@ fn rules_json(ctx: &Context) -> String {
             })
         })
         .collect();
-    let body =
-        serde_json::json!({ "version": version.number, "loaded_at": loaded_at, "rules": rules });
+    let body = serde_json::json!({
+        "version": version.number,
+        "loaded_at": loaded_at,
+        "rules": rules,
+        "databases_held": version.databases_held(),
+    });
     format!("{body}\n")
 }
 
