@@ -184,12 +184,15 @@ impl RulesVersion {
                 );
                 continue;
             }
+            // Old rules that could not be used there either do not make the
+            // new ones worse; Postgres being out of reach proves nothing.
             let failed_before = old
                 .databases
                 .get(&database)
                 .and_then(|slot| slot.current())
-                .is_some_and(|before| before.db.state.is_err());
-            if failed_before {
+                .and_then(|before| before.failure)
+                .is_some_and(|before| before.kind == FailureKind::Invalid);
+            if failed_before && failure.kind == FailureKind::Invalid {
                 tracing::warn!(database, reason = %reason, "rules still cannot be used in this database (nor could the previous ones)");
                 continue;
             }
