@@ -311,17 +311,29 @@ impl RulesVersion {
         } else {
             read_and_check(&rules, database, cfg, upstream).await
         };
+        // A failure is logged when it is new, not at every retry of it.
+        let previous = slot.current().and_then(|l| l.db.state.clone().err());
         let loaded = match checked {
-            Ok(catalog) => Loaded {
-                db: Arc::new(DbRules {
-                    rules,
-                    state: Ok(catalog),
-                    cache: RewriteCache::new(CACHE_CAPACITY),
-                }),
-                failure: None,
-            },
+            Ok(catalog) => {
+                if previous.is_some() {
+                    tracing::info!(
+                        database,
+                        "catalog check passed: rules usable in this database"
+                    );
+                }
+                Loaded {
+                    db: Arc::new(DbRules {
+                        rules,
+                        state: Ok(catalog),
+                        cache: RewriteCache::new(CACHE_CAPACITY),
+                    }),
+                    failure: None,
+                }
+            }
             Err((kind, reason)) => {
-                tracing::error!(database, reason = %reason, retry_after_s = databases::FAILURE_TTL.as_secs(), "rules cannot be used in this database: statements that touch their tables are refused");
+                if previous.as_ref() != Some(&reason) {
+                    tracing::error!(database, reason = %reason, retry_after_s = databases::FAILURE_TTL.as_secs(), "rules cannot be used in this database: statements that touch their tables are refused");
+                }
                 Loaded {
                     db: Arc::new(DbRules {
                         rules,
