@@ -1,17 +1,26 @@
 //! The rules in force: validated, versioned, and swapped atomically, with the
 //! catalog of each database read once per version, when the first session to
-//! that database needs it.
+//! that database needs it (state per database is bounded, see [`databases`]).
+//!
+//! pgshim starts while Postgres is down: rules whose catalog check could not
+//! reach Postgres stay pending, statements on their tables are refused, and
+//! [`activate_pending`] retries in the background until they pass.
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
-use tokio::sync::OnceCell;
 
-use crate::catalog;
+use crate::catalog::{self, CatalogError};
 use crate::config::{Config, OnUnrewritable, UpstreamConfig};
 use crate::net::upstream::Upstream;
 use crate::rewrite::{Catalog, RewriteCache, RuleError, RuleSet};
+
+pub mod databases;
+mod pending;
+
+pub use pending::activate_pending;
+
+use databases::{Databases, Failure, FailureKind, Loaded, Slot};
 
 /// Rewrites cached per database and rules version.
 const CACHE_CAPACITY: usize = 4096;
@@ -42,7 +51,7 @@ pub struct RulesVersion {
     pub rules: RuleSet,
     /// What to do with statements that cannot be rewritten.
     pub on_unrewritable: OnUnrewritable,
-    databases: DashMap<String, Arc<OnceCell<Arc<DbRules>>>>,
+    databases: Databases,
 }
 
 /// The rules that apply in one database, with what the rewriter needs.
@@ -64,12 +73,29 @@ pub struct LiveRules {
 
 impl LiveRules {
     /// Validates `config`'s rules and checks each against the catalog of the
-    /// databases rules name explicitly.
+    /// databases rules name explicitly. A database whose check cannot reach
+    /// Postgres is left pending (see [`RulesVersion::pending`]) rather than
+    /// failing, so pgshim can start before Postgres.
     ///
     /// # Errors
     /// [`ActivateError`] naming the rule and the problem.
     pub async fn load(config: &Config, upstream: &Upstream) -> Result<LiveRules, ActivateError> {
-        let version = RulesVersion::load(config, upstream, 1).await?;
+        let version = RulesVersion::new(config, 1)?;
+        for database in version.named() {
+            let loaded = version.check(&database, &config.upstream, upstream).await;
+            match (&loaded.failure, &loaded.db.state) {
+                (Some(f), Err(reason)) if f.kind == FailureKind::Unreachable => {
+                    tracing::warn!(database, reason = %reason, "Postgres unreachable: rules for this database wait for their catalog check, retried in the background");
+                }
+                (_, Err(reason)) => {
+                    return Err(ActivateError::Catalog {
+                        database,
+                        reason: reason.clone(),
+                    })
+                }
+                (_, Ok(_)) => {}
+            }
+        }
         Ok(LiveRules {
             current: ArcSwap::from_pointee(version),
         })
@@ -89,12 +115,22 @@ impl LiveRules {
     pub fn store(&self, version: RulesVersion) {
         self.current.store(Arc::new(version));
     }
+
+    /// Puts `version` in force if `old` still is.
+    ///
+    /// # Returns
+    /// Whether it was put in force.
+    pub fn replace(&self, old: &Arc<RulesVersion>, version: RulesVersion) -> bool {
+        let previous = self.current.compare_and_swap(old, Arc::new(version));
+        Arc::ptr_eq(&previous, old)
+    }
 }
 
 // === impl RulesVersion ===
 
 impl RulesVersion {
-    /// Validates and checks rules; see [`LiveRules::load`].
+    /// Validates and checks rules; see [`LiveRules::load`]. Here a database
+    /// whose check cannot reach Postgres is an error too.
     ///
     /// # Errors
     /// [`ActivateError`] naming the rule and the problem.
@@ -103,29 +139,12 @@ impl RulesVersion {
         upstream: &Upstream,
         number: u64,
     ) -> Result<RulesVersion, ActivateError> {
-        let rules = RuleSet::from_configs(&config.rule)?;
-        let version = RulesVersion {
-            number,
-            loaded_at: SystemTime::now(),
-            rules,
-            on_unrewritable: config.on_unrewritable,
-            databases: DashMap::new(),
-        };
-        let mut named: Vec<&str> = version
-            .rules
-            .rules()
-            .iter()
-            .filter_map(|r| r.database.as_deref())
-            .collect();
-        named.sort_unstable();
-        named.dedup();
-        for database in named {
-            let db = version
-                .for_database(database, &config.upstream, upstream)
-                .await;
-            if let Err(reason) = &db.state {
+        let version = RulesVersion::new(config, number)?;
+        for database in version.named() {
+            let loaded = version.check(&database, &config.upstream, upstream).await;
+            if let Err(reason) = &loaded.db.state {
                 return Err(ActivateError::Catalog {
-                    database: database.to_owned(),
+                    database,
                     reason: reason.clone(),
                 });
             }
@@ -133,48 +152,203 @@ impl RulesVersion {
         Ok(version)
     }
 
-    /// The rules for `database`, reading its catalog on first use. A catalog
-    /// that could not be read or checked is not remembered, so the next
-    /// session tries again; until then statements that touch the rules'
-    /// tables are refused with the reason.
+    /// Checks these rules in every database `old` serves (has state for)
+    /// where some of them apply, keeping the results for sessions.
+    ///
+    /// # Errors
+    /// [`ActivateError::Catalog`] for the first database where the check
+    /// fails, unless `old`'s rules had already failed there or the database
+    /// no longer exists.
+    pub async fn check_served(
+        &self,
+        old: &RulesVersion,
+        cfg: &UpstreamConfig,
+        upstream: &Upstream,
+    ) -> Result<(), ActivateError> {
+        let mut served = old.databases.names();
+        served.sort_unstable();
+        for database in served {
+            if self.rules.for_database(&database).is_empty()
+                || self.databases.get(&database).is_some()
+            {
+                continue;
+            }
+            let loaded = self.check(&database, cfg, upstream).await;
+            let (Some(failure), Err(reason)) = (loaded.failure, &loaded.db.state) else {
+                continue;
+            };
+            if failure.kind == FailureKind::NoDatabase {
+                tracing::warn!(
+                    database,
+                    "database no longer exists; not checking the new rules there"
+                );
+                continue;
+            }
+            // Old rules that could not be used there either do not make the
+            // new ones worse; Postgres being out of reach proves nothing.
+            let failed_before = old
+                .databases
+                .get(&database)
+                .and_then(|slot| slot.current())
+                .and_then(|before| before.failure)
+                .is_some_and(|before| before.kind == FailureKind::Invalid);
+            if failed_before && failure.kind == FailureKind::Invalid {
+                tracing::warn!(database, reason = %reason, "rules still cannot be used in this database (nor could the previous ones)");
+                continue;
+            }
+            return Err(ActivateError::Catalog {
+                database,
+                reason: reason.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Databases named by rules whose catalog check has not passed, with why.
+    pub fn pending(&self) -> Vec<(String, String)> {
+        self.named()
+            .into_iter()
+            .filter_map(|database| {
+                let why = match self.databases.get(&database).and_then(|s| s.current()) {
+                    None => "catalog not checked yet".to_owned(),
+                    Some(loaded) => loaded.db.state.as_ref().err()?.clone(),
+                };
+                Some((database, why))
+            })
+            .collect()
+    }
+
+    /// How many databases this version holds state for.
+    pub fn databases_held(&self) -> usize {
+        self.databases.count()
+    }
+
+    /// The rules for `database`, reading its catalog on first use. A read
+    /// that failed is remembered for [`databases::FAILURE_TTL`] and then
+    /// retried by the next session; until then statements that touch the
+    /// rules' tables are refused with the reason.
     pub async fn for_database(
         &self,
         database: &str,
         cfg: &UpstreamConfig,
         upstream: &Upstream,
     ) -> Arc<DbRules> {
-        let cell = self
-            .databases
-            .entry(database.to_owned())
-            .or_default()
-            .clone();
-        let rules = || self.rules.for_database(database);
-        let loaded = cell
-            .get_or_try_init(|| async {
-                let rules = rules();
-                let catalog = if rules.is_empty() {
-                    Catalog::new(Vec::new())
-                } else {
-                    read_and_check(&rules, database, cfg, upstream).await?
-                };
-                Ok::<_, String>(Arc::new(DbRules {
-                    rules,
-                    state: Ok(catalog),
-                    cache: RewriteCache::new(CACHE_CAPACITY),
-                }))
-            })
-            .await;
-        match loaded {
-            Ok(db) => db.clone(),
-            Err(reason) => {
-                tracing::error!(database, reason = %reason, "rules cannot be used in this database: statements that touch their tables are refused");
-                Arc::new(DbRules {
-                    rules: rules(),
-                    state: Err(reason),
-                    cache: RewriteCache::new(1),
-                })
+        let slot = self.databases.slot(database);
+        if let Some(db) = slot.fresh() {
+            return db;
+        }
+        let _loading = slot.loading.lock().await;
+        if let Some(db) = slot.fresh() {
+            return db;
+        }
+        self.load_into(&slot, database, cfg, upstream).await.db
+    }
+
+    fn new(config: &Config, number: u64) -> Result<RulesVersion, ActivateError> {
+        Ok(RulesVersion {
+            number,
+            loaded_at: SystemTime::now(),
+            rules: RuleSet::from_configs(&config.rule)?,
+            on_unrewritable: config.on_unrewritable,
+            databases: Databases::default(),
+        })
+    }
+
+    /// The same rules as a new version, keeping what was read.
+    pub(crate) fn successor(&self) -> RulesVersion {
+        let next = RulesVersion {
+            number: self.number + 1,
+            loaded_at: SystemTime::now(),
+            rules: self.rules.clone(),
+            on_unrewritable: self.on_unrewritable,
+            databases: Databases::default(),
+        };
+        for database in self.databases.names() {
+            if let Some(loaded) = self.databases.get(&database).and_then(|s| s.current()) {
+                if loaded.failure.is_none() {
+                    next.databases.slot(&database).store(loaded);
+                }
             }
         }
+        next
+    }
+
+    /// Databases that rules name explicitly, sorted.
+    fn named(&self) -> Vec<String> {
+        let mut named: Vec<String> = self
+            .rules
+            .rules()
+            .iter()
+            .filter_map(|r| r.database.clone())
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        named
+    }
+
+    /// Reads and checks `database`'s catalog now, whatever was remembered.
+    pub(crate) async fn check(
+        &self,
+        database: &str,
+        cfg: &UpstreamConfig,
+        upstream: &Upstream,
+    ) -> Loaded {
+        let slot = self.databases.slot(database);
+        let _loading = slot.loading.lock().await;
+        self.load_into(&slot, database, cfg, upstream).await
+    }
+
+    async fn load_into(
+        &self,
+        slot: &Slot,
+        database: &str,
+        cfg: &UpstreamConfig,
+        upstream: &Upstream,
+    ) -> Loaded {
+        let rules = self.rules.for_database(database);
+        let checked = if rules.is_empty() {
+            Ok(Catalog::new(Vec::new()))
+        } else {
+            read_and_check(&rules, database, cfg, upstream).await
+        };
+        // A failure is logged when it is new, not at every retry of it.
+        let previous = slot.current().and_then(|l| l.db.state.clone().err());
+        let loaded = match checked {
+            Ok(catalog) => {
+                if previous.is_some() {
+                    tracing::info!(
+                        database,
+                        "catalog check passed: rules usable in this database"
+                    );
+                }
+                Loaded {
+                    db: Arc::new(DbRules {
+                        rules,
+                        state: Ok(catalog),
+                        cache: RewriteCache::new(CACHE_CAPACITY),
+                    }),
+                    failure: None,
+                }
+            }
+            Err((kind, reason)) => {
+                if previous.as_ref() != Some(&reason) {
+                    tracing::error!(database, reason = %reason, retry_after_s = databases::FAILURE_TTL.as_secs(), "rules cannot be used in this database: statements that touch their tables are refused");
+                }
+                Loaded {
+                    db: Arc::new(DbRules {
+                        rules,
+                        state: Err(reason),
+                        cache: RewriteCache::new(1),
+                    }),
+                    failure: Some(Failure {
+                        at: Instant::now(),
+                        kind,
+                    }),
+                }
+            }
+        };
+        slot.store(loaded.clone());
+        loaded
     }
 }
 
@@ -183,12 +357,45 @@ async fn read_and_check(
     database: &str,
     cfg: &UpstreamConfig,
     upstream: &Upstream,
-) -> Result<Catalog, String> {
+) -> Result<Catalog, (FailureKind, String)> {
     let catalog = catalog::read(cfg, upstream, database, &rules.tables())
         .await
-        .map_err(|e| e.to_string())?;
-    rules
-        .check_catalog(&catalog)
-        .map_err(|e| format!("{e} (in database {database:?})"))?;
+        .map_err(|e| (failure_kind(&e), e.to_string()))?;
+    rules.check_catalog(&catalog).map_err(|e| {
+        (
+            FailureKind::Invalid,
+            format!("{e} (in database {database:?})"),
+        )
+    })?;
     Ok(catalog)
 }
+
+/// Whether `e` says Postgres is down, starting or shutting down, that the
+/// database is gone, or that Postgres refuses pgshim's login or query.
+fn failure_kind(e: &CatalogError) -> FailureKind {
+    use tokio_postgres::error::SqlState;
+    match e {
+        CatalogError::Connect(
+            crate::error::Error::UpstreamConnect { .. } | crate::error::Error::UpstreamLost { .. },
+        ) => FailureKind::Unreachable,
+        CatalogError::Query { source, .. } => match source.code() {
+            None => FailureKind::Unreachable,
+            Some(code) if *code == SqlState::INVALID_CATALOG_NAME => FailureKind::NoDatabase,
+            Some(code)
+                if [
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                ]
+                .contains(code) =>
+            {
+                FailureKind::Unreachable
+            }
+            Some(_) => FailureKind::Invalid,
+        },
+        _ => FailureKind::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -193,6 +193,10 @@ impl Config {
         if self.upstream.tls == UpstreamTls::VerifyFull && self.upstream.ca_file.is_none() {
             return Err("[upstream] tls = \"verify-full\" needs ca_file".into());
         }
+        check_listen("listen", &self.listen)?;
+        if let Some(admin) = &self.admin {
+            check_listen("[admin] listen", &admin.listen)?;
+        }
         if self.limits.max_connections == 0 {
             return Err("[limits] max_connections must be at least 1".into());
         }
@@ -222,6 +226,39 @@ impl Config {
     pub fn upstream_addr(&self) -> String {
         format!("{}:{}", self.upstream.host, self.upstream.port)
     }
+}
+
+/// Checks that `value` (the key `key`) is `host:port` as a listener binds it:
+/// an IP address or host name, and a port number.
+fn check_listen(key: &str, value: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{key} = {value:?} is not a listen address ({why}); write host:port, e.g. \"127.0.0.1:6432\" or \"[::1]:6432\""
+        ))
+    };
+    if value.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return bad("no port");
+    };
+    if port.parse::<u16>().is_err() {
+        return bad("the port is not a number from 0 to 65535");
+    }
+    let host_name = |h: &str| {
+        !h.is_empty()
+            && h.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    if !host_name(host) {
+        return bad("the host is neither an IP address nor a host name");
+    }
+    Ok(())
 }
 
 impl Default for Config {
@@ -334,6 +371,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ca_file"), "{err}");
+    }
+
+    #[test]
+    fn malformed_listen_addresses_rejected() {
+        for listen in [
+            "127.0.0.1:99[9",
+            "127.0.0.1",
+            "127.0.0.1:70000",
+            ":6432",
+            "a b:1",
+            "[::1:5",
+        ] {
+            let text = format!("listen = {listen:?}\n");
+            let err = Config::from_toml(&text, Path::new("p.toml"))
+                .err()
+                .unwrap_or_else(|| panic!("{listen:?} accepted"))
+                .to_string();
+            assert!(err.contains("listen"), "{err}");
+        }
+        let text = "[admin]\nlisten = \"localhost:x\"\n";
+        let err = Config::from_toml(text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[admin] listen"), "{err}");
+    }
+
+    #[test]
+    fn usual_listen_addresses_accepted() {
+        for listen in [
+            "127.0.0.1:0",
+            "0.0.0.0:6432",
+            "[::1]:6432",
+            "localhost:6432",
+            "db-proxy.internal:5432",
+        ] {
+            let text = format!("listen = {listen:?}\n");
+            assert!(
+                Config::from_toml(&text, Path::new("p.toml")).is_ok(),
+                "{listen:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! Log setup: human-readable lines by default, JSON with `--log-format json`.
 //! The level comes from `PGSHIM_LOG` (e.g. `debug`, `pgshim=trace`), default `info`.
+//!
+//! Logs go to stderr and a broken log sink (a closed pipe, a full disk) is
+//! survived silently: a proxy must keep serving when `tee` exits.
+use std::io::Write;
+
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 /// Log line format.
@@ -26,9 +32,36 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .log_internal_errors(false)
+        .with_writer(Stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Stderr that reports every write as done: a log line that cannot be
+/// written is dropped, never an error (the formatter would print it to the
+/// same broken stderr, and `eprint!` panics).
+#[derive(Debug, Clone, Copy)]
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Stderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Stderr
+    }
 }

@@ -2,7 +2,9 @@
 //! catalog before it replaces the old one; an invalid one changes nothing.
 //!
 //! Triggers (file change, SIGHUP, `POST /reload`) all end up in
-//! [`Reloader::reload`], which runs one reload at a time.
+//! [`Reloader::reload`], which runs one reload at a time. New rules are
+//! checked in every database pgshim serves, and settings that only a restart
+//! applies are validated all the same.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -90,6 +92,7 @@ impl Reloader {
 
     async fn apply(&self) -> Result<Reloaded, ReloadError> {
         let mut config = Config::load(&self.path)?;
+        check_restart_only(&config)?;
         let current = self.ctx.settings();
         let restart_needed = current.config.restart_needed(&config);
         config.listen.clone_from(&current.config.listen);
@@ -100,6 +103,9 @@ impl Reloader {
         let version =
             RulesVersion::load(&settings.config, &settings.upstream, old.number + 1).await?;
         check_phase_steps(&old.rules, &version.rules).map_err(ReloadError::PhaseGuard)?;
+        version
+            .check_served(&old, &settings.config.upstream, &settings.upstream)
+            .await?;
         let number = version.number;
         publish(&version.rules, number);
         self.ctx.settings.store(Arc::new(settings));
@@ -109,6 +115,18 @@ impl Reloader {
             restart_needed,
         })
     }
+}
+
+/// Checks the settings a reload does not apply, so a broken file is refused
+/// now rather than at the next restart: `listen` and `[admin] listen` are
+/// checked by [`Config::load`], the `[tls]` files are loaded, and `[admin]
+/// token_env` must name a set variable.
+fn check_restart_only(config: &Config) -> Result<(), ReloadError> {
+    if let Some(tls) = &config.tls {
+        crate::net::tls::acceptor(tls)?;
+    }
+    crate::server::admin_token(config)?;
+    Ok(())
 }
 
 /// Sets the rules gauges: version and each rule's phase.

@@ -74,7 +74,9 @@ impl Server {
     ///
     /// # Errors
     /// [`Error::TlsSetup`] when certificates cannot be loaded, [`Error::Rules`]
-    /// when a rule cannot be activated; nothing is served then.
+    /// when a rule cannot be activated; nothing is served then. Postgres being
+    /// down is not an error: rules whose catalog check could not reach it are
+    /// activated in the background once it can.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -88,6 +90,7 @@ impl Server {
         // so shutdown reports and waits for sessions only where it should.
         let background = TaskTracker::new();
         let tracker = TaskTracker::new();
+        background.spawn(crate::active::activate_pending(ctx.clone(), token.clone()));
         let reloader = self
             .config_path
             .map(|path| Arc::new(Reloader::new(path, ctx.clone())));
@@ -136,8 +139,7 @@ async fn accept_loop(
     tracker: &TaskTracker,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut max = ctx.settings().config.limits.max_connections;
-    let permits = Arc::new(Semaphore::new(max));
+    let mut cap = Cap::new(ctx.settings().config.limits.max_connections);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -153,15 +155,10 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let configured = ctx.settings().config.limits.max_connections;
-        if configured > max {
-            permits.add_permits(configured - max);
-        } else if configured < max {
-            permits.forget_permits(max - configured);
-        }
-        max = configured;
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
+        cap.set(ctx.settings().config.limits.max_connections);
+        let max = cap.max;
+        match cap.try_acquire() {
+            Some(permit) => {
                 let ctx = ctx.clone();
                 let m = metrics();
                 m.connections_total.increment(1);
@@ -172,7 +169,7 @@ async fn accept_loop(
                     drop(permit);
                 });
             }
-            Err(_) => {
+            None => {
                 metrics().rejected_max_connections.increment(1);
                 tracing::warn!(client = %peer, max_connections = max, "connection rejected: too many connections");
                 tracker.spawn(reject(tcp, Error::TooManyConnections(max)));
@@ -181,8 +178,59 @@ async fn accept_loop(
     }
 }
 
+/// The connection cap: a semaphore whose size follows `[limits]
+/// max_connections` across reloads.
+///
+/// Lowering the cap while more sessions are open cannot take their permits
+/// away, so the difference is owed and paid as those permits come back: the
+/// accept loop is the only place permits are taken, and it settles the debt
+/// before each one, so what it admits never exceeds the configured cap.
+struct Cap {
+    permits: Arc<Semaphore>,
+    /// The cap in force.
+    max: usize,
+    /// Permits still to remove from the semaphore once sessions return them.
+    owed: usize,
+}
+
+// === impl Cap ===
+
+impl Cap {
+    fn new(max: usize) -> Cap {
+        Cap {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            owed: 0,
+        }
+    }
+
+    /// Moves the cap to `configured`.
+    fn set(&mut self, configured: usize) {
+        if configured > self.max {
+            let more = configured - self.max;
+            let repaid = more.min(self.owed);
+            self.owed -= repaid;
+            self.permits.add_permits(more - repaid);
+        } else {
+            self.owed += self.max - configured;
+        }
+        self.max = configured;
+    }
+
+    /// A permit for one session, when the cap allows one more.
+    fn try_acquire(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.owed > 0 {
+            self.owed -= self.permits.forget_permits(self.owed);
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+}
+
 /// The bearer token for POST requests, from `[admin] token_env`.
-fn admin_token(config: &Config) -> Result<Option<String>, Error> {
+///
+/// # Errors
+/// [`Error::AdminSetup`] when `token_env` names an unset or empty variable.
+pub(crate) fn admin_token(config: &Config) -> Result<Option<String>, Error> {
     let Some(var) = config.admin.as_ref().and_then(|a| a.token_env.as_ref()) else {
         return Ok(None);
     };
@@ -262,4 +310,35 @@ async fn reject(mut tcp: TcpStream, error: Error) {
         tcp.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_lowered_below_open_sessions_holds_once_they_close() {
+        let mut cap = Cap::new(50);
+        let open: Vec<_> = (0..40).map(|_| cap.try_acquire().unwrap()).collect();
+        cap.set(10);
+        assert!(cap.try_acquire().is_none(), "40 open, cap 10");
+        drop(open);
+        let admitted: Vec<_> = std::iter::from_fn(|| cap.try_acquire()).take(50).collect();
+        assert_eq!(admitted.len(), 10);
+    }
+
+    #[test]
+    fn cap_raised_again_repays_the_debt_first() {
+        let mut cap = Cap::new(50);
+        let open: Vec<_> = (0..40).map(|_| cap.try_acquire().unwrap()).collect();
+        cap.set(10);
+        cap.set(30);
+        drop(open);
+        let admitted: Vec<_> = std::iter::from_fn(|| cap.try_acquire()).take(60).collect();
+        assert_eq!(admitted.len(), 30);
+        drop(admitted);
+        cap.set(60);
+        let admitted: Vec<_> = std::iter::from_fn(|| cap.try_acquire()).take(90).collect();
+        assert_eq!(admitted.len(), 60);
+    }
 }

@@ -179,40 +179,43 @@ fn rules_json(ctx: &Context) -> String {
             })
         })
         .collect();
-    let body =
-        serde_json::json!({ "version": version.number, "loaded_at": loaded_at, "rules": rules });
+    let body = serde_json::json!({
+        "version": version.number,
+        "loaded_at": loaded_at,
+        "rules": rules,
+        "databases_held": version.databases_held(),
+    });
     format!("{body}\n")
 }
 
+/// 200 `ok` when Postgres accepts connections and every rule is active;
+/// otherwise 503 with one line per thing pgshim is waiting for.
 async fn healthz(ctx: &Context) -> Response {
     let settings = ctx.settings();
     let upstream = &settings.config.upstream;
     let connect = TcpStream::connect((upstream.host.as_str(), upstream.port));
-    match tokio::time::timeout(upstream.connect_timeout(), connect).await {
-        Ok(Ok(_)) => Response(200, "text/plain", "ok\n".into()),
-        Ok(Err(e)) => Response(
-            503,
-            "text/plain",
-            format!("upstream {} unreachable: {e}\n", settings.upstream.addr()),
+    let mut waiting = match tokio::time::timeout(upstream.connect_timeout(), connect).await {
+        Ok(Ok(_)) => String::new(),
+        Ok(Err(e)) => format!("upstream {} unreachable: {e}\n", settings.upstream.addr()),
+        Err(_) => format!(
+            "upstream {} unreachable: timed out\n",
+            settings.upstream.addr()
         ),
-        Err(_) => Response(
-            503,
-            "text/plain",
-            format!(
-                "upstream {} unreachable: timed out\n",
-                settings.upstream.addr()
-            ),
-        ),
+    };
+    for (database, why) in ctx.rules.current().pending() {
+        waiting += &format!("waiting for the catalog check of database {database:?}: {why}\n");
+    }
+    if waiting.is_empty() {
+        Response(200, "text/plain", "ok\n".into())
+    } else {
+        Response(503, "text/plain", waiting)
     }
 }
 
 async fn reload(admin: &Admin, request: &Request) -> Response {
     if let Some(token) = &admin.token {
-        let presented = request
-            .authorization
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "));
-        if presented.map(str::trim) != Some(token.as_str()) {
+        let presented = request.authorization.as_deref().and_then(bearer_token);
+        if !presented.is_some_and(|p| same_secret(p.as_bytes(), token.as_bytes())) {
             return Response(
                 401,
                 "application/json",
@@ -240,6 +243,29 @@ async fn reload(admin: &Admin, request: &Request) -> Response {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme name is
+/// case-insensitive (RFC 7235).
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Compares a presented secret with the expected one in time that depends
+/// only on their lengths, so the response time leaks no matching prefix.
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    let longest = presented.len().max(expected.len());
+    let mut diff = u8::from(presented.len() != expected.len());
+    for i in 0..longest {
+        let a = presented.get(i).copied().unwrap_or(0);
+        let b = expected.get(i).copied().unwrap_or(0);
+        diff |= a ^ b;
+    }
+    std::hint::black_box(diff) == 0
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -251,5 +277,34 @@ fn reason(status: u16) -> &'static str {
         422 => "Unprocessable Entity",
         503 => "Service Unavailable",
         _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER  abc ", "bEaReR\tabc"] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_empty_tokens_are_not_bearer() {
+        for value in ["Basic abc", "Bearerabc", "Bearer", "Bearer   ", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn same_secret_needs_equal_bytes_and_length() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"s3cret!", b"s3cret"));
+        assert!(!same_secret(b"s3creT", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+        assert!(!same_secret(b"s3cret\0", b"s3cret"));
     }
 }
