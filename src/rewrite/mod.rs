@@ -174,6 +174,66 @@ pub fn rewrite(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome,
 }
 
 fn rewrite_parsed(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome, Refuse> {
+    with_parsed(sql, |src, statements| {
+        let mut ctx = Ctx::new(src, rules, catalog);
+        for statement in statements {
+            ctx.walk_statement(statement)?;
+        }
+        let edits: Edits = ctx.into_edits();
+        if edits.is_empty() {
+            return Ok(Outcome::Unchanged);
+        }
+        Ok(Outcome::Rewritten(edits.apply(sql)?))
+    })
+}
+
+/// Whether `sql` names a table some rule maps, as a relation anywhere in it (CTE names
+/// that shadow a table count too: the answer errs towards yes).
+///
+/// # Errors
+/// [`RewriteError`] when the text does not parse, or is too deep to parse.
+pub fn names_mapped_table(sql: &str, rules: &RuleSet) -> Result<bool, RewriteError> {
+    if !mentions_mapped_table(sql.as_bytes(), rules) {
+        return Ok(false);
+    }
+    with_parsed(sql, |_, statements| {
+        let mut found = false;
+        for statement in statements {
+            let _ = sqlparser::ast::visit_relations(statement, |name| {
+                let parts: Option<Vec<String>> = read::name_parts(name)
+                    .map(|parts| parts.into_iter().map(ident::normalize).collect());
+                found = match parts.as_deref() {
+                    Some([t]) => rules.maps_table_anywhere(t),
+                    Some([.., schema, t]) => rules.maps_table(schema, t),
+                    _ => false,
+                };
+                if found {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            });
+            if found {
+                break;
+            }
+        }
+        Ok(found)
+    })
+    .map_err(|refuse| RewriteError {
+        rule_id: refuse
+            .rule
+            .unwrap_or_else(|| first_mentioned_rule(sql, rules)),
+        reason: refuse.reason,
+        kind: refuse.kind,
+    })
+}
+
+/// Tokenizes and parses `sql` within the depth and size bounds, and runs `f` on the
+/// statements; the tree is built, used and dropped on a stack sized for those bounds.
+fn with_parsed<T>(
+    sql: &str,
+    f: impl FnOnce(&Source<'_>, &[sqlparser::ast::Statement]) -> Result<T, Refuse>,
+) -> Result<T, Refuse> {
     if sql.len() > depth::MAX_TEXT_BYTES {
         return Err(Refuse::too_deep(format!(
             "the statement is {} bytes long; pgshim rewrites statements of up to {} bytes",
@@ -184,7 +244,6 @@ fn rewrite_parsed(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outco
     let (src, tokens) =
         Source::new(sql).map_err(|e| Refuse::new(format!("does not tokenize: {e}")))?;
     depth::check(&tokens).map_err(|_| Refuse::too_deep(depth::TOO_DEEP))?;
-    // The tree is built, walked and dropped on a stack sized for the depth just checked.
     depth::on_large_stack(|| {
         let statements = Parser::new(&PostgreSqlDialect {})
             .with_recursion_limit(depth::PARSER_RECURSION_LIMIT)
@@ -194,15 +253,7 @@ fn rewrite_parsed(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outco
                 ParserError::RecursionLimitExceeded => Refuse::too_deep(depth::TOO_DEEP),
                 e => Refuse::new(format!("does not parse: {e}")),
             })?;
-        let mut ctx = Ctx::new(&src, rules, catalog);
-        for statement in &statements {
-            ctx.walk_statement(statement)?;
-        }
-        let edits: Edits = ctx.into_edits();
-        if edits.is_empty() {
-            return Ok(Outcome::Unchanged);
-        }
-        Ok(Outcome::Rewritten(edits.apply(sql)?))
+        f(&src, &statements)
     })
 }
 

@@ -404,6 +404,11 @@ impl RuleSet {
             .any(|r| r.schema == schema && r.table == table)
     }
 
+    /// Whether some rule maps a table named `table` in any schema.
+    pub(crate) fn maps_table_anywhere(&self, table: &str) -> bool {
+        self.rules.iter().any(|r| r.table == table)
+    }
+
     /// The rules on `schema.table`.
     pub(crate) fn on_table<'a>(
         &'a self,

@@ -22,7 +22,8 @@ use crate::protocol::frontend::{
 };
 use crate::protocol::QUERY_TAG;
 use crate::rewrite::{
-    mentions_mapped_table, prepared_statement_name, Lookup, Outcome, RefusalKind, RewriteError,
+    mentions_mapped_table, names_mapped_table, prepared_statement_name, Lookup, Outcome,
+    RefusalKind, RewriteError, RuleSet,
 };
 
 use super::context::{Context, Settings};
@@ -336,11 +337,6 @@ impl Rewriter {
                 .map(|r| r.id.clone())
                 .unwrap_or_default()
         };
-        let catalog = self.db.state.as_ref().map_err(|reason| RewriteError {
-            rule_id: first_rule(),
-            reason: format!("the rule is not active in this database: {reason}"),
-            kind: RefusalKind::Unrewritable,
-        })?;
         let sql = std::str::from_utf8(sql).map_err(|_| RewriteError {
             rule_id: first_rule(),
             reason:
@@ -348,6 +344,10 @@ impl Rewriter {
                     .into(),
             kind: RefusalKind::Unrewritable,
         })?;
+        let catalog = match &self.db.state {
+            Ok(catalog) => catalog,
+            Err(reason) => return self.without_catalog(sql, reason),
+        };
         let (outcome, lookup) =
             self.db
                 .cache
@@ -363,6 +363,25 @@ impl Rewriter {
         outcome
     }
 
+    /// A statement in a database where the rules could not be activated: it
+    /// passes when it names no mapped table (the prefilter matches names
+    /// loosely, and a rule on table `t` must not refuse `SELECT 1`), and is
+    /// refused otherwise, since it cannot be rewritten without the catalog.
+    fn without_catalog(&self, sql: &str, reason: &str) -> Result<Outcome, RewriteError> {
+        match names_mapped_table(sql, &self.db.rules) {
+            Ok(false) => Ok(Outcome::Unchanged),
+            Ok(true) => Err(RewriteError {
+                rule_id: first_mentioned(&self.db.rules, sql),
+                reason: format!("the rule is not active in this database: {reason}"),
+                kind: RefusalKind::Unrewritable,
+            }),
+            Err(e) => Err(RewriteError {
+                reason: format!("the rule is not active in this database: {reason}"),
+                ..e
+            }),
+        }
+    }
+
     /// Counts a rewrite against each rule whose table the statement mentions.
     fn count_rules(&self, sql: &[u8]) {
         let sql = sql.to_ascii_lowercase();
@@ -372,6 +391,18 @@ impl Rewriter {
             }
         }
     }
+}
+
+/// The first rule whose table `sql` names, for an error message.
+fn first_mentioned(rules: &RuleSet, sql: &str) -> String {
+    let lower = sql.to_ascii_lowercase();
+    rules
+        .rules()
+        .iter()
+        .find(|r| lower.contains(&r.table.to_ascii_lowercase()))
+        .or(rules.rules().first())
+        .map(|r| r.id.clone())
+        .unwrap_or_default()
 }
 
 /// The `pgshim_rewrites_total` label of a phase.

@@ -37,6 +37,11 @@ async fn a_failed_catalog_check_is_not_repeated_by_every_session() {
     const CLIENTS: i64 = 20;
     for _ in 0..CLIENTS {
         let client = db.through(&pgshim).await;
+        // Statements that name no mapped table pass, though they contain "t".
+        client
+            .batch_execute("SELECT 1 AS t")
+            .await
+            .expect("a statement not naming t is forwarded");
         let err = client
             .batch_execute("SELECT a FROM t")
             .await

@@ -139,3 +139,22 @@ fn cache_agrees_with_direct_rewrite_on_odd_inputs() {
         );
     }
 }
+
+#[test]
+fn names_mapped_table_looks_at_relations_not_bytes() {
+    use crate::rewrite::names_mapped_table;
+    let rules = super::support::rules("migrate");
+    for (sql, names) in [
+        ("SELECT 1", false),
+        ("SELECT 'users' FROM superusers", false),
+        ("SELECT name FROM users", true),
+        ("SELECT 1 FROM app.people", true),
+        ("SELECT 1 FROM other.people", false),
+        (
+            "WITH x AS (SELECT 1) SELECT * FROM x JOIN users ON true",
+            true,
+        ),
+    ] {
+        assert_eq!(names_mapped_table(sql, &rules), Ok(names), "{sql}");
+    }
+}
