@@ -62,7 +62,7 @@ fn copy_to(
         .map(|n| {
             ctx.rules
                 .rule_for(schema, table, n)
-                .and_then(|(r, side, i)| read_value(r, side, i, &qual))
+                .and_then(|(r, side, i)| read_value(r, side, i, &qual, None))
         })
         .collect();
     if values.iter().all(Option::is_none) {

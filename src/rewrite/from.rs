@@ -13,6 +13,17 @@ use super::read::{name_parts, Ctx, Deferred};
 use super::scope::{Rel, RelKind, Scope};
 use super::Refuse;
 
+/// Which sides of a join may be NULL-extended: (the relations joined so far, the new one).
+fn outer_sides(op: &JoinOperator) -> (bool, bool) {
+    use JoinOperator::*;
+    match op {
+        Left(_) | LeftOuter(_) => (false, true),
+        Right(_) | RightOuter(_) => (true, false),
+        FullOuter(_) => (true, true),
+        _ => (false, false),
+    }
+}
+
 fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
     use JoinOperator::*;
     match op {
@@ -72,6 +83,7 @@ impl Ctx<'_> {
             full_name,
             kind,
             qualified_only: false,
+            nullable: false,
         }
     }
 
@@ -116,9 +128,22 @@ impl Ctx<'_> {
         scope: &mut Scope,
         deferred: &mut Vec<Deferred<'q>>,
     ) -> Result<(), Refuse> {
+        let first = scope.rels.len();
         self.add_factor(&twj.relation, scope, deferred)?;
         for join in &twj.joins {
+            let left = scope.rels.len();
             self.add_factor(&join.relation, scope, deferred)?;
+            let (left_nullable, right_nullable) = outer_sides(&join.join_operator);
+            if left_nullable {
+                scope.rels[first..left]
+                    .iter_mut()
+                    .for_each(|r| r.nullable = true);
+            }
+            if right_nullable {
+                scope.rels[left..]
+                    .iter_mut()
+                    .for_each(|r| r.nullable = true);
+            }
             match join_constraint(&join.join_operator) {
                 Some(JoinConstraint::On(e)) => deferred.push(Deferred::Expr(e)),
                 Some(JoinConstraint::Using(_)) | Some(JoinConstraint::Natural) => {
@@ -193,6 +218,7 @@ impl Ctx<'_> {
                     full_name: None,
                     kind: RelKind::Other { columns },
                     qualified_only: false,
+                    nullable: false,
                 });
             }
             TableFactor::NestedJoin {
@@ -219,6 +245,7 @@ impl Ctx<'_> {
                     full_name: None,
                     kind: RelKind::Other { columns: None },
                     qualified_only: false,
+                    nullable: false,
                 });
             }
             TableFactor::Table { name, alias, .. } | TableFactor::Function { name, alias, .. } => {
@@ -232,6 +259,7 @@ impl Ctx<'_> {
                         columns: alias_columns(alias),
                     },
                     qualified_only: false,
+                    nullable: false,
                 });
             }
             TableFactor::TableFunction { alias, .. } | TableFactor::UNNEST { alias, .. } => {
@@ -243,6 +271,7 @@ impl Ctx<'_> {
                         columns: alias_columns(alias),
                     },
                     qualified_only: false,
+                    nullable: false,
                 });
             }
             other => {
@@ -253,6 +282,7 @@ impl Ctx<'_> {
                     full_name: None,
                     kind: RelKind::Other { columns: None },
                     qualified_only: false,
+                    nullable: false,
                 });
             }
         }

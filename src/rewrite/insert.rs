@@ -53,6 +53,7 @@ pub(crate) fn walk(ctx: &mut Ctx<'_>, ins: &Insert) -> Result<Labels, Refuse> {
         full_name: None,
         kind: rel.kind.clone(),
         qualified_only: true,
+        nullable: false,
     };
     if let Some(OnInsert::OnConflict(oc)) = &ins.on {
         if let (Some(ConflictTarget::Columns(cols)), RelKind::Mapped { schema, table }) =

@@ -185,11 +185,11 @@ impl Ctx<'_> {
                             |r| Refuse::rule(r, "mapped table missing from the catalog"),
                         )
                     })?;
+                    let absent = rel.absent(self.catalog, self.rules);
                     for col in &info.columns {
-                        let value = self
-                            .rules
-                            .rule_for(schema, table, &col.name)
-                            .and_then(|(r, side, i)| read_value(r, side, i, &qual));
+                        let value = self.rules.rule_for(schema, table, &col.name).and_then(
+                            |(r, side, i)| read_value(r, side, i, &qual, absent.as_deref()),
+                        );
                         texts.push(match value {
                             Some(v) => format!("{v} AS {}", quote(&col.name)),
                             None => column_ref(&qual, &col.name),

@@ -13,18 +13,27 @@ pub(crate) fn column_ref(qual: &str, column: &str) -> String {
 }
 
 /// The expression to read `rule.side(side)[index]` as, for the row named `qual`.
-pub(crate) fn read_value(rule: &Rule, side: Side, index: usize, qual: &str) -> Option<String> {
+///
+/// `absent`, for a relation on the nullable side of an outer join, holds exactly when its
+/// row does not exist: a value computed by a transform is NULL then, as a column would be.
+pub(crate) fn read_value(
+    rule: &Rule,
+    side: Side,
+    index: usize,
+    qual: &str,
+    absent: Option<&str>,
+) -> Option<String> {
     match (rule.phase, side) {
         (Phase::Expand, Side::Old) | (Phase::Contract, Side::New) => None,
         (Phase::Expand, Side::New) | (Phase::Contract, Side::Old) => {
-            computed(rule, side, index, qual)
+            computed(rule, side, index, qual, absent)
         }
         (Phase::Migrate, _) => {
             let MigrateValue {
                 not_migrated,
                 unmigrated,
                 migrated,
-            } = migrate_value(rule, side, index, qual)?;
+            } = migrate_value(rule, side, index, qual, absent)?;
             Some(format!(
                 "(CASE WHEN {not_migrated} THEN {unmigrated} ELSE {migrated} END)"
             ))
@@ -49,12 +58,13 @@ pub(crate) fn migrate_value(
     side: Side,
     index: usize,
     qual: &str,
+    absent: Option<&str>,
 ) -> Option<MigrateValue> {
     if rule.phase != Phase::Migrate {
         return None;
     }
     let plain = column_ref(qual, rule.side(side).get(index)?);
-    let other = computed(rule, side, index, qual)?;
+    let other = computed(rule, side, index, qual, absent)?;
     let (unmigrated, migrated) = match side {
         Side::Old => (plain, other),
         Side::New => (other, plain),
@@ -66,10 +76,23 @@ pub(crate) fn migrate_value(
     })
 }
 
-/// `rule.side(side)[index]` computed from the other shape.
-fn computed(rule: &Rule, side: Side, index: usize, qual: &str) -> Option<String> {
+/// `rule.side(side)[index]` computed from the other shape; NULL when `absent` holds (a
+/// bare column needs no such guard: it is NULL in a missing row already).
+fn computed(
+    rule: &Rule,
+    side: Side,
+    index: usize,
+    qual: &str,
+    absent: Option<&str>,
+) -> Option<String> {
     let template = rule.transform(side, index)?;
-    Some(template.render_text(&mut |c| column_ref(qual, c)))
+    let value = template.render_text(&mut |c| column_ref(qual, c));
+    Some(match absent {
+        Some(absent) if template.identity_column().is_none() => {
+            format!("(CASE WHEN {absent} THEN NULL ELSE {value} END)")
+        }
+        _ => value,
+    })
 }
 
 /// `q.n1 IS NOT NULL OR q.n2 IS NOT NULL`: the row has migrated.

@@ -31,6 +31,9 @@ pub(crate) struct Rel {
     pub kind: RelKind,
     /// Reachable only through its name (`EXCLUDED` in `ON CONFLICT DO UPDATE`).
     pub qualified_only: bool,
+    /// On the nullable side of an outer join: a row of it may not exist, and then every
+    /// column reads NULL, whatever a transform would compute from NULLs.
+    pub nullable: bool,
 }
 
 /// The relations of one query level.
@@ -49,6 +52,9 @@ pub(crate) struct MappedColumn<'r> {
     pub index: usize,
     /// Qualifier to use in generated SQL (quoted as needed).
     pub qual: String,
+    /// For a relation on the nullable side of an outer join, the condition that its row
+    /// does not exist (a NOT NULL column, or `ctid`, IS NULL).
+    pub absent: Option<String>,
 }
 
 /// What a column reference is.
@@ -62,6 +68,24 @@ pub(crate) enum Resolution<'r> {
 // === impl Rel ===
 
 impl Rel {
+    /// When this relation is on the nullable side of an outer join: the condition that
+    /// holds exactly for its NULL-extended rows.
+    pub fn absent(&self, catalog: &Catalog, rules: &RuleSet) -> Option<String> {
+        if !self.nullable {
+            return None;
+        }
+        let qual = self.qual()?;
+        let RelKind::Mapped { schema, table } = &self.kind else {
+            return None;
+        };
+        let mapped = |c: &str| rules.rule_for(schema, table, c).is_some();
+        let key = catalog
+            .table(schema, table)
+            .and_then(|t| t.columns.iter().find(|c| c.not_null && !mapped(&c.name)))
+            .map_or("ctid", |c| c.name.as_str());
+        Some(format!("{} IS NULL", super::phase::column_ref(&qual, key)))
+    }
+
     /// The qualifier text for generated references, when the relation can be named.
     pub fn qual(&self) -> Option<String> {
         self.refname.as_deref().map(|n| quote(n).into_owned())
@@ -134,11 +158,13 @@ pub(crate) fn resolve<'r>(
             format!("reference to {column} crosses a shadowing relation name"),
         ));
     }
+    let absent = rel.absent(catalog, rules);
     Ok(Resolution::Mapped(MappedColumn {
         rule,
         side,
         index,
         qual,
+        absent,
     }))
 }
 

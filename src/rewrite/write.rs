@@ -133,7 +133,7 @@ fn plan_rule(rule: &Rule, cols: &[SetCol], current: Current<'_>, plan: &mut Plan
             pieces: vec![Piece::Text("NULL".into())],
             trivial: true,
         },
-        Current::Row(q) => match read_value(rule, side, i, q) {
+        Current::Row(q) => match read_value(rule, side, i, q, None) {
             Some(text) => Final::Current {
                 pieces: vec![Piece::Text(text)],
                 trivial: false,

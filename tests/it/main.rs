@@ -35,6 +35,7 @@ mod reload_guards;
 mod reload_invalid;
 mod reload_pgbench;
 mod reload_triggers;
+mod rewrite_outer_join;
 mod rewrite_phases;
 mod rewrite_refusals;
 mod rewrite_writes;

@@ -343,3 +343,29 @@ fn predicates_outside_migrate_are_unchanged() {
         "SELECT id FROM users WHERE full_name = $1"
     );
 }
+
+#[test]
+fn computed_values_of_a_missing_outer_join_row_are_null() {
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT a.id, b.name FROM app.people a LEFT JOIN app.people b ON b.id = a.id + 1"
+        ),
+        "SELECT a.id, (CASE WHEN b.ctid IS NULL THEN NULL ELSE (concat_ws(' ', b.first_name, b.last_name)) END) AS name FROM app.people a LEFT JOIN app.people b ON b.id = a.id + 1"
+    );
+    // The preserved side of the join, and bare columns, need no guard.
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT b.name FROM users a RIGHT JOIN app.people b ON true"
+        ),
+        "SELECT (concat_ws(' ', b.first_name, b.last_name)) AS name FROM users a RIGHT JOIN app.people b ON true"
+    );
+    assert_eq!(
+        rw(
+            "contract",
+            "SELECT a.name FROM users a FULL JOIN users b ON a.id = b.id"
+        ),
+        "SELECT a.full_name AS name FROM users a FULL JOIN users b ON a.id = b.id"
+    );
+}
