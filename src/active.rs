@@ -358,7 +358,7 @@ async fn read_and_check(
     cfg: &UpstreamConfig,
     upstream: &Upstream,
 ) -> Result<Catalog, (FailureKind, String)> {
-    let catalog = catalog::read(cfg, upstream, database, &rules.tables())
+    let catalog = catalog::read(cfg, upstream, database, rules)
         .await
         .map_err(|e| (failure_kind(&e), e.to_string()))?;
     rules.check_catalog(&catalog).map_err(|e| {

@@ -9,7 +9,9 @@ use tokio_postgres::NoTls;
 
 use crate::config::UpstreamConfig;
 use crate::net::upstream::Upstream;
-use crate::rewrite::{Catalog, ColumnInfo, TableInfo};
+use std::collections::HashMap;
+
+use crate::rewrite::{Catalog, ColumnInfo, RuleSet, TableInfo};
 
 /// The catalog could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +40,7 @@ pub enum CatalogError {
 /// The catalog query: columns of the given tables, in attnum order.
 const COLUMNS_SQL: &str = "\
 SELECT n.nspname::text, c.relname::text, a.attname::text, \
-       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef \
+       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef, a.atttypid \
 FROM pg_catalog.pg_attribute a \
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -82,8 +84,9 @@ pub async fn connect(
     Ok(client)
 }
 
-/// Reads the columns of `tables` (`(schema, table)` pairs) in `database`.
-/// Tables that do not exist are absent from the result.
+/// Reads the columns of the tables `rules` map in `database`, and which
+/// transforms compute values of another type than their column. Tables that do
+/// not exist are absent from the result.
 ///
 /// # Errors
 /// [`CatalogError`] when Postgres cannot be reached or refuses the login.
@@ -91,8 +94,9 @@ pub async fn read(
     cfg: &UpstreamConfig,
     upstream: &Upstream,
     database: &str,
-    tables: &[(String, String)],
+    rules: &RuleSet,
 ) -> Result<Catalog, CatalogError> {
+    let tables = rules.tables();
     let client = connect(cfg, upstream, database).await?;
     let (schemas, names): (Vec<&str>, Vec<&str>) =
         tables.iter().map(|(s, t)| (s.as_str(), t.as_str())).unzip();
@@ -105,8 +109,13 @@ pub async fn read(
             source,
         })?;
     let mut infos: Vec<TableInfo> = Vec::new();
+    let mut type_oids = HashMap::new();
     for row in rows {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
+        type_oids.insert(
+            (schema.clone(), table.clone(), row.get::<_, String>(2)),
+            row.get::<_, u32>(6),
+        );
         let column = ColumnInfo {
             name: row.get(2),
             type_sql: row.get(3),
@@ -122,5 +131,27 @@ pub async fn read(
             }),
         }
     }
-    Ok(Catalog::new(infos))
+    let mut catalog = Catalog::new(infos);
+    for probe in rules.transform_probes() {
+        let key = (
+            probe.schema.clone(),
+            probe.table.clone(),
+            probe.column.clone(),
+        );
+        let Some(&column_oid) = type_oids.get(&key) else {
+            continue;
+        };
+        // A transform over a column that is gone (contract) cannot be described, and
+        // is not used either.
+        match client.prepare(&probe.sql).await {
+            Ok(statement) => {
+                let computed = statement.columns().first().map(|c| c.type_().oid());
+                if computed.is_some_and(|oid| oid != column_oid) {
+                    catalog.mark_retyped(&probe.schema, &probe.table, &probe.column);
+                }
+            }
+            Err(e) => tracing::debug!(sql = %probe.sql, error = %e, "transform not described"),
+        }
+    }
+    Ok(catalog)
 }

@@ -3,7 +3,7 @@
 //! The rewriter needs the physical column order (for `*`, `INSERT` without a column list and
 //! `COPY`) and each column's type (to type `VALUES` items the way a direct insert would).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// One table's physical shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub struct ColumnInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     tables: HashMap<(String, String), TableInfo>,
+    /// `(schema, table, column)` whose rule computes values of another type than the
+    /// column's, as Postgres described the transform.
+    retyped: HashSet<(String, String, String)>,
 }
 
 // === impl TableInfo ===
@@ -76,7 +79,23 @@ impl Catalog {
             .into_iter()
             .map(|t| ((t.schema.clone(), t.name.clone()), t))
             .collect();
-        Catalog { tables }
+        Catalog {
+            tables,
+            retyped: HashSet::new(),
+        }
+    }
+
+    /// Notes that values a rule computes for `schema.table.column` are of another type
+    /// than the column, so reads cast them to the column's type.
+    pub fn mark_retyped(&mut self, schema: &str, table: &str, column: &str) {
+        self.retyped
+            .insert((schema.to_owned(), table.to_owned(), column.to_owned()));
+    }
+
+    /// Whether [`Catalog::mark_retyped`] was called for the column.
+    pub fn is_retyped(&self, schema: &str, table: &str, column: &str) -> bool {
+        self.retyped
+            .contains(&(schema.to_owned(), table.to_owned(), column.to_owned()))
     }
 
     /// The table `schema.name`, if it was read.

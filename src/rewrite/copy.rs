@@ -10,7 +10,7 @@ use sqlparser::ast::{CopySource, Ident};
 use sqlparser::tokenizer::Token;
 
 use super::ident::{normalize, quote};
-use super::phase::{column_ref, read_value};
+use super::phase::{column_ref, read_value, Row};
 use super::read::{name_parts, Ctx};
 use super::transform::Piece;
 use super::write::{plan, Current, Placement, SetCol};
@@ -62,7 +62,7 @@ fn copy_to(
         .map(|n| {
             ctx.rules
                 .rule_for(schema, table, n)
-                .and_then(|(r, side, i)| read_value(r, side, i, &qual, None))
+                .and_then(|(r, side, i)| read_value(r, side, i, &Row::plain(&qual)))
         })
         .collect();
     if values.iter().all(Option::is_none) {

@@ -8,7 +8,7 @@ use sqlparser::ast::{Expr, Ident, SelectItem, SelectItemQualifiedWildcardKind};
 use sqlparser::keywords::Keyword;
 
 use super::ident::{normalize, quote};
-use super::phase::{column_ref, read_value};
+use super::phase::{column_ref, read_value, value_type, Row};
 use super::read::{name_parts, Ctx, ItemsKind, Labels};
 use super::scope::{find_rel, Rel, RelKind};
 use super::Refuse;
@@ -188,7 +188,14 @@ impl Ctx<'_> {
                     let absent = rel.absent(self.catalog, self.rules);
                     for col in &info.columns {
                         let value = self.rules.rule_for(schema, table, &col.name).and_then(
-                            |(r, side, i)| read_value(r, side, i, &qual, absent.as_deref()),
+                            |(r, side, i)| {
+                                let row = Row {
+                                    qual: &qual,
+                                    absent: absent.as_deref(),
+                                    ty: value_type(self.catalog, schema, table, r, side, i),
+                                };
+                                read_value(r, side, i, &row)
+                            },
                         );
                         texts.push(match value {
                             Some(v) => format!("{v} AS {}", quote(&col.name)),

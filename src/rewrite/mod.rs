@@ -56,7 +56,7 @@ pub use cache::{CacheStats, Lookup, RewriteCache};
 pub use catalog::{Catalog, ColumnInfo, TableInfo};
 pub use config::{OneOrMany, RuleConfig};
 pub use prefilter::mentions_mapped_table;
-pub use rules::{Phase, Rule, RuleError, RuleSet};
+pub use rules::{Phase, Rule, RuleError, RuleSet, TransformProbe};
 pub use sql_prepare::prepared_statement_name;
 
 use sqlparser::dialect::PostgreSqlDialect;

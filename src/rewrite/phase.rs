@@ -4,6 +4,7 @@
 //! right value (old columns in expand, new columns in contract), so the reference is left
 //! alone and indexes keep working.
 
+use super::catalog::Catalog;
 use super::ident::quote;
 use super::rules::{Phase, Rule, Side};
 
@@ -14,26 +15,19 @@ pub(crate) fn column_ref(qual: &str, column: &str) -> String {
 
 /// The expression to read `rule.side(side)[index]` as, for the row named `qual`.
 ///
-/// `absent`, for a relation on the nullable side of an outer join, holds exactly when its
-/// row does not exist: a value computed by a transform is NULL then, as a column would be.
-pub(crate) fn read_value(
-    rule: &Rule,
-    side: Side,
-    index: usize,
-    qual: &str,
-    absent: Option<&str>,
-) -> Option<String> {
+/// `row` says how to name the row and what the catalog knows of the column.
+pub(crate) fn read_value(rule: &Rule, side: Side, index: usize, row: &Row<'_>) -> Option<String> {
     match (rule.phase, side) {
         (Phase::Expand, Side::Old) | (Phase::Contract, Side::New) => None,
         (Phase::Expand, Side::New) | (Phase::Contract, Side::Old) => {
-            computed(rule, side, index, qual, absent)
+            computed(rule, side, index, row)
         }
         (Phase::Migrate, _) => {
             let MigrateValue {
                 not_migrated,
                 unmigrated,
                 migrated,
-            } = migrate_value(rule, side, index, qual, absent)?;
+            } = migrate_value(rule, side, index, row)?;
             Some(format!(
                 "(CASE WHEN {not_migrated} THEN {unmigrated} ELSE {migrated} END)"
             ))
@@ -57,14 +51,14 @@ pub(crate) fn migrate_value(
     rule: &Rule,
     side: Side,
     index: usize,
-    qual: &str,
-    absent: Option<&str>,
+    row: &Row<'_>,
 ) -> Option<MigrateValue> {
+    let qual = row.qual;
     if rule.phase != Phase::Migrate {
         return None;
     }
     let plain = column_ref(qual, rule.side(side).get(index)?);
-    let other = computed(rule, side, index, qual, absent)?;
+    let other = computed(rule, side, index, row)?;
     let (unmigrated, migrated) = match side {
         Side::Old => (plain, other),
         Side::New => (other, plain),
@@ -76,18 +70,55 @@ pub(crate) fn migrate_value(
     })
 }
 
-/// `rule.side(side)[index]` computed from the other shape; NULL when `absent` holds (a
-/// bare column needs no such guard: it is NULL in a missing row already).
-fn computed(
+/// The row a column is read from.
+pub(crate) struct Row<'a> {
+    /// Its qualifier in generated SQL (quoted as needed).
+    pub qual: &'a str,
+    /// For a relation on the nullable side of an outer join, the condition that holds
+    /// exactly when the row does not exist: a computed value is NULL then, as a column is.
+    pub absent: Option<&'a str>,
+    /// The column's type, which a computed value is cast to so that it describes as the
+    /// column does; `None` when the catalog does not know it or no cast is needed.
+    pub ty: Option<&'a str>,
+}
+
+impl<'a> Row<'a> {
+    /// A row of a table that is never NULL-extended, with no type information.
+    pub(crate) fn plain(qual: &'a str) -> Row<'a> {
+        Row {
+            qual,
+            absent: None,
+            ty: None,
+        }
+    }
+}
+
+/// The type to cast a computed `rule.side(side)[index]` of `schema.table` to: the
+/// column's own, when Postgres described the transform as another type.
+pub(crate) fn value_type<'c>(
+    catalog: &'c Catalog,
+    schema: &str,
+    table: &str,
     rule: &Rule,
     side: Side,
     index: usize,
-    qual: &str,
-    absent: Option<&str>,
-) -> Option<String> {
+) -> Option<&'c str> {
+    let column = rule.side(side).get(index)?;
+    if !catalog.is_retyped(schema, table, column) {
+        return None;
+    }
+    Some(&catalog.table(schema, table)?.column(column)?.type_sql)
+}
+
+/// `rule.side(side)[index]` computed from the other shape, cast to the column's type and
+/// NULL for a missing outer-join row (a bare column needs no guard: it is NULL there).
+fn computed(rule: &Rule, side: Side, index: usize, row: &Row<'_>) -> Option<String> {
     let template = rule.transform(side, index)?;
-    let value = template.render_text(&mut |c| column_ref(qual, c));
-    Some(match absent {
+    let mut value = template.render_text(&mut |c| column_ref(row.qual, c));
+    if let Some(ty) = row.ty {
+        value = format!("CAST({value} AS {ty})");
+    }
+    Some(match row.absent {
         Some(absent) if template.identity_column().is_none() => {
             format!("(CASE WHEN {absent} THEN NULL ELSE {value} END)")
         }

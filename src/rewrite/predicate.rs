@@ -68,7 +68,7 @@ fn rewrite_shape(
         not_migrated,
         unmigrated,
         migrated: migrated_value,
-    }) = migrate_value(m.rule, m.side, m.index, &m.qual, m.absent.as_deref())
+    }) = migrate_value(m.rule, m.side, m.index, &m.row())
     else {
         return Ok(None);
     };

@@ -393,13 +393,7 @@ impl<'a> Ctx<'a> {
         column: &Ident,
     ) -> Result<Option<String>, Refuse> {
         match resolve(&self.scopes, self.rules, self.catalog, qualifier, column)? {
-            Resolution::Mapped(m) => Ok(read_value(
-                m.rule,
-                m.side,
-                m.index,
-                &m.qual,
-                m.absent.as_deref(),
-            )),
+            Resolution::Mapped(m) => Ok(read_value(m.rule, m.side, m.index, &m.row())),
             Resolution::Other => Ok(None),
         }
     }

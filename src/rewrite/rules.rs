@@ -55,6 +55,19 @@ pub struct Rule {
     pub(crate) to_old: Vec<Template>,
 }
 
+/// A query whose description tells what type a rule's transform computes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformProbe {
+    /// The mapped table's schema.
+    pub schema: String,
+    /// The mapped table.
+    pub table: String,
+    /// The column whose values the transform computes.
+    pub column: String,
+    /// The query to describe.
+    pub sql: String,
+}
+
 /// The active rules.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
@@ -402,6 +415,33 @@ impl RuleSet {
         self.rules
             .iter()
             .any(|r| r.schema == schema && r.table == table)
+    }
+
+    /// One query per transform, `SELECT <transform> FROM <table> LIMIT 0`, whose
+    /// description gives the type of the values the transform computes.
+    pub fn transform_probes(&self) -> Vec<TransformProbe> {
+        let mut probes = Vec::new();
+        for rule in &self.rules {
+            for side in [Side::Old, Side::New] {
+                for (index, column) in rule.side(side).iter().enumerate() {
+                    let Some(template) = rule.transform(side, index) else {
+                        continue;
+                    };
+                    let expr = template.render_text(&mut |c| super::ident::quote(c).into_owned());
+                    probes.push(TransformProbe {
+                        schema: rule.schema.clone(),
+                        table: rule.table.clone(),
+                        column: column.clone(),
+                        sql: format!(
+                            "SELECT {expr} FROM {}.{} LIMIT 0",
+                            super::ident::quote(&rule.schema),
+                            super::ident::quote(&rule.table)
+                        ),
+                    });
+                }
+            }
+        }
+        probes
     }
 
     /// Whether some rule maps a table named `table` in any schema.

@@ -55,6 +55,19 @@ pub(crate) struct MappedColumn<'r> {
     /// For a relation on the nullable side of an outer join, the condition that its row
     /// does not exist (a NOT NULL column, or `ctid`, IS NULL).
     pub absent: Option<String>,
+    /// The column's type, to cast computed values to.
+    pub ty: Option<String>,
+}
+
+impl MappedColumn<'_> {
+    /// The row the column is read from, for [`super::phase::read_value`].
+    pub fn row(&self) -> super::phase::Row<'_> {
+        super::phase::Row {
+            qual: &self.qual,
+            absent: self.absent.as_deref(),
+            ty: self.ty.as_deref(),
+        }
+    }
 }
 
 /// What a column reference is.
@@ -159,12 +172,14 @@ pub(crate) fn resolve<'r>(
         ));
     }
     let absent = rel.absent(catalog, rules);
+    let ty = super::phase::value_type(catalog, schema, table, rule, side, index).map(str::to_owned);
     Ok(Resolution::Mapped(MappedColumn {
         rule,
         side,
         index,
         qual,
         absent,
+        ty,
     }))
 }
 

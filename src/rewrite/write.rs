@@ -8,7 +8,7 @@
 
 use sqlparser::ast::Expr;
 
-use super::phase::{column_ref, read_value};
+use super::phase::{column_ref, read_value, Row};
 use super::rules::{Phase, Rule, RuleSet, Side};
 use super::transform::Piece;
 use super::Refuse;
@@ -133,7 +133,7 @@ fn plan_rule(rule: &Rule, cols: &[SetCol], current: Current<'_>, plan: &mut Plan
             pieces: vec![Piece::Text("NULL".into())],
             trivial: true,
         },
-        Current::Row(q) => match read_value(rule, side, i, q, None) {
+        Current::Row(q) => match read_value(rule, side, i, &Row::plain(q)) {
             Some(text) => Final::Current {
                 pieces: vec![Piece::Text(text)],
                 trivial: false,

@@ -38,6 +38,7 @@ mod reload_triggers;
 mod rewrite_outer_join;
 mod rewrite_phases;
 mod rewrite_refusals;
+mod rewrite_types;
 mod rewrite_writes;
 mod shutdown;
 mod tls;

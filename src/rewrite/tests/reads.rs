@@ -369,3 +369,18 @@ fn computed_values_of_a_missing_outer_join_row_are_null() {
         "SELECT a.full_name AS name FROM users a FULL JOIN users b ON a.id = b.id"
     );
 }
+
+#[test]
+fn computed_values_of_another_type_are_cast_to_the_column_type() {
+    let mut cat = catalog();
+    cat.mark_retyped("public", "orders", "status_code");
+    assert_eq!(
+        rw_with("expand", "SELECT status_code FROM orders", &cat),
+        "SELECT CAST((CASE orders.status WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END) AS integer) AS status_code FROM orders"
+    );
+    // The old column is not retyped: its computed value is left as the transform types it.
+    assert_eq!(
+        rw_with("contract", "SELECT status FROM orders", &cat),
+        "SELECT (CASE orders.status_code WHEN 1 THEN 'pending' WHEN 2 THEN 'paid' END) AS status FROM orders"
+    );
+}
