@@ -293,7 +293,12 @@ pub(crate) fn inline_slot(
             let reason = "DEFAULT for a mapped column that has a default; write the value";
             return Err(rule.map_or_else(|| Refuse::new(reason), |r| Refuse::rule(r, reason)));
         }
-        return Ok("NULL".into());
+        // Typed: a bare NULL inside a transform (`CASE NULL WHEN 1 …`) would be typed as
+        // text and fail to compare.
+        return Ok(match &slot.cast {
+            Some(ty) => format!("CAST(NULL AS {ty})"),
+            None => "NULL".into(),
+        });
     }
     if alone {
         return Ok(slot.text.clone());

@@ -521,3 +521,39 @@ async fn default_feeding_a_mirror_is_the_written_columns_default() {
         );
     }
 }
+
+#[tokio::test]
+async fn default_for_a_type_changed_column_mirrors_a_typed_null() {
+    let setup =
+        "CREATE TABLE orders (id int PRIMARY KEY, status text, status_code int, email text);";
+    let rule = |phase: &str| {
+        format!(
+            "[[rule]]\nid = \"order-status\"\ntable = \"orders\"\nold = \"status\"\nnew = \"status_code\"\nphase = \"{phase}\"\n\
+             [rule.to_new]\nstatus_code = \"CASE status WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END\"\n\
+             [rule.to_old]\nstatus = \"CASE status_code WHEN 1 THEN 'pending' WHEN 2 THEN 'paid' END\"\n"
+        )
+    };
+    for phase in ["expand", "migrate"] {
+        let db = Db::create("rw_default_typed", setup).await;
+        let proxy = db.proxy(&rule(phase)).start().await;
+        let client = db.through(&proxy).await;
+        for (i, sql) in [
+            "INSERT INTO orders (id, status_code, email) VALUES (2, DEFAULT, 'b@x')",
+            "INSERT INTO orders (id, status, email) VALUES (3, DEFAULT, 'c@x')",
+            "UPDATE orders SET status_code = DEFAULT WHERE id = 2",
+            "UPDATE orders SET status = DEFAULT WHERE id = 3",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let run = if i % 2 == 0 {
+                simple_rows(&client, sql).await.map(|_| ())
+            } else {
+                extended_rows(&client, sql, &[]).await.map(|_| ())
+            };
+            run.unwrap_or_else(|e| panic!("{phase}: {sql}: {e:?}"));
+        }
+        let physical = db.physical("SELECT * FROM orders ORDER BY id").await;
+        assert_eq!(physical, ["2|∅|∅|b@x", "3|∅|∅|c@x"], "{phase}");
+    }
+}

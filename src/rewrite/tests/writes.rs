@@ -61,7 +61,7 @@ fn insert_without_column_list_uses_catalog_order() {
 fn insert_default_for_mirrored_column_without_default_mirrors_null() {
     assert_eq!(
         rw("expand", "INSERT INTO orders (status) VALUES (DEFAULT)"),
-        "INSERT INTO orders (status, status_code) VALUES (DEFAULT, (CASE NULL WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END))"
+        "INSERT INTO orders (status, status_code) VALUES (DEFAULT, (CASE CAST(NULL AS text) WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END))"
     );
 }
 
@@ -317,7 +317,7 @@ fn default_mirrors_the_written_columns_default_not_the_mirrors_own() {
             "UPDATE users SET name = DEFAULT WHERE id = 1",
             &cat
         ),
-        "UPDATE users SET name = DEFAULT, full_name = NULL WHERE id = 1"
+        "UPDATE users SET name = DEFAULT, full_name = CAST(NULL AS text) WHERE id = 1"
     );
     assert_eq!(
         rw_with(
@@ -325,7 +325,7 @@ fn default_mirrors_the_written_columns_default_not_the_mirrors_own() {
             "INSERT INTO users (id, name) VALUES (1, DEFAULT)",
             &cat
         ),
-        "INSERT INTO users (id, name, full_name) VALUES (1, DEFAULT, NULL)"
+        "INSERT INTO users (id, name, full_name) VALUES (1, DEFAULT, CAST(NULL AS text))"
     );
     assert_eq!(
         rw_with(
@@ -333,7 +333,7 @@ fn default_mirrors_the_written_columns_default_not_the_mirrors_own() {
             "INSERT INTO users (id, name) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET name = DEFAULT",
             &cat
         ),
-        "INSERT INTO users (id, name, full_name) VALUES (1, 'x', 'x') ON CONFLICT (id) DO UPDATE SET name = DEFAULT, full_name = NULL"
+        "INSERT INTO users (id, name, full_name) VALUES (1, 'x', 'x') ON CONFLICT (id) DO UPDATE SET name = DEFAULT, full_name = CAST(NULL AS text)"
     );
 }
 
