@@ -9,6 +9,7 @@
 use sqlparser::ast::{CopySource, Ident};
 use sqlparser::tokenizer::Token;
 
+use super::catalog::Catalog;
 use super::ident::{normalize, quote};
 use super::phase::{column_ref, read_value, Row};
 use super::read::{name_parts, Ctx};
@@ -112,7 +113,16 @@ fn copy_from(
             slot,
         })
         .collect();
-    let plan = plan(ctx.rules, schema, table, &cols, Current::Null);
+    let plan = plan(
+        ctx.rules,
+        // COPY cannot compute mirrors: in contract it renames old columns to new
+        // ones and writes the new shape only, whether the old columns exist or not.
+        &Catalog::default(),
+        schema,
+        table,
+        &cols,
+        Current::Null,
+    );
     if plan.is_noop() {
         return Ok(());
     }

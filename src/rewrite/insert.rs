@@ -180,7 +180,14 @@ fn write_columns(
             slot,
         })
         .collect();
-    let plan = plan(ctx.rules, target.schema, target.table, &cols, Current::Null);
+    let plan = plan(
+        ctx.rules,
+        ctx.catalog,
+        target.schema,
+        target.table,
+        &cols,
+        Current::Null,
+    );
     if plan.is_noop() {
         return Ok(());
     }

@@ -193,7 +193,14 @@ pub(crate) fn rewrite_assignments(
             slot,
         })
         .collect();
-    let mut plan = plan(ctx.rules, schema, table, &cols, Current::Row(qual));
+    let mut plan = plan(
+        ctx.rules,
+        ctx.catalog,
+        schema,
+        table,
+        &cols,
+        Current::Row(qual),
+    );
     if plan.is_noop() {
         return Ok(());
     }

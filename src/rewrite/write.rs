@@ -8,6 +8,7 @@
 
 use sqlparser::ast::Expr;
 
+use super::catalog::Catalog;
 use super::phase::{column_ref, read_value, Row};
 use super::rules::{Phase, Rule, RuleSet, Side};
 use super::transform::Piece;
@@ -104,8 +105,13 @@ impl Plan {
 }
 
 /// Plan a write of `cols` (slot `i` is `cols[i]`'s value) to `schema.table`.
+///
+/// In contract, while the catalog still has a rule's old columns, writes keep mirroring
+/// into them as in migrate, so stepping back from contract to migrate reads exact values
+/// (and every value the client sent, `$n` parameters included, is used and typed).
 pub(crate) fn plan(
     rules: &RuleSet,
+    catalog: &Catalog,
     schema: &str,
     table: &str,
     cols: &[SetCol],
@@ -115,13 +121,21 @@ pub(crate) fn plan(
         placements: vec![Placement::Keep; cols.len()],
         appended: Vec::new(),
     };
+    let info = catalog.table(schema, table);
     for rule in rules.on_table(schema, table) {
-        plan_rule(rule, cols, current, &mut plan);
+        let old_exists = info.is_some_and(|t| rule.old.iter().all(|c| t.column(c).is_some()));
+        plan_rule(rule, old_exists, cols, current, &mut plan);
     }
     plan
 }
 
-fn plan_rule(rule: &Rule, cols: &[SetCol], current: Current<'_>, plan: &mut Plan) {
+fn plan_rule(
+    rule: &Rule,
+    old_exists: bool,
+    cols: &[SetCol],
+    current: Current<'_>,
+    plan: &mut Plan,
+) {
     let given = |name: &str| cols.iter().find(|c| c.name == name).map(|c| c.slot);
     let touched = rule.old.iter().chain(&rule.new).any(|c| given(c).is_some());
     if !touched {
@@ -193,15 +207,19 @@ fn plan_rule(rule: &Rule, cols: &[SetCol], current: Current<'_>, plan: &mut Plan
         Final::Current { trivial, .. } => !trivial,
         Final::Computed(_) => true,
     };
-    match rule.phase {
-        Phase::Expand | Phase::Migrate => {
+    let writes_both = match rule.phase {
+        Phase::Expand | Phase::Migrate => true,
+        Phase::Contract => old_exists,
+    };
+    match writes_both {
+        true => {
             for (name, f) in rule.old.iter().zip(&old).chain(rule.new.iter().zip(&new)) {
                 if needs_write(f) {
                     plan.appended.push(out(name, f));
                 }
             }
         }
-        Phase::Contract => {
+        false => {
             let removed: Vec<usize> = rule.old.iter().filter_map(|c| given(c)).collect();
             for &slot in &removed {
                 if let Some(p) = plan.placements.get_mut(slot) {

@@ -49,7 +49,7 @@ pub fn catalog() -> Catalog {
     ])
 }
 
-/// Physical shape after the old columns were dropped.
+/// Physical shape after the old columns of `users` were dropped.
 pub fn contracted_catalog() -> Catalog {
     Catalog::new(vec![TableInfo {
         schema: "public".into(),
@@ -60,6 +60,27 @@ pub fn contracted_catalog() -> Catalog {
             col("email", "text", false),
         ],
     }])
+}
+
+/// Physical shape after every rule's old columns were dropped.
+pub fn dropped_catalog() -> Catalog {
+    let full = catalog();
+    let mut tables = Vec::new();
+    for (schema, table, old) in [
+        ("public", "users", "name"),
+        ("public", "orders", "status"),
+        ("app", "people", "name"),
+    ] {
+        let mut info = full.table(schema, table).cloned().unwrap();
+        info.columns.retain(|c| c.name != old);
+        tables.push(info);
+    }
+    Catalog::new(tables)
+}
+
+/// The rewrite in contract after the old columns were dropped.
+pub fn rw_dropped(sql: &str) -> String {
+    rw_with("contract", sql, &dropped_catalog())
 }
 
 fn rule(

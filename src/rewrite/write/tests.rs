@@ -20,6 +20,7 @@ fn text(t: &str) -> Piece {
 fn unmapped_columns_need_nothing() {
     let plan = plan(
         &rules("expand"),
+        &Catalog::default(),
         "public",
         "users",
         &cols(&["id", "email"]),
@@ -32,6 +33,7 @@ fn unmapped_columns_need_nothing() {
 fn expand_old_write_appends_new_mirror() {
     let plan = plan(
         &rules("expand"),
+        &Catalog::default(),
         "public",
         "users",
         &cols(&["id", "name"]),
@@ -52,6 +54,7 @@ fn expand_old_write_appends_new_mirror() {
 fn both_shapes_set_explicitly_are_never_overwritten() {
     let plan = plan(
         &rules("migrate"),
+        &Catalog::default(),
         "public",
         "users",
         &cols(&["name", "full_name"]),
@@ -64,6 +67,7 @@ fn both_shapes_set_explicitly_are_never_overwritten() {
 fn contract_old_write_replaces_in_place() {
     let plan = plan(
         &rules("contract"),
+        &Catalog::default(),
         "app",
         "people",
         &cols(&["name"]),
@@ -92,6 +96,7 @@ fn contract_old_write_replaces_in_place() {
 fn update_partial_new_write_uses_current_values() {
     let plan = plan(
         &rules("expand"),
+        &Catalog::default(),
         "app",
         "people",
         &cols(&["last_name"]),
