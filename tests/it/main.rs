@@ -11,6 +11,7 @@ mod auth;
 mod bad_input;
 mod cancel;
 mod cli;
+mod cli_exit;
 mod client_tls;
 mod copy;
 mod limits;
