@@ -14,6 +14,7 @@ mod cli;
 mod cli_exit;
 mod client_tls;
 mod copy;
+mod demo;
 mod examples;
 mod limits;
 mod notify;
