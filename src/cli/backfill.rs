@@ -1,8 +1,10 @@
 //! `pgshim backfill RULE`: run, pause or resume the backfill of a rule's new columns,
 //! with a progress bar on a terminal and plain progress lines otherwise.
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{self, OpsArgs};
 use crate::ops::backfill::{self, Event, Options, Outcome, Progress, DEFAULT_BATCH_SIZE};
@@ -115,19 +117,32 @@ fn report(rule: &str, outcome: Outcome, p: &Progress, json: bool) -> anyhow::Res
     Ok(())
 }
 
-/// Renders events: a redrawn bar on a terminal, a line every few seconds otherwise.
+/// Renders events: an `indicatif` bar on a terminal (fits the width, redrawn in
+/// place, messages printed above it), a line every few seconds otherwise.
 struct View {
-    tty: bool,
+    bar: Option<ProgressBar>,
+    /// Whether the bar has seen a batch (and been moved to the checkpoint).
+    started: bool,
     last_line: Option<Instant>,
-    drawn: bool,
 }
+
+/// The bar's layout; `{wide_bar}` takes what the text leaves of the terminal
+/// width, so the line never wraps.
+const BAR_TEMPLATE: &str =
+    "{wide_bar} {percent:>3}% {human_pos}/{human_len} rows  {per_sec}  ETA {eta}";
 
 impl View {
     fn new() -> View {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let style = ProgressStyle::with_template(BAR_TEMPLATE)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+            ProgressBar::new(0).with_style(style)
+        });
         View {
-            tty: std::io::stderr().is_terminal(),
+            bar,
+            started: false,
             last_line: None,
-            drawn: false,
         }
     }
 
@@ -152,49 +167,54 @@ impl View {
     }
 
     fn progress(&mut self, p: &Progress) {
+        let scanned = u64::try_from(p.rows_scanned).unwrap_or(0);
+        if let Some(bar) = &self.bar {
+            // The estimate comes from planner statistics and can be low.
+            let total = u64::try_from(p.total_estimate).unwrap_or(0).max(scanned);
+            bar.set_length(total);
+            if !self.started {
+                // Rows a previous run scanned must not count towards this run's
+                // rate and ETA.
+                let before = u64::try_from(p.rows_scanned - p.run_rows_scanned).unwrap_or(0);
+                bar.set_position(before);
+                bar.reset_eta();
+                self.started = true;
+            }
+            bar.set_position(scanned);
+            return;
+        }
+        if self
+            .last_line
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return;
+        }
         let pct = if p.total_estimate > 0 {
             (p.rows_scanned as f64 * 100.0 / p.total_estimate as f64).min(100.0)
         } else {
             100.0
         };
         let eta = p.eta().map_or_else(|| "?".into(), human);
-        let text = format!(
-            "{:5.1}%  {} filled  {} visited  {:.0} rows/s  ETA {eta}",
-            pct,
+        eprintln!(
+            "backfill {}: {pct:5.1}%  {} filled  {} visited  {:.0} rows/s  ETA {eta}",
+            p.rule,
             p.rows_done,
             p.rows_scanned,
             p.rate()
         );
-        if self.tty {
-            let filled = (pct / 5.0) as usize;
-            let bar = format!(
-                "[{}{}]",
-                "#".repeat(filled),
-                "-".repeat(20 - filled.min(20))
-            );
-            eprint!("\r\x1b[2K{bar} {text}");
-            let _ = std::io::stderr().flush();
-            self.drawn = true;
-        } else if self
-            .last_line
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
-        {
-            eprintln!("backfill {}: {text}", p.rule);
-            self.last_line = Some(Instant::now());
-        }
+        self.last_line = Some(Instant::now());
     }
 
     fn line(&mut self, text: &str) {
-        if self.drawn {
-            eprintln!();
-            self.drawn = false;
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("backfill: {text}")),
+            None => eprintln!("backfill: {text}"),
         }
-        eprintln!("backfill: {text}");
     }
 
     fn finish(&mut self) {
-        if self.drawn {
-            eprintln!();
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }

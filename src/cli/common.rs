@@ -1,8 +1,11 @@
 //! What the migration subcommands share: `--database`/`--json`, the runtime, and
-//! Ctrl-C/SIGTERM as a cancellation token (finish the current step, then stop).
+//! Ctrl-C/SIGTERM (and SIGHUP for the demo) as a cancellation token (finish the
+//! current step, then stop).
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -40,32 +43,56 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// A token cancelled on the first SIGINT or SIGTERM. Call inside the runtime.
 pub fn stop_on_signal() -> CancellationToken {
+    stop_on(&[SignalKind::terminate(), SignalKind::interrupt()])
+}
+
+/// As [`stop_on_signal`], and also on SIGHUP: a terminal closing must not leave
+/// what the command started behind.
+pub fn stop_on_signal_or_hangup() -> CancellationToken {
+    stop_on(&[
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+    ])
+}
+
+fn stop_on(kinds: &[SignalKind]) -> CancellationToken {
     let token = CancellationToken::new();
-    let child = token.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        eprintln!("\npgshim: stopping after the current step (signal received)");
-        child.cancel();
-    });
+    let mut listening = false;
+    for kind in kinds {
+        match signal(*kind) {
+            Ok(mut stream) => {
+                listening = true;
+                let token = token.clone();
+                tokio::spawn(async move {
+                    if stream.recv().await.is_some() {
+                        stopping(&token);
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for a stop signal"),
+        }
+    }
+    if !listening {
+        let token = token.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stopping(&token);
+            }
+        });
+    }
     token
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+fn stopping(token: &CancellationToken) {
+    if !token.is_cancelled() {
+        // The terminal may be gone (SIGHUP): a failed write must not skip the cancel.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\npgshim: stopping after the current step (signal received)"
+        );
     }
+    token.cancel();
 }
 
 /// Prints `value` as pretty JSON on stdout.

@@ -1,6 +1,9 @@
 //! `pgshim demo`: a throwaway Postgres with a `users` table mid-migration (`name` being
 //! renamed to `full_name`, phase expand), pgshim in front of it, and queries to try in
-//! both shapes. Ctrl-C stops both and deletes the cluster.
+//! both shapes. Its config is a real file with `[admin]`, so the migration can be
+//! carried on with the other subcommands. Ctrl-C, SIGTERM or closing the terminal
+//! (SIGHUP) stops both and deletes the cluster.
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use anyhow::{bail, Context as _};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::server::Server;
 
 /// `pgshim demo` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -50,29 +54,48 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 async fn serve(cluster: &Cluster, pg_port: u16, port: u16) -> anyhow::Result<()> {
     setup_database(pg_port).await?;
-    let config = Config::from_toml(&demo_toml(pg_port), Path::new("demo.toml"))?;
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| {
             format!("cannot listen on 127.0.0.1:{port}: pass --port 0 for a free port")
         })?;
-    let addr = listener.local_addr()?;
-    print_intro(addr.port(), pg_port, &cluster.dir);
-    let stop = super::common::stop_on_signal();
-    crate::server::serve(
-        listener,
-        Arc::new(config),
-        async move { stop.cancelled().await },
-    )
-    .await?;
-    println!("pgshim stopped; removing the demo cluster");
+    let admin = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .context("cannot listen on 127.0.0.1 for the demo's admin API")?;
+    let ports = Ports {
+        pgshim: listener.local_addr()?.port(),
+        postgres: pg_port,
+        admin: admin.local_addr()?.port(),
+    };
+    let path = cluster.dir.join("proxy.toml");
+    std::fs::write(&path, demo_toml(&ports))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let config = Config::load(&path)?;
+    print_intro(&ports, &cluster.dir, &path);
+    let stop = super::common::stop_on_signal_or_hangup();
+    Server::new(Arc::new(config))
+        .config_file(path)
+        .admin(admin)
+        .run(listener, async move { stop.cancelled().await })
+        .await?;
+    say("pgshim stopped; removing the demo cluster");
     Ok(())
 }
 
-fn demo_toml(pg_port: u16) -> String {
+/// Where the demo's pieces listen, all on 127.0.0.1.
+struct Ports {
+    pgshim: u16,
+    postgres: u16,
+    admin: u16,
+}
+
+fn demo_toml(ports: &Ports) -> String {
     format!(
-        "listen = \"127.0.0.1:0\"\n\n[upstream]\nhost = \"127.0.0.1\"\nport = {pg_port}\ntls = \"disable\"\nuser = \"postgres\"\n\n\
-         [[rule]]\nid = \"users-full-name\"\ndatabase = \"demo\"\ntable = \"users\"\nold = \"name\"\nnew = \"full_name\"\nphase = \"expand\"\n"
+        "# pgshim demo: edit `phase` and save; pgshim reloads the file.\n\
+         listen = \"127.0.0.1:{}\"\n\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"disable\"\nuser = \"postgres\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:{}\"\n\n\
+         [[rule]]\nid = \"users-full-name\"\ndatabase = \"demo\"\ntable = \"users\"\nold = \"name\"\nnew = \"full_name\"\nphase = \"expand\"\n",
+        ports.pgshim, ports.postgres, ports.admin
     )
 }
 
@@ -105,10 +128,13 @@ async fn setup_database(pg_port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_intro(port: u16, pg_port: u16, dir: &Path) {
-    println!(
+fn print_intro(ports: &Ports, dir: &Path, config: &Path) {
+    let (port, pg_port, admin) = (ports.pgshim, ports.postgres, ports.admin);
+    let cfg = config.display();
+    say(&format!(
         "pgshim demo: Postgres on 127.0.0.1:{pg_port} (data in {}), pgshim on 127.0.0.1:{port}\n\
-         rule users-full-name: users.name -> users.full_name, phase expand\n\n\
+         rule users-full-name: users.name -> users.full_name, phase expand\n\
+         config: {cfg} (admin API on 127.0.0.1:{admin})\n\n\
          connect through pgshim:\n    psql \"host=127.0.0.1 port={port} user=postgres dbname=demo\"\n\n\
          then try, in the old shape and in the new one:\n\
          \x20   SELECT id, name FROM users ORDER BY id;                   -- old shape\n\
@@ -117,9 +143,24 @@ fn print_intro(port: u16, pg_port: u16, dir: &Path) {
          \x20   UPDATE users SET full_name = 'Grace B. Hopper' WHERE id = 3;  -- a new-shape write\n\
          \x20   SELECT * FROM users ORDER BY id;                          -- both shapes agree\n\n\
          and straight to Postgres, to see the physical columns:\n    psql \"host=127.0.0.1 port={pg_port} user=postgres dbname=demo\" -c 'TABLE users'\n\n\
-         Ctrl-C stops pgshim and deletes the cluster.",
+         carry the migration on, from another shell:\n\
+         \x20   export PGSHIM_CONFIG={cfg}\n\
+         \x20   pgshim status                              # where the rule stands, next step\n\
+         \x20   pgshim backfill users-full-name            # fill full_name for old rows\n\
+         \x20   sed -i 's/phase = \"expand\"/phase = \"migrate\"/' {cfg}   # flip the phase; pgshim reloads\n\
+         \x20   pgshim reload                              # or reload explicitly\n\
+         \x20   curl -s 127.0.0.1:{admin}/rules            # the rules in force\n\
+         \x20   pgshim verify users-full-name              # exit 0: safe to contract\n\
+         \x20   sed -i 's/phase = \"migrate\"/phase = \"contract\"/' {cfg}\n\
+         \x20   pgshim plan users-full-name --phase contract --apply   # drops users.name\n\n\
+         Ctrl-C (or closing this terminal) stops pgshim and deletes the cluster.",
         dir.display()
-    );
+    ));
+}
+
+/// Prints a line on stdout; a closed terminal (the demo is stopping) is not an error.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 // === impl Cluster ===
@@ -204,15 +245,21 @@ impl Drop for Cluster {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
+            // Writes to a closed terminal fail; a panic in drop would abort.
             if let Err(e) = stop {
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "pgshim demo: cannot stop the demo cluster in {}: {e}",
                     self.dir.display()
                 );
             }
         }
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            eprintln!("pgshim demo: cannot remove {}: {e}", self.dir.display());
+            let _ = writeln!(
+                std::io::stderr(),
+                "pgshim demo: cannot remove {}: {e}",
+                self.dir.display()
+            );
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `pgshim reload`: asks a running pgshim to reload its config file, through
-//! `POST /reload` on its admin listener, and prints the answer.
+//! `POST /reload` on its admin listener, and says in one line how it went
+//! (pgshim's JSON answer as is with `--json`).
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,12 +13,20 @@ use crate::config::Config;
 /// How long to wait for the running pgshim to answer.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `pgshim reload` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Print pgshim's JSON answer on stdout instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Sends the reload request.
 ///
 /// # Errors
 /// When the config has no `[admin]`, the admin listener cannot be reached, or
 /// the reload is refused (the error carries pgshim's reason).
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
+pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let Some(admin) = &config.admin else {
         bail!("{} has no [admin] table: set [admin] listen so pgshim serves POST /reload, or send pgshim SIGHUP", config_path.display());
@@ -29,9 +38,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = super::common::runtime()?;
     let (status, body) = runtime.block_on(async {
         tokio::time::timeout(TIMEOUT, post_reload(&admin.listen, token.as_deref()))
             .await
@@ -43,11 +50,43 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 )
             })?
     })?;
-    println!("{}", body.trim_end());
+    let answer: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_default();
+    if args.json {
+        println!("{}", body.trim_end());
+    }
     if status != 200 {
-        bail!("reload refused (HTTP {status})");
+        let reason = answer["error"].as_str().unwrap_or(body.trim());
+        bail!(
+            "pgshim at {} refused the reload (HTTP {status}): {reason}",
+            admin.listen
+        );
+    }
+    if !args.json {
+        println!("{}", done_line(&answer, config_path));
     }
     Ok(())
+}
+
+/// The sentence for a successful reload.
+fn done_line(answer: &serde_json::Value, config_path: &Path) -> String {
+    let version = answer["version"]
+        .as_u64()
+        .map_or_else(|| "?".to_owned(), |v| v.to_string());
+    let mut line = format!(
+        "reloaded {}: rules version {version} in force",
+        config_path.display()
+    );
+    let restart: Vec<&str> = answer["restart_needed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    if !restart.is_empty() {
+        line += &format!(
+            "; restart pgshim for changes to {} to take effect",
+            restart.join(", ")
+        );
+    }
+    line
 }
 
 async fn post_reload(addr: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {

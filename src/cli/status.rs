@@ -16,7 +16,9 @@ pub struct Args {
 /// Runs the subcommand.
 ///
 /// # Errors
-/// An unreadable config or invalid rules; per-rule problems are shown in the output.
+/// An unreadable config or invalid rules; and, after the report, an error when any
+/// rule could not be inspected (database unreachable, login refused), so scripts
+/// and health checks see a non-zero exit.
 pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let rules =
@@ -30,13 +32,21 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
                 v
             })
             .collect();
-        return common::print_json(&values);
+        common::print_json(&values)?;
+    } else {
+        if rules.is_empty() {
+            println!("no [[rule]] in {}", config_path.display());
+        }
+        for r in &rules {
+            print_rule(r);
+        }
     }
-    if rules.is_empty() {
-        println!("no [[rule]] in {}", config_path.display());
-    }
-    for r in &rules {
-        print_rule(r);
+    let failed = rules.iter().filter(|r| r.error.is_some()).count();
+    if failed > 0 {
+        anyhow::bail!(
+            "could not inspect {failed} of {} rules (the reason is in each rule's `error`)",
+            rules.len()
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::io::IsTerminal as _;
 use std::path::Path;
 
 use super::common::{self, OpsArgs};
+use super::exit::NotClean;
 use crate::ops::verify::{self, Report};
 
 /// `pgshim verify` arguments.
@@ -21,8 +22,8 @@ pub struct Args {
 /// Runs the subcommand.
 ///
 /// # Errors
-/// Config, connection or database errors; and, after printing the report, an error when
-/// rows are left or disagree (so the exit status is non-zero).
+/// Config, connection or database errors; an interrupted scan; and, after printing the
+/// report, [`NotClean`] when rows are left or disagree (its own exit code).
 pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
     let (config, target) = common::target(config_path, &args.rule, &args.common)?;
     let report = common::runtime()?.block_on(async {
@@ -59,12 +60,12 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
             report.rule
         );
     }
-    anyhow::bail!(
-        "verify of rule {} failed: {} rows not migrated, {} rows disagree",
-        report.rule,
-        report.not_migrated,
-        report.mismatched
-    )
+    Err(NotClean {
+        rule: report.rule.clone(),
+        not_migrated: report.not_migrated,
+        mismatched: report.mismatched,
+    }
+    .into())
 }
 
 fn print_text(r: &Report) {

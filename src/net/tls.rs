@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::{self, PemObject as _};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -90,7 +91,7 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let pem = read(path)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::TlsSetup(format!("{}: invalid PEM: {e}", path.display())))?;
     if certs.is_empty() {
@@ -104,9 +105,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     let pem = read(path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| Error::TlsSetup(format!("{}: invalid PEM: {e}", path.display())))?
-        .ok_or_else(|| Error::TlsSetup(format!("{}: no private key found", path.display())))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
+            Error::TlsSetup(format!("{}: no private key found", path.display()))
+        }
+        e => Error::TlsSetup(format!("{}: invalid PEM: {e}", path.display())),
+    })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {

@@ -426,7 +426,7 @@ impl AdminBinary {
     /// when `with_token`): exit success, stdout, stderr.
     pub async fn cli_reload(&self, with_token: bool) -> (bool, String, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgshim"));
-        cmd.arg("reload")
+        cmd.args(["reload", "--json"])
             .arg("--config")
             .arg(&self.path)
             .env("NO_COLOR", "1")
