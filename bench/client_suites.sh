@@ -16,7 +16,8 @@
 #                      API that cancels inside TLS) in a venv under the scratch dir.
 #   NODE_PG_SRC=path   a node-postgres checkout. Runs each
 #                      packages/pg/test/integration/**/*-tests.js with node, as
-#                      its Makefile does, after `npm install` in the checkout.
+#                      its Makefile does, after `npm install` and `tsc --build`
+#                      in the checkout.
 #   PYTEST_K="expr"    run only the psycopg tests matching `pytest -k expr`
 #   PYTEST_ARGS="..."  extra pytest arguments, split on spaces (e.g. "-x --lf")
 #   PGSHIM_BIN=path    use this binary instead of `cargo build --release`
@@ -133,16 +134,16 @@ PY
 run_node_pg() {
     local port=$1 out=$2 dir="$NODE_PG_SRC/packages/pg" file
     if [[ ! -d $NODE_PG_SRC/node_modules ]]; then
-        log "npm install in $NODE_PG_SRC"
-        (cd "$NODE_PG_SRC" && npm install --silent) || die "npm install failed in $NODE_PG_SRC"
+        log "npm install and build in $NODE_PG_SRC"
+        (cd "$NODE_PG_SRC" && npm install --silent && npx tsc --build) ||
+            die "npm install or build failed in $NODE_PG_SRC"
     fi
     log "node-postgres integration suite on port $port"
     : >"$out"
     export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=$TEST_DB
-    (cd "$dir" && node script/create-test-tables.js "postgres://postgres@127.0.0.1:$port/$TEST_DB") \
-        >>"$BENCH_TMP/node-pg-$port.log" 2>&1 || true
     while IFS= read -r file; do
-        if ! (cd "$dir" && timeout 120 node "$file") >>"$BENCH_TMP/node-pg-$port.log" 2>&1; then
+        echo "== $file" >>"$BENCH_TMP/node-pg-$port.log"
+        if ! (cd "$dir" && timeout 120 node "$file" postgres://) >>"$BENCH_TMP/node-pg-$port.log" 2>&1; then
             echo "$file" >>"$out"
         fi
     done < <(cd "$dir" && find test/integration -name '*-tests.js' | sort)
