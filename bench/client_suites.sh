@@ -135,7 +135,7 @@ run_node_pg() {
     local port=$1 out=$2 dir="$NODE_PG_SRC/packages/pg" file
     if [[ ! -d $NODE_PG_SRC/node_modules ]]; then
         log "npm install and build in $NODE_PG_SRC"
-        (cd "$NODE_PG_SRC" && npm install --silent && npx tsc --build) ||
+        (cd "$NODE_PG_SRC" && npm install --silent --ignore-scripts && npx tsc --build) ||
             die "npm install or build failed in $NODE_PG_SRC"
     fi
     log "node-postgres integration suite on port $port"

@@ -35,7 +35,7 @@ pub(crate) async fn until_running(pid: i32, sql: &str) {
     .await;
 }
 
-/// Waits until backends named `app` run `sql`, returning how many do.
+/// How many backends named `app` are running `sql`.
 async fn running_named(app: &str, sql: &str) -> i64 {
     cluster()
         .admin()
