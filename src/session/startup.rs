@@ -189,3 +189,33 @@ async fn accept_tls(
 fn fail(client: Option<Stream>, error: Error) -> Failed {
     Failed { client, error }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::startup::StartupError;
+
+    fn failed(error: Error) -> Failed {
+        Failed {
+            client: None,
+            error,
+        }
+    }
+
+    #[test]
+    fn impossible_lengths_and_early_ends_go_unanswered() {
+        let terminate_first = StartupError::BadLength(0x5800_0000);
+        assert!(!failed(Error::Startup(terminate_first)).answered());
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(!failed(Error::ClientIo(eof)).answered());
+    }
+
+    #[test]
+    fn what_postgres_answers_is_answered() {
+        let old_protocol = StartupError::UnsupportedProtocol(0x0002_0000);
+        assert!(failed(Error::Startup(old_protocol)).answered());
+        assert!(failed(Error::Startup(StartupError::BadParameters)).answered());
+        assert!(failed(Error::TlsRequired).answered());
+        assert!(failed(Error::UnencryptedAfterSslRequest).answered());
+    }
+}
