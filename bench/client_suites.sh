@@ -168,11 +168,13 @@ start_postgres 300
 prepare_postgres
 start_pgshim_tls
 
+suites=()
+[[ -z ${PSYCOPG_SRC:-} ]] || suites+=(psycopg)
+[[ -z ${NODE_PG_SRC:-} ]] || suites+=(node_pg)
 status=0
-[[ -z ${PSYCOPG_SRC:-} ]] || compare psycopg
-[[ -z ${NODE_PG_SRC:-} ]] || compare node_pg
-for f in "$RESULTS"/*-regressions.txt; do
-    [[ -s $f ]] && status=1
+for suite in "${suites[@]}"; do
+    compare "$suite"
+    if [[ -s $RESULTS/$suite-regressions.txt ]]; then status=1; fi
 done
 log "results in $RESULTS (pgshim's log: $BENCH_TMP/pgshim.log, kept with KEEP_TMP=1)"
 exit "$status"
