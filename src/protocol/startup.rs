@@ -63,6 +63,21 @@ pub enum StartupError {
     BadParameters,
 }
 
+// === impl StartupError ===
+
+impl StartupError {
+    /// True when Postgres answers this packet with an ErrorResponse. For a
+    /// length that cannot be right it only logs and closes, so a peer that is
+    /// not speaking the protocol (or a client hanging up with a Terminate
+    /// before its startup packet) gets no reply it could misread.
+    pub fn answered(&self) -> bool {
+        match self {
+            StartupError::UnsupportedProtocol(_) | StartupError::BadParameters => true,
+            StartupError::BadLength(_) | StartupError::BadRequestLength { .. } => false,
+        }
+    }
+}
+
 /// Parses the packet at the front of `buf`.
 ///
 /// # Returns
@@ -230,6 +245,14 @@ mod tests {
         let len = p.len() as i32;
         p[..4].copy_from_slice(&len.to_be_bytes());
         assert_eq!(parse(&p), Err(StartupError::BadParameters));
+    }
+
+    #[test]
+    fn terminate_before_startup_is_a_length_that_goes_unanswered() {
+        let err = parse(&[b'X', 0, 0, 0, 4]).unwrap_err();
+        assert_eq!(err, StartupError::BadLength(0x5800_0000));
+        assert!(!err.answered());
+        assert!(StartupError::UnsupportedProtocol(0x0002_0000).answered());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::protocol::{Framer, TERMINATE_TAG};
 pub use context::{Context, Settings};
 use reject::Rejections;
 use relay::{End, Pump, ToClient, ToServer};
-use startup::{Failed, Negotiated};
+use startup::Negotiated;
 use state::State;
 use statements::Hidden;
 
@@ -48,19 +48,20 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
         Err(_) => {
             tracing::info!(client = %peer, "connection closed: startup packet not received within startup_timeout_ms")
         }
-        Ok(Err(Failed { client, error })) => {
+        Ok(Err(failed)) => {
+            let error = &failed.error;
             if matches!(
                 error,
                 Error::ClientFrame(_) | Error::Startup(_) | Error::UnencryptedAfterSslRequest
             ) {
                 metrics().protocol_errors_client.increment(1);
             }
-            tracing::info!(client = %peer, error = %error, "connection refused");
-            if let Some(mut client) = client {
-                farewell(&mut client, &error).await;
-            }
+            tracing::info!(client = %peer, error = %error, answered = failed.answered(), "connection refused");
+            failed.close().await;
         }
-        Ok(Ok(Negotiated::Cancel(packet))) => cancel::forward(&settings.upstream, packet).await,
+        Ok(Ok(Negotiated::Cancel { client, packet })) => {
+            cancel::forward(&settings.upstream, client, packet).await
+        }
         Ok(Ok(Negotiated::Session {
             client,
             packet,
@@ -214,8 +215,11 @@ async fn finish(
         Err(e) if e.client_unreachable() => None,
         Err(e) => Some(e),
     };
-    if let (Some(error), true) = (error, at_boundary) {
-        farewell(client_w, error).await;
+    match (error, at_boundary) {
+        (Some(error), true) => farewell(client_w, error).await,
+        // A TLS client reads a close without close_notify as a truncation attack.
+        _ if !matches!(outcome, Err(e) if e.client_unreachable()) => close_quietly(client_w).await,
+        _ => {}
     }
     if !matches!(outcome, Ok(End::ClientTerminated)) {
         let _ = tokio::time::timeout(
@@ -233,6 +237,11 @@ async fn startup_expired(deadline: Instant, state: &State) {
     if state.authenticated() {
         std::future::pending::<()>().await;
     }
+}
+
+/// Closes the write side (sending TLS close_notify) without a message.
+async fn close_quietly<W: tokio::io::AsyncWrite + Unpin>(client: &mut W) {
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, client.shutdown()).await;
 }
 
 /// Writes the FATAL ErrorResponse for `error` and closes the write side.

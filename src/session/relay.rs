@@ -267,7 +267,9 @@ impl Pump<'_> {
             reserve_for_read(self.buf, self.framer);
             tokio::select! {
                 read = self.from.read_buf(self.buf) => match read {
-                    Ok(0) if last_tag == ERROR_RESPONSE_TAG => return Ok(End::ServerClosedAfterError),
+                    // After an ErrorResponse (a FATAL such as pg_terminate_backend's)
+                    // the end is the server's, even when it comes as a reset.
+                    Ok(0) | Err(_) if last_tag == ERROR_RESPONSE_TAG => return Ok(End::ServerClosedAfterError),
                     Ok(0) => return Err(lost(down.upstream, &"server closed the connection unexpectedly")),
                     Ok(_) => {}
                     Err(e) => return Err(lost(down.upstream, &e)),

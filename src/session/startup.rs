@@ -27,16 +27,53 @@ pub enum Negotiated {
         /// Bytes the client sent after the StartupMessage.
         leftover: BytesMut,
     },
-    /// A CancelRequest, as received.
-    Cancel(Bytes),
+    /// A CancelRequest, possibly inside TLS (as libpq 17 sends it).
+    Cancel {
+        /// The client connection, kept open until the request is delivered:
+        /// a client may take the close as the sign that its cancel is done.
+        client: Stream,
+        /// The CancelRequest as received.
+        packet: Bytes,
+    },
 }
 
-/// Negotiation failed; `client` is set when an error can still be sent.
+/// Negotiation failed; `client` is set when the connection is still usable.
 pub struct Failed {
     /// The connection, when it is still usable.
     pub client: Option<Stream>,
     /// Why.
     pub error: Error,
+}
+
+// === impl Failed ===
+
+impl Failed {
+    /// True when Postgres would answer this failure with an ErrorResponse.
+    /// Before a valid startup packet it answers only what it understood (an
+    /// unsupported protocol, a bad parameter list, TLS refusals); a length
+    /// that cannot be right or a connection that ends early is logged and
+    /// closed without a word.
+    pub fn answered(&self) -> bool {
+        match &self.error {
+            Error::Startup(e) => e.answered(),
+            Error::ClientIo(_) | Error::ClientTls(_) => false,
+            _ => true,
+        }
+    }
+
+    /// Ends the connection: with pgshim's error when [`Failed::answered`],
+    /// else silently (still closing TLS cleanly).
+    pub async fn close(self) {
+        let answered = self.answered();
+        let Some(mut client) = self.client else {
+            return;
+        };
+        if answered {
+            super::farewell(&mut client, &self.error).await;
+        } else {
+            super::close_quietly(&mut client).await;
+        }
+    }
 }
 
 /// Runs startup negotiation on a fresh connection.
@@ -80,7 +117,12 @@ pub async fn negotiate(
                     leftover: buf,
                 });
             }
-            Packet::Cancel => return Ok(Negotiated::Cancel(raw)),
+            Packet::Cancel => {
+                return Ok(Negotiated::Cancel {
+                    client,
+                    packet: raw,
+                })
+            }
             Packet::GssEncRequest if gss_answered => {
                 return Err(fail(Some(client), Error::DuplicateRequest("GSSENCRequest")))
             }
@@ -146,4 +188,34 @@ async fn accept_tls(
 
 fn fail(client: Option<Stream>, error: Error) -> Failed {
     Failed { client, error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::startup::StartupError;
+
+    fn failed(error: Error) -> Failed {
+        Failed {
+            client: None,
+            error,
+        }
+    }
+
+    #[test]
+    fn impossible_lengths_and_early_ends_go_unanswered() {
+        let terminate_first = StartupError::BadLength(0x5800_0000);
+        assert!(!failed(Error::Startup(terminate_first)).answered());
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(!failed(Error::ClientIo(eof)).answered());
+    }
+
+    #[test]
+    fn what_postgres_answers_is_answered() {
+        let old_protocol = StartupError::UnsupportedProtocol(0x0002_0000);
+        assert!(failed(Error::Startup(old_protocol)).answered());
+        assert!(failed(Error::Startup(StartupError::BadParameters)).answered());
+        assert!(failed(Error::TlsRequired).answered());
+        assert!(failed(Error::UnencryptedAfterSslRequest).answered());
+    }
 }

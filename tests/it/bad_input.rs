@@ -1,14 +1,16 @@
 //! Malformed client input over raw TCP: each bad client gets a FATAL
 //! ErrorResponse from pgshim (SQLSTATE 08P01, message starting `pgshim:`)
-//! where the protocol allows, is disconnected, and leaves everyone else alone.
+//! where Postgres would answer too (a startup packet whose length cannot be
+//! right is closed without a reply), is disconnected, and leaves everyone
+//! else alone.
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::pg::{backends_named, TRUST_USER};
 use crate::support::proxy::{proxy, Proxy};
 use crate::support::wire::{
-    expect_pgshim_error_then_close, fields, login, message, query, read_to_end, read_until,
-    request, send, startup, trust_startup, untagged, SSL_REQUEST_CODE,
+    expect_pgshim_error_then_close, expect_silent_close, fields, login, message, query,
+    read_to_end, read_until, request, send, startup, trust_startup, untagged, SSL_REQUEST_CODE,
 };
 use crate::support::{eventually, unique_name};
 
@@ -18,6 +20,14 @@ async fn rejected(proxy: &Proxy, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     send(&mut s, bytes).await;
     expect_pgshim_error_then_close(&mut s, "08P01").await
+}
+
+/// Sends `bytes` as a fresh connection's first write and expects a close
+/// without a reply, as Postgres gives a packet length it cannot accept.
+async fn closed_silently(proxy: &Proxy, bytes: &[u8]) {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    send(&mut s, bytes).await;
+    expect_silent_close(&mut s).await;
 }
 
 /// Logs in over raw TCP with a unique application_name, returning both.
@@ -54,8 +64,7 @@ async fn negative_length_in_startup() {
     let proxy = proxy().start().await;
     let mut bytes = (-5i32).to_be_bytes().to_vec();
     bytes.extend_from_slice(&196_608i32.to_be_bytes());
-    let text = rejected(&proxy, &bytes).await;
-    assert!(text.contains("-5"), "{text}");
+    closed_silently(&proxy, &bytes).await;
     proxy.assert_serves_others().await;
 }
 
@@ -65,7 +74,7 @@ async fn oversized_length_in_startup() {
     let mut bytes = 1_000_000i32.to_be_bytes().to_vec();
     bytes.extend_from_slice(&196_608i32.to_be_bytes());
     bytes.extend_from_slice(b"user\0x\0");
-    rejected(&proxy, &bytes).await;
+    closed_silently(&proxy, &bytes).await;
     proxy.assert_serves_others().await;
 }
 
@@ -90,7 +99,7 @@ async fn startup_parameters_without_terminator() {
 #[tokio::test]
 async fn http_request_instead_of_startup() {
     let proxy = proxy().start().await;
-    rejected(&proxy, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    closed_silently(&proxy, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     proxy.assert_serves_others().await;
 }
 
@@ -107,7 +116,7 @@ async fn random_garbage_instead_of_startup() {
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
         send(&mut s, &bytes).await;
         s.shutdown().await.unwrap();
-        expect_pgshim_error_then_close(&mut s, "08P01").await;
+        expect_silent_close(&mut s).await;
     }
     proxy.assert_serves_others().await;
 }

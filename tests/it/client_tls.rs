@@ -35,13 +35,18 @@ fn connector(alpn: Option<&[u8]>) -> TlsConnector {
 }
 
 /// TLS to pgshim after an SSLRequest (the classic way).
-async fn ssl_request_then_tls(proxy: &Proxy) -> TlsStream<TcpStream> {
+pub(crate) async fn ssl_request_then_tls(proxy: &Proxy) -> TlsStream<TcpStream> {
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(&request(SSL_REQUEST_CODE)).await.unwrap();
     let answer = within(20, "SSLRequest answer", tcp.read_u8())
         .await
         .unwrap();
     assert_eq!(answer, b'S', "pgshim with [tls] accepts TLS");
+    tls_over(tcp).await
+}
+
+/// The TLS handshake with pgshim on `tcp`, once pgshim expects it.
+pub(crate) async fn tls_over(tcp: TcpStream) -> TlsStream<TcpStream> {
     let name = ServerName::try_from("localhost").unwrap();
     within(20, "TLS handshake", connector(None).connect(name, tcp))
         .await

@@ -46,8 +46,22 @@ pub async fn run(
     password: Option<&str>,
     timeout_secs: u64,
 ) -> Output {
-    let path = cluster().tool(program);
-    let mut cmd = Command::new(&path);
+    let mut cmd = command(program, args, password);
+    let what = format!("{program} {args:?}");
+    let out = super::within(timeout_secs, &what, cmd.output())
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    Output {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The command for `program` with `args`, output piped, killed when
+/// dropped, in a clean libpq environment; for tests that must signal it.
+pub fn command(program: &str, args: &[&str], password: Option<&str>) -> Command {
+    let mut cmd = Command::new(cluster().tool(program));
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -63,15 +77,7 @@ pub async fn run(
     if let Some(p) = password {
         cmd.env("PGPASSWORD", p);
     }
-    let what = format!("{program} {args:?}");
-    let out = super::within(timeout_secs, &what, cmd.output())
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
-    Output {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd
 }
 
 /// Runs `psql -X -A -t -v ON_ERROR_STOP=1 <conninfo> <args>`.

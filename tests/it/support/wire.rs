@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// `SSLRequest` code.
@@ -184,16 +184,60 @@ pub async fn expect_pgshim_error_then_close<R: AsyncRead + Unpin>(r: &mut R, cod
     text
 }
 
+/// Asserts that the connection was closed without a single byte in reply,
+/// as Postgres closes on a startup packet it cannot read (it only logs), and
+/// that the close was clean (for TLS: with close_notify).
+pub async fn expect_silent_close<R: AsyncRead + Unpin>(r: &mut R) {
+    let got = read_to_end(r).await;
+    assert!(
+        got.messages.is_empty() && got.trailing.is_empty(),
+        "expected a close without a reply, got {got:?}"
+    );
+    assert_eq!(got.end, Ok(()), "expected a clean close: {got:?}");
+}
+
+/// The process id and secret key from a login's `BackendKeyData`, as a
+/// 16-byte `CancelRequest` for that backend.
+pub fn cancel_request(login: &[Message]) -> Vec<u8> {
+    let key = login
+        .iter()
+        .find(|m| m.tag == b'K')
+        .unwrap_or_else(|| panic!("no BackendKeyData in {login:?}"));
+    let mut body = 80_877_102i32.to_be_bytes().to_vec();
+    body.extend_from_slice(&key.body);
+    untagged(&body)
+}
+
+/// The backend process id announced in a login's `BackendKeyData`.
+pub fn backend_pid(login: &[Message]) -> i32 {
+    let key = login
+        .iter()
+        .find(|m| m.tag == b'K')
+        .unwrap_or_else(|| panic!("no BackendKeyData in {login:?}"));
+    i32::from_be_bytes([key.body[0], key.body[1], key.body[2], key.body[3]])
+}
+
 /// Opens a raw connection and logs in (the user must need no password) with the startup
 /// packet `startup`, returning the stream after the first `ReadyForQuery`
 /// and every message before it.
 pub async fn login(addr: SocketAddr, startup: &[u8]) -> (TcpStream, Vec<Message>) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
+    let seen = login_over(&mut s, startup).await;
+    (s, seen)
+}
+
+/// [`login`] over a connection already open (e.g. TLS), returning every
+/// message up to the first `ReadyForQuery`.
+pub async fn login_over<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    startup: &[u8],
+) -> Vec<Message> {
     s.write_all(startup).await.expect("send startup");
-    let seen = read_until(&mut s, |m| m.tag == b'Z' || m.tag == b'E').await;
+    s.flush().await.expect("flush startup");
+    let seen = read_until(s, |m| m.tag == b'Z' || m.tag == b'E').await;
     let last = seen.last().expect("messages");
     assert_eq!(last.tag, b'Z', "login failed: {seen:?}");
-    (s, seen)
+    seen
 }
 
 /// The standard login for `user` (trust) on the test database.
