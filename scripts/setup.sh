@@ -9,6 +9,7 @@ pg_bin=""
 for d in /usr/lib/postgresql/*/bin; do [ -x "$d/postgres" ] && pg_bin="$d"; done
 [ -n "$pg_bin" ] || command -v postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v pgbouncer >/dev/null 2>&1 || [ "${PGSHIM_SKIP_PGBOUNCER:-}" = 1 ] || need+=(pgbouncer)
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
