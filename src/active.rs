@@ -17,8 +17,10 @@ use crate::rewrite::{Catalog, RewriteCache, RuleError, RuleSet};
 
 pub mod databases;
 mod pending;
+mod watch;
 
 pub use pending::activate_pending;
+pub use watch::watch_catalogs;
 
 use databases::{Databases, Failure, FailureKind, Loaded, Slot};
 
@@ -218,6 +220,19 @@ impl RulesVersion {
             .collect()
     }
 
+    /// The databases whose catalog this version has read successfully, with it.
+    pub fn catalogs(&self) -> Vec<(String, Arc<DbRules>)> {
+        self.databases
+            .names()
+            .into_iter()
+            .filter_map(|name| {
+                let loaded = self.databases.get(&name)?.current()?;
+                (loaded.failure.is_none() && !loaded.db.rules.is_empty())
+                    .then_some((name, loaded.db))
+            })
+            .collect()
+    }
+
     /// How many databases this version holds state for.
     pub fn databases_held(&self) -> usize {
         self.databases.count()
@@ -256,6 +271,12 @@ impl RulesVersion {
 
     /// The same rules as a new version, keeping what was read.
     pub(crate) fn successor(&self) -> RulesVersion {
+        self.successor_without(None)
+    }
+
+    /// The same rules as a new version, keeping what was read except the
+    /// state of database `stale`, which is read afresh when next used.
+    pub(crate) fn successor_without(&self, stale: Option<&str>) -> RulesVersion {
         let next = RulesVersion {
             number: self.number + 1,
             loaded_at: SystemTime::now(),
@@ -264,6 +285,9 @@ impl RulesVersion {
             databases: Databases::default(),
         };
         for database in self.databases.names() {
+            if Some(database.as_str()) == stale {
+                continue;
+            }
             if let Some(loaded) = self.databases.get(&database).and_then(|s| s.current()) {
                 if loaded.failure.is_none() {
                     next.databases.slot(&database).store(loaded);
@@ -352,7 +376,7 @@ impl RulesVersion {
     }
 }
 
-async fn read_and_check(
+pub(crate) async fn read_and_check(
     rules: &RuleSet,
     database: &str,
     cfg: &UpstreamConfig,

@@ -91,6 +91,7 @@ impl Server {
         let background = TaskTracker::new();
         let tracker = TaskTracker::new();
         background.spawn(crate::active::activate_pending(ctx.clone(), token.clone()));
+        background.spawn(crate::active::watch_catalogs(ctx.clone(), token.clone()));
         let reloader = self
             .config_path
             .map(|path| Arc::new(Reloader::new(path, ctx.clone())));

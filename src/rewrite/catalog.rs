@@ -30,7 +30,7 @@ pub struct ColumnInfo {
 }
 
 /// Lookup of [`TableInfo`] by `(schema, table)`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
     tables: HashMap<(String, String), TableInfo>,
     /// `(schema, table, column)` whose rule computes values of another type than the

@@ -54,6 +54,9 @@ pub struct Rewriter {
     /// SQL-level prepared statements (`PREPARE name AS ...`), by name.
     sql_prepared: BTreeMap<String, SqlPrepared>,
     sent: SentCounter,
+    /// The client sent DDL naming a mapped table: the catalog is read afresh
+    /// once the session is idle again (the DDL has run, or rolled back).
+    ddl_sent: bool,
 }
 
 /// A statement prepared with SQL `PREPARE`, as the client wrote it.
@@ -80,6 +83,7 @@ impl Rewriter {
             statements: Statements::default(),
             sql_prepared: BTreeMap::new(),
             sent: SentCounter::default(),
+            ddl_sent: false,
         }
     }
 
@@ -120,8 +124,13 @@ impl Rewriter {
                 self.statements.mark_stale(name);
             }
         }
-        if shared.state.phase() != Phase::Idle || ctx.rules.current_number() == self.version.number
-        {
+        if shared.state.phase() != Phase::Idle {
+            return None;
+        }
+        if std::mem::take(&mut self.ddl_sent) {
+            ctx.rules.catalog_changed(&self.database);
+        }
+        if ctx.rules.current_number() == self.version.number {
             return None;
         }
         let version = ctx.rules.current();
@@ -207,6 +216,7 @@ impl Rewriter {
             }
         }
         self.remember_sql_prepare(sql);
+        self.note_ddl(sql);
         let new_sql = self.rewrite(sql, shared)?;
         let mut out = BytesMut::with_capacity(new_sql.len() + 6);
         write_query(&mut out, &new_sql);
@@ -231,6 +241,7 @@ impl Rewriter {
 
     fn parse(&mut self, msg: &[u8], shared: &Shared<'_>) -> Option<BytesMut> {
         let body = parse_body(msg)?;
+        self.note_ddl(body.sql);
         let new_sql = self.rewrite(body.sql, shared);
         if !body.name.is_empty() {
             let sent = new_sql.as_deref().unwrap_or(body.sql);
@@ -285,6 +296,17 @@ impl Rewriter {
             "prepared statement prepared again under new rules"
         );
         Some(out)
+    }
+
+    /// Notes DDL that may change a mapped table's columns.
+    fn note_ddl(&mut self, sql: &[u8]) {
+        if self.active()
+            && !self.ddl_sent
+            && mentions_mapped_table(sql, &self.db.rules)
+            && is_ddl(sql)
+        {
+            self.ddl_sent = true;
+        }
     }
 
     /// The SQL to send instead of `sql`, or `None` to send it as it is.
@@ -457,6 +479,18 @@ fn deallocated(sql: &[u8]) -> Vec<Deallocated> {
     found
 }
 
+/// Whether `sql` has the word `ALTER`, `DROP` or `CREATE` (any case): DDL that
+/// can change a table's columns. Words inside literals count too, which only
+/// costs a catalog read.
+fn is_ddl(sql: &[u8]) -> bool {
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
+    sql.split(|b| !is_word(*b)).any(|w| {
+        w.eq_ignore_ascii_case(b"alter")
+            || w.eq_ignore_ascii_case(b"drop")
+            || w.eq_ignore_ascii_case(b"create")
+    })
+}
+
 /// Case-insensitive substring check, without allocating.
 fn contains_word(sql: &[u8], word: &[u8]) -> bool {
     sql.windows(word.len())
@@ -477,6 +511,13 @@ mod tests {
             deallocated(b"deallocate prepare \"S1\""),
             vec![Deallocated::Name("S1".into())]
         );
+    }
+
+    #[test]
+    fn ddl_is_recognised_by_whole_words() {
+        assert!(is_ddl(b"ALTER TABLE users ADD COLUMN nickname text"));
+        assert!(is_ddl(b"begin; drop table users"));
+        assert!(!is_ddl(b"SELECT created_at, altered FROM users"));
     }
 
     #[test]

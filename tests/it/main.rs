@@ -13,6 +13,7 @@ mod bad_input;
 mod cancel;
 mod cancel_order;
 mod cancel_tls;
+mod catalog_changes;
 mod cli;
 mod cli_exit;
 mod client_tls;

@@ -1,0 +1,88 @@
+//! The catalog of a mapped table follows the table: DDL through pgshim is
+//! seen at once, DDL run elsewhere within the watch interval, and a
+//! positional INSERT is never resolved against columns that are gone.
+use std::time::Duration;
+
+use crate::support::eventually;
+use crate::support::rules::{simple_rows, Db};
+
+const SETUP: &str =
+    "CREATE TABLE users (id serial PRIMARY KEY, name text, full_name text, email text);
+INSERT INTO users (name, full_name, email) VALUES ('Ann', 'Ann', 'a@x');";
+
+fn rule(phase: &str) -> String {
+    format!(
+        "[[rule]]\nid = \"users-full-name\"\ntable = \"users\"\nold = \"name\"\nnew = \"full_name\"\nphase = \"{phase}\"\n"
+    )
+}
+
+#[tokio::test]
+async fn ddl_through_pgshim_is_seen_by_every_session_at_once() {
+    let db = Db::create("cat_ddl", SETUP).await;
+    let proxy = db.proxy(&rule("migrate")).start().await;
+    let a = db.through(&proxy).await;
+    let b = db.through(&proxy).await;
+    let star = |client| async move { simple_rows(client, "SELECT * FROM users").await.unwrap().0 };
+    assert_eq!(star(&b).await, ["1|Ann|Ann|a@x"]);
+    let returning = b
+        .prepare("INSERT INTO users (name, email) VALUES ($1, $2) RETURNING *")
+        .await
+        .unwrap();
+    a.batch_execute("ALTER TABLE users ADD COLUMN nickname text")
+        .await
+        .unwrap();
+    a.batch_execute("SELECT 1").await.unwrap();
+    // The other session sees the new column at its next statement.
+    assert_eq!(star(&b).await, ["1|Ann|Ann|a@x|∅"]);
+    let rows = b.query(&returning, &[&"Bo", &"b@x"]).await;
+    // A prepared statement whose result changed: either re-described or
+    // refused as Postgres refuses a changed cached plan, never a short row.
+    if let Ok(rows) = rows {
+        assert_eq!(rows[0].len(), 5);
+    }
+}
+
+#[tokio::test]
+async fn ddl_elsewhere_is_noticed_and_positional_inserts_never_misplace() {
+    let db = Db::create("cat_elsewhere", SETUP).await;
+    let proxy = db.proxy(&rule("contract")).start().await;
+    let client = db.through(&proxy).await;
+    assert_eq!(
+        simple_rows(&client, "SELECT * FROM users").await.unwrap().0,
+        ["1|Ann|Ann|a@x"]
+    );
+    // The contract step run directly, not through pgshim.
+    db.direct()
+        .await
+        .batch_execute("ALTER TABLE users DROP COLUMN name")
+        .await
+        .unwrap();
+    // Before the change is noticed a positional INSERT fails; it never
+    // stores values in the wrong columns.
+    let early = client
+        .batch_execute("INSERT INTO users VALUES (DEFAULT, 'Zed Zee', 'z@x')")
+        .await;
+    if early.is_ok() {
+        let stored = db
+            .physical("SELECT full_name, email FROM users WHERE email = 'z@x'")
+            .await;
+        assert_eq!(stored, ["Zed Zee|z@x"]);
+    }
+    eventually(20, "pgshim notices the dropped column", || async {
+        simple_rows(&client, "SELECT * FROM users WHERE id = 1")
+            .await
+            .map(|r| r.0 == ["1|Ann|a@x"])
+            .unwrap_or(false)
+    })
+    .await;
+    client
+        .batch_execute("INSERT INTO users VALUES (DEFAULT, 'Yo Yu', 'y@x')")
+        .await
+        .expect("a positional INSERT against the current columns");
+    assert_eq!(
+        db.physical("SELECT full_name, email FROM users WHERE email = 'y@x'")
+            .await,
+        ["Yo Yu|y@x"]
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
