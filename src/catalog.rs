@@ -152,6 +152,20 @@ pub async fn read(
             }
             Err(e) => tracing::debug!(sql = %probe.sql, error = %e, "transform not described"),
         }
+        // Assignment types are checked when a statement is prepared, before any
+        // privilege or row is looked at.
+        if let Err(e) = client.prepare(&probe.assign_sql).await {
+            if let Some(db) = e.as_db_error() {
+                if *db.code() == tokio_postgres::error::SqlState::DATATYPE_MISMATCH {
+                    catalog.mark_type_error(
+                        &probe.schema,
+                        &probe.table,
+                        &probe.column,
+                        db.message(),
+                    );
+                }
+            }
+        }
     }
     Ok(catalog)
 }

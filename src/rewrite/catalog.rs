@@ -36,6 +36,9 @@ pub struct Catalog {
     /// `(schema, table, column)` whose rule computes values of another type than the
     /// column's, as Postgres described the transform.
     retyped: HashSet<(String, String, String)>,
+    /// `(schema, table, column)` whose rule computes values the column cannot hold,
+    /// with Postgres's reason.
+    type_errors: HashMap<(String, String, String), String>,
 }
 
 // === impl TableInfo ===
@@ -82,6 +85,7 @@ impl Catalog {
         Catalog {
             tables,
             retyped: HashSet::new(),
+            type_errors: HashMap::new(),
         }
     }
 
@@ -90,6 +94,21 @@ impl Catalog {
     pub fn mark_retyped(&mut self, schema: &str, table: &str, column: &str) {
         self.retyped
             .insert((schema.to_owned(), table.to_owned(), column.to_owned()));
+    }
+
+    /// Notes that the column cannot hold what its rule's transform computes.
+    pub fn mark_type_error(&mut self, schema: &str, table: &str, column: &str, reason: &str) {
+        self.type_errors.insert(
+            (schema.to_owned(), table.to_owned(), column.to_owned()),
+            reason.to_owned(),
+        );
+    }
+
+    /// Why the column cannot hold what its rule computes, if it cannot.
+    pub fn type_error(&self, schema: &str, table: &str, column: &str) -> Option<&str> {
+        self.type_errors
+            .get(&(schema.to_owned(), table.to_owned(), column.to_owned()))
+            .map(String::as_str)
     }
 
     /// Whether [`Catalog::mark_retyped`] was called for the column.

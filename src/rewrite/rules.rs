@@ -66,6 +66,9 @@ pub struct TransformProbe {
     pub column: String,
     /// The query to describe.
     pub sql: String,
+    /// A statement that assigns the transform to its column, prepared (never run)
+    /// to check that the column can hold what the transform computes.
+    pub assign_sql: String,
 }
 
 /// The active rules.
@@ -110,6 +113,18 @@ pub enum RuleError {
         table: String,
         /// Comma-separated missing columns.
         missing: String,
+    },
+    /// A transform computes values its column cannot hold.
+    #[error("rule {rule}: the transform for column {column} of {table} does not fit the column: {reason}; fix the transform (cast it to the column's type)")]
+    TransformType {
+        /// The rule's id.
+        rule: String,
+        /// `schema.table`.
+        table: String,
+        /// The column the transform computes.
+        column: String,
+        /// What Postgres said.
+        reason: String,
     },
     /// The mapped table does not exist.
     #[error("rule {rule}: table {table} not found in the catalog")]
@@ -375,6 +390,16 @@ impl RuleSet {
                     missing: missing.join(", "),
                 });
             }
+            for column in rule.old.iter().chain(&rule.new) {
+                if let Some(reason) = catalog.type_error(&rule.schema, &rule.table, column) {
+                    return Err(RuleError::TransformType {
+                        rule: rule.id.clone(),
+                        table: rule.qualified_table(),
+                        column: column.clone(),
+                        reason: reason.to_owned(),
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -428,14 +453,19 @@ impl RuleSet {
                         continue;
                     };
                     let expr = template.render_text(&mut |c| super::ident::quote(c).into_owned());
+                    let table = format!(
+                        "{}.{}",
+                        super::ident::quote(&rule.schema),
+                        super::ident::quote(&rule.table)
+                    );
                     probes.push(TransformProbe {
                         schema: rule.schema.clone(),
                         table: rule.table.clone(),
                         column: column.clone(),
-                        sql: format!(
-                            "SELECT {expr} FROM {}.{} LIMIT 0",
-                            super::ident::quote(&rule.schema),
-                            super::ident::quote(&rule.table)
+                        sql: format!("SELECT {expr} FROM {table} LIMIT 0"),
+                        assign_sql: format!(
+                            "UPDATE {table} SET {} = {expr} WHERE false",
+                            super::ident::quote(column)
                         ),
                     });
                 }

@@ -46,3 +46,20 @@ async fn computed_values_describe_as_their_column_in_every_phase() {
         assert_eq!(row.get::<_, i32>(1), 7, "{phase}");
     }
 }
+
+#[tokio::test]
+async fn a_transform_its_column_cannot_hold_refuses_the_rule() {
+    let db = Db::create("types_bad", SETUP).await;
+    // `qty::text` is text; `amount` is smallint, and text is not assignable to it.
+    let bad = rule("expand").replace("amount = \"qty + 0\"", "amount = \"qty::text\"");
+    let config = crate::support::ops::ops_config(&db.scope(&bad));
+    let run = crate::support::ops::run(&config, &["serve"]).await;
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("rule items-amount")
+            && run.stderr.contains("column amount")
+            && run.stderr.contains("does not fit"),
+        "{}",
+        run.stderr
+    );
+}
