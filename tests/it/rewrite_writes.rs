@@ -592,3 +592,36 @@ async fn contract_writes_keep_both_shapes_while_the_old_columns_exist() {
         .0;
     assert_eq!(rows, ["1|Cy|Cy", "2|∅|∅", "3|Di|Di"]);
 }
+
+#[tokio::test]
+async fn on_conflict_on_the_old_columns_constraint_in_contract() {
+    let db = Db::create(
+        "rw_on_constraint",
+        "CREATE TABLE users (id int PRIMARY KEY, name text CONSTRAINT users_name_key UNIQUE,
+           full_name text CONSTRAINT users_full_name_key UNIQUE, hits int DEFAULT 0);
+         INSERT INTO users VALUES (1, 'Ann', 'Ann', 0);",
+    )
+    .await;
+    let proxy = db.proxy(&rename("contract")).start().await;
+    let client = db.through(&proxy).await;
+    for (i, sql) in [
+        "INSERT INTO users (id, name) VALUES (2, 'Ann') ON CONFLICT ON CONSTRAINT users_name_key DO UPDATE SET hits = users.hits + 1",
+        "INSERT INTO users (id, full_name) VALUES (3, 'Ann') ON CONFLICT ON CONSTRAINT users_name_key DO UPDATE SET hits = users.hits + 1",
+        "INSERT INTO users (id, name) VALUES (4, 'Ann') ON CONFLICT (name) DO UPDATE SET hits = users.hits + 1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let run = if i % 2 == 0 {
+            simple_rows(&client, sql).await.map(|_| ())
+        } else {
+            extended_rows(&client, sql, &[]).await.map(|_| ())
+        };
+        run.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    assert_eq!(
+        db.physical("SELECT id, name, full_name, hits FROM users")
+            .await,
+        ["1|Ann|Ann|3"]
+    );
+}
