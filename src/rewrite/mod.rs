@@ -33,6 +33,7 @@ mod depth;
 mod edits;
 mod fingerprint;
 mod from;
+mod function;
 mod ident;
 mod insert;
 mod items;

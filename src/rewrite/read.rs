@@ -22,7 +22,7 @@ use super::phase::read_value;
 use super::rules::RuleSet;
 use super::scope::{find_rel, resolve, Rel, RelKind, Resolution, Scope};
 use super::source::Source;
-use super::{copy, insert, predicate, update, Refuse};
+use super::{copy, function, insert, predicate, update, Refuse};
 
 /// Output column labels of a query, when known.
 pub(crate) type Labels = Option<Vec<String>>;
@@ -166,6 +166,7 @@ impl<'a> Ctx<'a> {
                 Some(q) => self.walk_query(q).map(|_| None),
                 None => Ok(None),
             },
+            Statement::CreateFunction(f) => function::walk(self, f),
             Statement::CreateView(_) | Statement::Merge(_) => {
                 self.refuse_if_mapped(statement, "this statement kind over a mapped table")?;
                 Ok(None)

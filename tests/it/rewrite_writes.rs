@@ -625,3 +625,34 @@ async fn on_conflict_on_the_old_columns_constraint_in_contract() {
         ["1|Ann|Ann|3"]
     );
 }
+
+#[tokio::test]
+async fn function_bodies_write_both_shapes_or_are_refused() {
+    let db = Db::create(
+        "rw_function",
+        "CREATE TABLE users (id serial PRIMARY KEY, email text, name text, full_name text);",
+    )
+    .await;
+    let proxy = db.proxy(&rename("expand")).start().await;
+    let client = db.through(&proxy).await;
+    let e = client
+        .batch_execute(
+            "CREATE FUNCTION pg_temp.f() RETURNS void AS $f$ BEGIN INSERT INTO users (email, full_name) VALUES ('f@x','Fn Ln'); END $f$ LANGUAGE plpgsql; SELECT pg_temp.f();",
+        )
+        .await
+        .expect_err("a plpgsql body writing a mapped table");
+    let (code, message) = db_error(&e);
+    assert_eq!(code, "0A000", "{message}");
+    assert!(message.contains("LANGUAGE plpgsql"), "{message}");
+    client
+        .batch_execute(
+            "CREATE FUNCTION pg_temp.g(e text, n text) RETURNS void LANGUAGE sql AS $$ INSERT INTO users (email, full_name) VALUES (e, n) $$; SELECT pg_temp.g('g@x', 'Gi Go');",
+        )
+        .await
+        .expect("a LANGUAGE sql body is rewritten");
+    assert_eq!(
+        db.physical("SELECT name, full_name FROM users WHERE email = 'g@x'")
+            .await,
+        ["Gi Go|Gi Go"]
+    );
+}

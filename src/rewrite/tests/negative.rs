@@ -158,3 +158,22 @@ fn names_mapped_table_looks_at_relations_not_bytes() {
         assert_eq!(names_mapped_table(sql, &rules), Ok(names), "{sql}");
     }
 }
+#[test]
+fn function_bodies_are_rewritten_or_refused() {
+    let rules = super::support::rules("expand");
+    let cat = super::support::catalog();
+    let rewrite = |sql: &str| crate::rewrite::rewrite(sql, &rules, &cat);
+    assert_eq!(
+        rewrite("CREATE FUNCTION pg_temp.g() RETURNS void LANGUAGE sql AS $$ INSERT INTO users (id, name) VALUES (9, 'x') $$"),
+        Ok(crate::rewrite::Outcome::Rewritten(
+            "CREATE FUNCTION pg_temp.g() RETURNS void LANGUAGE sql AS $pgshim$ INSERT INTO users (id, name, full_name) VALUES (9, 'x', 'x') $pgshim$".into()
+        ))
+    );
+    let e = rewrite("CREATE FUNCTION pg_temp.f() RETURNS void AS $f$ BEGIN INSERT INTO users (email, full_name) VALUES ('f@x','Fn Ln'); END $f$ LANGUAGE plpgsql").unwrap_err();
+    assert_eq!(e.rule_id, "users.name");
+    assert!(e.reason.contains("LANGUAGE plpgsql"), "{e}");
+    assert_eq!(
+        rewrite("CREATE FUNCTION pg_temp.h() RETURNS int AS $$ SELECT 1 $$ LANGUAGE plpgsql"),
+        Ok(crate::rewrite::Outcome::Unchanged)
+    );
+}
