@@ -2,15 +2,15 @@
 //!
 //! A body that writes a mapped table would write one shape only, whenever it is
 //! called, so it is never created as written. A `LANGUAGE sql` body is rewritten
-//! like any statement (its text is SQL) and sent back dollar-quoted; a body in a
-//! procedural language (plpgsql…) that names a mapped table is refused, since
-//! pgshim does not parse those languages. Bodies written in standard SQL
+//! like any statement (its text is SQL), a plpgsql body statement by statement
+//! (see [`plpgsql`]), and either is sent back dollar-quoted; a body in another
+//! language that names a mapped table is refused. Bodies written in standard SQL
 //! (`RETURN …`, `BEGIN ATOMIC … END`) are part of the statement and walked as such.
 use sqlparser::ast::{CreateFunction, CreateFunctionBody, Expr, Value};
 
 use super::prefilter::{find_ignore_ascii_case, mentions_mapped_table};
 use super::read::{Ctx, Labels};
-use super::{rewrite_parsed, Outcome, Refuse};
+use super::{plpgsql, rewrite_parsed, Outcome, Refuse};
 
 /// Rewrites or refuses the body of a `CREATE FUNCTION`.
 ///
@@ -52,18 +52,32 @@ pub(crate) fn walk(ctx: &mut Ctx<'_>, f: &CreateFunction) -> Result<Labels, Refu
         .language
         .as_ref()
         .map_or_else(|| "sql".to_owned(), |l| l.value.to_ascii_lowercase());
-    if language != "sql" {
-        return Err(refuse(
-            ctx,
-            text,
-            format!(
-                "a LANGUAGE {language} function body that names a mapped table would write one shape only; write the function in LANGUAGE sql, or send its statements from the application"
-            ),
-        ));
-    }
-    let rewritten = match rewrite_parsed(text, ctx.rules, ctx.catalog) {
-        Ok(Outcome::Unchanged) => return Ok(None),
-        Ok(Outcome::Rewritten(new)) => new,
+    let rewritten = match language.as_str() {
+        "sql" => rewrite_parsed(text, ctx.rules, ctx.catalog).map(|o| match o {
+            Outcome::Unchanged => None,
+            Outcome::Rewritten(new) => Some(new),
+        }),
+        "plpgsql" => plpgsql::rewrite_body(text, ctx.rules, ctx.catalog),
+        _ => {
+            return Err(refuse(
+                ctx,
+                text,
+                format!(
+                    "a LANGUAGE {language} function body that names a mapped table would write one shape only; write the function in LANGUAGE sql or plpgsql, or send its statements from the application"
+                ),
+            ))
+        }
+    };
+    let rewritten = match rewritten {
+        Ok(None) => return Ok(None),
+        Ok(Some(new)) => new,
+        Err(e) if e.rule.is_none() => {
+            let reason = format!("in the function body: {}", e.reason);
+            return Err(Refuse {
+                kind: e.kind,
+                ..refuse(ctx, text, reason)
+            });
+        }
         Err(e) => {
             return Err(Refuse {
                 reason: format!("in the function body: {}", e.reason),

@@ -39,6 +39,7 @@ mod insert;
 mod items;
 mod list;
 mod phase;
+mod plpgsql;
 mod predicate;
 mod prefilter;
 mod read;
@@ -165,13 +166,55 @@ pub fn rewrite(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome,
     if !mentions_mapped_table(sql.as_bytes(), rules) {
         return Ok(Outcome::Unchanged);
     }
-    rewrite_parsed(sql, rules, catalog).map_err(|refuse| RewriteError {
+    let outcome = match rewrite_parsed(sql, rules, catalog) {
+        Err(refuse) if refuse.kind == RefusalKind::Unrewritable => {
+            rewrite_each(sql, rules, catalog).unwrap_or(Err(refuse))
+        }
+        other => other,
+    };
+    outcome.map_err(|refuse| RewriteError {
         rule_id: refuse
             .rule
             .unwrap_or_else(|| first_mentioned_rule(sql, rules)),
         reason: refuse.reason,
         kind: refuse.kind,
     })
+}
+
+/// Rewrites the statements of a multi-statement text one by one, parsing only those
+/// that mention a mapped table, so a statement sqlparser cannot parse but that
+/// touches no mapped table (`SELECT (f.response).* FROM f()`) does not refuse the
+/// others.
+///
+/// # Returns
+/// `None` when the text is one statement, or does not tokenize: the whole-text
+/// answer stands.
+fn rewrite_each(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Option<Result<Outcome, Refuse>> {
+    let (src, _) = Source::new(sql).ok()?;
+    let ranges = src.statement_ranges();
+    if ranges.len() < 2 {
+        return None;
+    }
+    let mut edits = Edits::default();
+    for (start, end) in ranges {
+        let text = &sql[start..end];
+        if !mentions_mapped_table(text.as_bytes(), rules) {
+            continue;
+        }
+        match rewrite_parsed(text, rules, catalog) {
+            Ok(Outcome::Unchanged) => {}
+            Ok(Outcome::Rewritten(new)) => {
+                if let Err(e) = edits.replace(start, end, new) {
+                    return Some(Err(e));
+                }
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    if edits.is_empty() {
+        return Some(Ok(Outcome::Unchanged));
+    }
+    Some(edits.apply(sql).map(Outcome::Rewritten))
 }
 
 fn rewrite_parsed(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome, Refuse> {

@@ -93,6 +93,32 @@ impl<'a> Source<'a> {
         Ok((Source { text, toks }, all))
     }
 
+    /// Byte ranges of the statements of the text: between top-level semicolons, from
+    /// the first token to the last of each, leaving empty statements out.
+    pub fn statement_ranges(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut depth = 0usize;
+        let mut first: Option<usize> = None;
+        for (i, t) in self.toks.iter().enumerate() {
+            match t.token {
+                Token::LParen | Token::LBracket => depth += 1,
+                Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+                Token::SemiColon if depth == 0 => {
+                    if let Some(f) = first.take() {
+                        out.push((self.toks[f].start, self.toks[i - 1].end));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            first.get_or_insert(i);
+        }
+        if let (Some(f), Some(last)) = (first, self.toks.last()) {
+            out.push((self.toks[f].start, last.end));
+        }
+        out
+    }
+
     /// Index of the token that starts at `loc`.
     pub fn index_at(&self, loc: Location) -> Option<usize> {
         let key = (loc.line, loc.column);

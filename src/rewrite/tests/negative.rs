@@ -169,9 +169,17 @@ fn function_bodies_are_rewritten_or_refused() {
             "CREATE FUNCTION pg_temp.g() RETURNS void LANGUAGE sql AS $pgshim$ INSERT INTO users (id, name, full_name) VALUES (9, 'x', 'x') $pgshim$".into()
         ))
     );
-    let e = rewrite("CREATE FUNCTION pg_temp.f() RETURNS void AS $f$ BEGIN INSERT INTO users (email, full_name) VALUES ('f@x','Fn Ln'); END $f$ LANGUAGE plpgsql").unwrap_err();
+    assert_eq!(
+        rewrite("CREATE FUNCTION pg_temp.f() RETURNS void AS $f$ BEGIN INSERT INTO users (email, full_name) VALUES ('f@x','Fn Ln'); END $f$ LANGUAGE plpgsql"),
+        Ok(crate::rewrite::Outcome::Rewritten(
+            "CREATE FUNCTION pg_temp.f() RETURNS void AS $pgshim$ BEGIN INSERT INTO users (email, full_name, name) VALUES ('f@x','Fn Ln', 'Fn Ln'); END $pgshim$ LANGUAGE plpgsql".into()
+        ))
+    );
+    let e = rewrite("CREATE FUNCTION pg_temp.f() RETURNS void AS $f$ BEGIN IF true THEN INSERT INTO users (full_name) VALUES ('x'); END IF; END $f$ LANGUAGE plpgsql").unwrap_err();
     assert_eq!(e.rule_id, "users.name");
-    assert!(e.reason.contains("LANGUAGE plpgsql"), "{e}");
+    assert!(e.reason.contains("plpgsql body"), "{e}");
+    let e = rewrite("CREATE FUNCTION pg_temp.p() RETURNS void AS $f$ plpy.execute('UPDATE users SET name = 1') $f$ LANGUAGE plpython3u").unwrap_err();
+    assert!(e.reason.contains("LANGUAGE plpython3u"), "{e}");
     assert_eq!(
         rewrite("CREATE FUNCTION pg_temp.h() RETURNS int AS $$ SELECT 1 $$ LANGUAGE plpgsql"),
         Ok(crate::rewrite::Outcome::Unchanged)
