@@ -13,6 +13,7 @@ mod cancel;
 mod cli;
 mod client_tls;
 mod copy;
+mod fuzz_traffic;
 mod limits;
 mod notify;
 mod ops_backfill;
