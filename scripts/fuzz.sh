@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target in fuzz/ for a bounded time, starting from the
 # checked-in seeds (fuzz/seeds/<target>) plus whatever earlier runs found
-# (fuzz/corpus/<target>), and fails on the first crash. Installs the nightly
+# (fuzz/corpus/<target>), and fails if any of them crashes. Installs the nightly
 # toolchain and cargo-fuzz when missing.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
@@ -38,6 +38,7 @@ fi
 # One build for every target (16 codegen units build a release much faster
 # than cargo-fuzz's default of one, for slightly slower runs).
 cargo +nightly fuzz build "${flags[@]}"
+failed=()
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
   echo "fuzz: $t for ${secs}s"
@@ -50,7 +51,11 @@ for t in "${targets[@]}"; do
   set -e
   if [ "$status" -ne 0 ]; then
     echo "fuzz: $t failed (exit $status); the input, when libFuzzer could save it, is in fuzz/artifacts/$t" >&2
-    exit 1
+    failed+=("$t")
   fi
 done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz: failed: ${failed[*]}" >&2
+  exit 1
+fi
 echo "fuzz: ok"
