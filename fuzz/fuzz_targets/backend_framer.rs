@@ -12,7 +12,7 @@ use pgshim::protocol::{Frame, Framer, TxStatus};
 use pgshim_fuzz::{drive, reads, split_input, whole_set};
 
 /// The server-side "whole" tags, and two the session always streams.
-const CANDIDATES: [u8; 8] = [b'Z', b'R', b'E', b'C', b'1', b'3', b'D', b'N'];
+const CANDIDATES: [u8; 8] = *b"ZREC13DN";
 
 /// The session frames server traffic without a size limit; tiny limits
 /// exercise the refusal path too.

@@ -14,7 +14,7 @@ use pgshim_fuzz::{drive, reads, split_input, whole_set};
 
 /// Tags the session may hold whole (Parse always; the others with rules or
 /// prepared statements in play), and a few it never does.
-const CANDIDATES: [u8; 8] = [b'P', b'Q', b'C', b'B', b'D', b'F', b'S', b'H'];
+const CANDIDATES: [u8; 8] = *b"PQCBDFSH";
 
 /// Message size limits: tiny, Postgres's startup limit, defaults, unlimited.
 const LIMITS: [usize; 8] = [

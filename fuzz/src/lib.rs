@@ -222,3 +222,67 @@ fn check(stream: &[u8], max_len: usize, whole: impl Fn(u8) -> bool, framer: &Fra
         .collect();
     assert_eq!(d.wholes, wholes, "whole messages");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn run(stream: &[u8], seed: u16) -> Driven {
+        let mut seen = Vec::new();
+        let driven = drive(
+            stream,
+            &reads(stream, seed),
+            1 << 20,
+            |t| t == b'Q' || t == b'Z',
+            |m| seen.push(m.to_vec()),
+        );
+        assert_eq!(seen.len(), driven.wholes.len());
+        driven
+    }
+
+    #[test]
+    fn stream_split_anywhere_is_forwarded_once_with_every_start() {
+        let (q, d, z) = (
+            msg(b'Q', b"select 1\0"),
+            msg(b'D', &[7; 300]),
+            msg(b'Z', b"I"),
+        );
+        let stream = [q.clone(), d.clone(), z.clone()].concat();
+        for seed in 0..200 {
+            let driven = run(&stream, seed);
+            assert_eq!(driven.forwarded, stream);
+            assert_eq!(driven.starts, b"QDZ");
+            let z_at = q.len() + d.len();
+            assert_eq!(driven.wholes, [(0, q.len()), (z_at, z.len())]);
+        }
+    }
+
+    #[test]
+    fn invalid_header_stops_the_stream_where_it_starts() {
+        let good = msg(b'D', b"abc");
+        let stream = [good.clone(), vec![b'S', 0, 0, 0, 2], msg(b'Z', b"I")].concat();
+        for seed in 0..50 {
+            let driven = run(&stream, seed);
+            assert!(driven.failed);
+            assert_eq!(driven.forwarded, good);
+        }
+    }
+
+    #[test]
+    fn incomplete_whole_message_is_held_and_streamed_one_is_not() {
+        let q = msg(b'Q', b"select 1\0");
+        let driven = run(&q[..q.len() - 1], 3);
+        assert!(driven.forwarded.is_empty() && driven.starts.is_empty());
+        let d = msg(b'D', b"select 1\0");
+        let driven = run(&d[..d.len() - 1], 3);
+        assert_eq!(driven.forwarded, d[..d.len() - 1]);
+        assert_eq!(driven.starts, b"D");
+    }
+}
