@@ -111,7 +111,7 @@ async fn a_million_mutated_messages() {
                         ("application_name", "fuzz_traffic"),
                     ],
                 ),
-                templates: templates.clone(),
+                templates: Arc::clone(&templates),
                 rng: Rng::new(seed + 1),
                 sent: Arc::clone(&sent),
             };
