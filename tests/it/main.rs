@@ -22,6 +22,7 @@ mod db_state;
 mod deep_statements;
 mod demo;
 mod examples;
+mod fuzz_traffic;
 mod limits;
 mod log_sink;
 mod memory_limits;
