@@ -1,4 +1,4 @@
-//! The raw TOML shape of one `[[rule]]` table, exactly as issue 3 pins it.
+//! The raw TOML shape of one `[[rule]]` table, exactly as the README documents it.
 //!
 //! Nothing is validated here beyond what serde checks (unknown keys are rejected) so that
 //! [`RuleSet::from_configs`](super::rules::RuleSet::from_configs) can report every problem
@@ -30,7 +30,7 @@ pub struct RuleConfig {
     /// One SQL expression per old column, over the new columns.
     #[serde(default)]
     pub to_old: BTreeMap<String, String>,
-    /// Lets an operator override the phase guard of a later issue; kept, not used here.
+    /// Lets an operator override the phase guard (a jump of two phases on reload).
     #[serde(default)]
     pub force: bool,
 }

@@ -1,4 +1,4 @@
-//! The value a mapped column reads as in each phase (the semantics table of issue 3).
+//! The value a mapped column reads as in each phase (the semantics table in the README).
 //!
 //! Reads are rewritten to these expressions; `None` means the plain column is already the
 //! right value (old columns in expand, new columns in contract), so the reference is left

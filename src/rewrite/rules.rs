@@ -12,7 +12,7 @@ use super::config::RuleConfig;
 use super::ident::{parse_dotted, parse_single};
 use super::transform::Template;
 
-/// Where a migration stands; see the semantics table in issue 3.
+/// Where a migration stands; see the semantics table in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
     /// O is the source of truth; writes also fill N.
@@ -47,7 +47,7 @@ pub struct Rule {
     pub new: Vec<String>,
     /// The rule's phase.
     pub phase: Phase,
-    /// Kept for the phase guard of a later issue.
+    /// Lets the phase guard allow a jump of two phases (expand <-> contract).
     pub force: bool,
     /// `to_new[i]` computes `new[i]` from the old columns.
     pub(crate) to_new: Vec<Template>,

@@ -408,7 +408,9 @@ impl Rewriter {
     fn count_rules(&self, sql: &[u8]) {
         let sql = sql.to_ascii_lowercase();
         for rule in self.db.rules.rules() {
-            if memchr::memmem::find(&sql, rule.table.as_bytes()).is_some() {
+            // Quoted mixed-case names (`"Users"`) are compared in one case too.
+            let table = rule.table.to_ascii_lowercase();
+            if memchr::memmem::find(&sql, table.as_bytes()).is_some() {
                 metrics::rewrite_by_rule(&rule.id, phase_name(rule.phase));
             }
         }

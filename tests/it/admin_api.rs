@@ -1,4 +1,4 @@
-//! Issue 4, the admin listener: `/metrics` counters move with traffic,
+//! The admin listener: `/metrics` counters move with traffic,
 //! rewrites, reloads and re-prepares; `/rules` describes the rules in force;
 //! `/healthz` tells whether the upstream is reachable; `POST /reload` wants
 //! the bearer token when `[admin] token_env` is set, and so does `pgshim reload`.

@@ -1,4 +1,4 @@
-//! Issue 4, consistency across a flip: a transaction open while the rules
+//! Consistency across a flip: a transaction open while the rules
 //! change keeps the rules it started with until it ends, and a statement
 //! prepared before a flip runs the new rewrite after it, with no error and no
 //! reply the client did not ask for: interleaved with simple queries, with

@@ -1,4 +1,4 @@
-//! Issue 4, refused reloads: a config file that does not parse, has an
+//! Refused reloads: a config file that does not parse, has an
 //! unknown key, holds an invalid rule or one the schema cannot serve changes
 //! nothing (the old rules stay, the version does not move), `POST /reload`
 //! answers 422 with the reason and the failure counter goes up; settings that

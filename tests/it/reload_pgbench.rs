@@ -1,4 +1,4 @@
-//! Issue 4's acceptance test: pgbench writes through pgshim with scripts in
+//! The reload acceptance test: pgbench writes through pgshim with scripts in
 //! both shapes of a mapped table (`pgbench_accounts.abalance` renamed to
 //! `balance`), in simple and prepared mode at once (16 clients in all), while
 //! the rule flips between expand and migrate more than 100 times with

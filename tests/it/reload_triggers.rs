@@ -1,4 +1,4 @@
-//! Issue 4, reload triggers: an edit of the config file in place, an editor's
+//! Reload triggers: an edit of the config file in place, an editor's
 //! write-and-rename, SIGHUP, `POST /reload` and the `pgshim reload` CLI all
 //! put new rules in force, on sessions that were already open, and every
 //! successful reload bumps the rules version.

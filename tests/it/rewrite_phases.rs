@@ -1,4 +1,4 @@
-//! Issue 3's matrix against real Postgres through pgshim: every phase × an
+//! The phase matrix against real Postgres through pgshim: every phase × an
 //! old-shape and a new-shape client × statement forms × simple and extended
 //! protocol, for a rename, a type change and a split rule, checking what the
 //! client sees (rows, row count, labels, parameter count) and the physical
