@@ -42,7 +42,11 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
     let deadline = started + settings.config.limits.startup_timeout();
     let negotiated = tokio::select! {
         n = tokio::time::timeout_at(deadline, startup::negotiate(tcp, &ctx, &settings)) => n,
-        _ = ctx.shutdown.cancelled() => return,
+        _ = ctx.shutdown.cancelled() => {
+            // Still negotiating when shutdown began: the client is turned away.
+            metrics().rejected_shutdown.increment(1);
+            return;
+        }
     };
     match negotiated {
         Err(_) => {

@@ -304,7 +304,10 @@ impl Pump<'_> {
         while let Some(frame) = self
             .framer
             .next(&self.buf[off..], whole)
-            .map_err(|e| lost(down.upstream, &e))?
+            .map_err(|e| {
+                metrics().protocol_errors_server.increment(1);
+                lost(down.upstream, &e)
+            })?
         {
             let h = match frame {
                 Frame::Raw { tag, len } => {
