@@ -86,14 +86,6 @@ pub enum Error {
     /// Certificates or keys could not be loaded.
     #[error("{0}")]
     TlsSetup(String),
-    /// The listener could not be bound or accept failed fatally.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The configured `listen` address.
-        addr: String,
-        /// Why.
-        source: io::Error,
-    },
 }
 
 // === impl Error ===
@@ -117,8 +109,7 @@ impl Error {
             | Error::Config(_)
             | Error::Rules(_)
             | Error::AdminSetup(_)
-            | Error::TlsSetup(_)
-            | Error::Listen { .. } => Side::Proxy,
+            | Error::TlsSetup(_) => Side::Proxy,
         }
     }
 
@@ -136,11 +127,9 @@ impl Error {
             Error::UpstreamConnect { .. } => "08001",
             Error::UpstreamLost { .. } | Error::ClientTls(_) | Error::ClientIo(_) => "08006",
             Error::ShuttingDown => "57P01",
-            Error::Config(_)
-            | Error::Rules(_)
-            | Error::AdminSetup(_)
-            | Error::TlsSetup(_)
-            | Error::Listen { .. } => "XX000",
+            Error::Config(_) | Error::Rules(_) | Error::AdminSetup(_) | Error::TlsSetup(_) => {
+                "XX000"
+            }
         }
     }
 

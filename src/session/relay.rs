@@ -301,14 +301,10 @@ impl Pump<'_> {
             _ => false,
         };
         let mut off = 0;
-        while let Some(frame) = self
-            .framer
-            .next(&self.buf[off..], whole)
-            .map_err(|e| {
-                metrics().protocol_errors_server.increment(1);
-                lost(down.upstream, &e)
-            })?
-        {
+        while let Some(frame) = self.framer.next(&self.buf[off..], whole).map_err(|e| {
+            metrics().protocol_errors_server.increment(1);
+            lost(down.upstream, &e)
+        })? {
             let h = match frame {
                 Frame::Raw { tag, len } => {
                     if let Some(tag) = tag {
