@@ -45,7 +45,7 @@ for t in "${targets[@]}"; do
   # libFuzzer's progress lines (#123 NEW ...) are left out of the log.
   set +e
   cargo +nightly fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
-    -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
+    -max_total_time="$secs" -timeout=60 -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
     | grep -v '^#[0-9]'
   status=${PIPESTATUS[0]}
   set -e

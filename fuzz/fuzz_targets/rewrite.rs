@@ -72,7 +72,12 @@ fn check(sql: &str) {
 }
 
 fn check_rewritten(sql: &str, out: &str) {
-    if let Err(e) = Parser::parse_sql(&PostgreSqlDialect {}, out) {
+    // A text of several statements is rewritten statement by statement when
+    // the whole does not parse: statements that name no mapped table are left
+    // for Postgres to accept or reject, so only a text that parsed must parse
+    // again.
+    let input_parses = Parser::parse_sql(&PostgreSqlDialect {}, sql).is_ok();
+    if let (true, Err(e)) = (input_parses, Parser::parse_sql(&PostgreSqlDialect {}, out)) {
         panic!("rewritten text does not parse: {e}\ninput: {sql}\noutput: {out}");
     }
     let before = parameters(sql);
