@@ -44,6 +44,9 @@
 #   CLIENTS=16       pgbench -c
 #   THREADS=2        pgbench -j
 #   ROUNDS=1         repeat every run; the table shows medians
+#   REFERENCE=1      also run the old-column query through a pgshim without
+#                    rules (0: skip), which tells the cost of the proxy hop
+#                    from the cost of the rule
 #   PHASES="expand migrate contract"   KINDS="point range order"
 #   SHAPES="old new"   MODES="simple prepared"
 #   PGSHIM_BIN=path  use this binary instead of `cargo build --release`
@@ -70,6 +73,7 @@ DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-16}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-1}
+REFERENCE=${REFERENCE:-1}
 read -r -a PHASE_LIST <<<"${PHASES:-expand migrate contract}"
 read -r -a KIND_LIST <<<"${KINDS:-point range order}"
 read -r -a SHAPE_LIST <<<"${SHAPES:-old new}"
@@ -81,6 +85,7 @@ for v in ROWS DURATION CLIENTS THREADS ROUNDS; do
     fi
 done
 ((ROWS >= 1000)) || die "ROWS must be at least 1000"
+[[ $REFERENCE == 0 || $REFERENCE == 1 ]] || die "REFERENCE must be 0 or 1"
 # The phases must come in migration order: the backfill before contract is
 # not undone.
 prev=-1
@@ -160,7 +165,7 @@ write_script() {
 
 # --- pgshim -------------------------------------------------------------------
 
-# write_conf FILE PHASE PORT: a config with the rule in PHASE.
+# write_conf FILE PHASE PORT: a config with the rule in PHASE (none: no rule).
 write_conf() {
     cat >"$1" <<EOF
 listen = "127.0.0.1:$3"
@@ -175,6 +180,9 @@ user = "postgres"
 [limits]
 max_connections = 1000
 shutdown_timeout_ms = 2000
+EOF
+    [[ $2 != none ]] || return 0
+    cat >>"$1" <<EOF
 
 [[rule]]
 id = "$RULE_ID"
@@ -186,48 +194,50 @@ phase = "$2"
 EOF
 }
 
-SHIM_PID=""
-SHIM_PORT=""
-SHIM_LOG=""
+declare -A SHIM_PID=() SHIM_PORT=() SHIM_LOG=()
 
-# start_shim PHASE LEVEL: pgshim with the rule in PHASE on a fresh port.
+# start_shim NAME PHASE LEVEL: pgshim NAME on a fresh port, with the rule in
+# PHASE (none: no rule).
 start_shim() {
-    local phase=$1 level=$2 conf="$BENCH_TMP/shim-$1-$2.toml"
-    pick_port SHIM_PORT
-    write_conf "$conf" "$phase" "$SHIM_PORT"
-    SHIM_LOG="$BENCH_TMP/pgshim-$phase-$level.log"
-    log "starting pgshim (rule in $phase, log: $level) on 127.0.0.1:$SHIM_PORT"
-    PGSHIM_LOG=$level "$PGSHIM" --log-format json --config "$conf" serve >"$SHIM_LOG" 2>&1 &
-    SHIM_PID=$!
-    BENCH_EXTRA_PIDS+=("$SHIM_PID")
-    if ! wait_port "$SHIM_PORT" 15 || ! kill -0 "$SHIM_PID" 2>/dev/null; then
-        tail -n 20 "$SHIM_LOG" >&2
-        die "pgshim did not start"
+    local name=$1 phase=$2 level=$3 conf="$BENCH_TMP/$1-$2-$3.toml" port pid
+    pick_port port
+    write_conf "$conf" "$phase" "$port"
+    SHIM_LOG[$name]="$BENCH_TMP/pgshim-$name-$phase-$level.log"
+    log "starting pgshim '$name' (rule: $phase, log: $level) on 127.0.0.1:$port"
+    PGSHIM_LOG=$level "$PGSHIM" --log-format json --config "$conf" serve >"${SHIM_LOG[$name]}" 2>&1 &
+    pid=$!
+    BENCH_EXTRA_PIDS+=("$pid")
+    SHIM_PID[$name]=$pid
+    SHIM_PORT[$name]=$port
+    if ! wait_port "$port" 15 || ! kill -0 "$pid" 2>/dev/null; then
+        tail -n 20 "${SHIM_LOG[$name]}" >&2
+        die "pgshim '$name' did not start"
     fi
 }
 
 stop_shim() {
-    local i
-    [[ -n $SHIM_PID ]] || return 0
-    kill -TERM "$SHIM_PID" 2>/dev/null || true
-    for ((i = 0; i < 60; i++)); do kill -0 "$SHIM_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SHIM_PID" 2>/dev/null || true
-    wait "$SHIM_PID" 2>/dev/null || true
-    forget_pid "$SHIM_PID"
-    cp "$SHIM_LOG" "$LOG_DIR/" 2>/dev/null || true
-    SHIM_PID=""
+    local name=$1 pid=${SHIM_PID[$1]:-} i
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 60; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    forget_pid "$pid"
+    cp "${SHIM_LOG[$name]}" "$LOG_DIR/" 2>/dev/null || true
+    unset "SHIM_PID[$name]"
 }
 
 shim_alive() {
-    if [[ -z $SHIM_PID ]] || ! kill -0 "$SHIM_PID" 2>/dev/null; then
-        tail -n 20 "$SHIM_LOG" >&2 || true
-        die "pgshim is not running any more"
+    local pid=${SHIM_PID[$1]:-}
+    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
+        tail -n 20 "${SHIM_LOG[$1]:-/dev/null}" >&2 || true
+        die "pgshim '$1' is not running any more"
     fi
 }
 
 # psql through pgshim; extra arguments follow.
 pg_shim() {
-    "$PSQL" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$SHIM_PORT" -U postgres -d bench "$@"
+    "$PSQL" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${SHIM_PORT[rule]}" -U postgres -d bench "$@"
 }
 
 # pgshim CLI commands (plan, backfill, verify) with the rule in expand.
@@ -342,9 +352,10 @@ EOF
     {
         echo
         echo "# statements as pgshim rewrote them (its debug log)"
+        # One line per (original, rewritten) pair, duplicates dropped.
         jq -r '(.fields // .) | select(.message == "statement rewritten")
-               | "\(.original)\n  -> \(.rewritten)"' <"$SHIM_LOG" 2>/dev/null | awk '!seen[$0]++' ||
-            echo "(no rewrites found in the log)"
+               | "\(.original)\u0001\(.rewritten)"' <"${SHIM_LOG[rule]}" 2>/dev/null |
+            awk '!seen[$0]++' | sed 's/\x01/\n  -> /' || echo "(no rewrites found in the log)"
     } >>"$out"
     log "$phase: rows through pgshim match Postgres; EXPLAIN in $out"
 }
@@ -353,19 +364,29 @@ EOF
 
 declare -A TPS=() FAILED=()
 
-# measure PHASE KIND MODE TARGET ROUND; TARGET is direct, old or new.
+# measure PHASE KIND MODE TARGET ROUND; TARGET is direct (old column, straight
+# to Postgres), norule (old column, through pgshim without rules), old or new
+# (that shape through pgshim with the rule).
 measure() {
     local phase=$1 kind=$2 mode=$3 target=$4 round=$5 port col key out tps failed
     key="$phase|$kind|$mode|$target"
     out="$LOG_DIR/$phase-$kind-$mode-$target-r$round.log"
-    if [[ $target == direct ]]; then
-        port=$PG_PORT
-        col=$OLD_COL
-    else
-        shim_alive
-        port=$SHIM_PORT
-        col=$(shape_col "$target")
-    fi
+    case $target in
+        direct)
+            port=$PG_PORT
+            col=$OLD_COL
+            ;;
+        norule)
+            shim_alive norule
+            port=${SHIM_PORT[norule]}
+            col=$OLD_COL
+            ;;
+        *)
+            shim_alive rule
+            port=${SHIM_PORT[rule]}
+            col=$(shape_col "$target")
+            ;;
+    esac
     if ! run_bg "$out" timeout -k 5 $((DURATION + 300)) "$PGBENCH" -n -M "$mode" -f "$BENCH_TMP/$kind-$col.sql" \
         -D rows="$ROWS" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -h 127.0.0.1 -p "$port" -U postgres bench; then
         log "pgbench failed ($phase, $kind, $mode, $target): see $out"
@@ -398,16 +419,21 @@ for kind in "${KIND_LIST[@]}"; do
         { cat "$LOG_DIR/warmup-$kind.log" >&2; die "warm-up failed"; }
 done
 
-TARGETS=(direct "${SHAPE_LIST[@]}")
+TARGETS=(direct)
+if [[ $REFERENCE == 1 ]]; then
+    TARGETS+=(norule)
+    start_shim norule none info
+fi
+TARGETS+=("${SHAPE_LIST[@]}")
 runs=$((${#PHASE_LIST[@]} * ${#KIND_LIST[@]} * ${#MODE_LIST[@]} * ${#TARGETS[@]} * ROUNDS))
 log "measuring: $runs runs of ${DURATION}s, $CLIENTS clients, $THREADS threads, $ROWS rows (~$((runs * (DURATION + 1) / 60 + 1)) min)"
 rot=0
 for phase in "${PHASE_LIST[@]}"; do
     [[ $phase == contract ]] && finish_backfill
-    start_shim "$phase" debug
+    start_shim rule "$phase" debug
     inspect "$phase"
-    stop_shim
-    start_shim "$phase" info
+    stop_shim rule
+    start_shim rule "$phase" info
     for ((round = 1; round <= ROUNDS; round++)); do
         for kind in "${KIND_LIST[@]}"; do
             for mode in "${MODE_LIST[@]}"; do
@@ -419,8 +445,9 @@ for phase in "${PHASE_LIST[@]}"; do
             done
         done
     done
-    stop_shim
+    stop_shim rule
 done
+stop_shim norule
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report -------------------------------------------------------------------
@@ -449,14 +476,27 @@ text_rows=()
 any_failed=0
 below=0
 min_ratio=""
+# The reference rows (pgshim without rules) are shown but not held to the
+# target: they measure the proxy hop, not the rule.
 for kind in "${KIND_LIST[@]}"; do
-    for shape in "${SHAPE_LIST[@]}"; do
+    for shape in "${TARGETS[@]:1}"; do
         for mode in "${MODE_LIST[@]}"; do
-            md="| $(describe "$kind") | $shape ($(shape_col "$shape")) | $mode |"
-            txt=$(printf '%-6s %-4s %-9s' "$kind" "$shape" "$mode")
+            if [[ $shape == norule ]]; then
+                md="| $(describe "$kind") | *reference: $OLD_COL through pgshim without rules* | $mode |"
+                txt=$(printf '%-6s %-4s %-9s' "$kind" "ref" "$mode")
+            else
+                md="| $(describe "$kind") | $shape ($(shape_col "$shape")) | $mode |"
+                txt=$(printf '%-6s %-4s %-9s' "$kind" "$shape" "$mode")
+            fi
             for phase in "${PHASE_LIST[@]}"; do
                 k="$phase|$kind|$mode"
                 r=$(ratio "$(median "${TPS[$k|$shape]:-}")" "$(median "${TPS[$k|direct]:-}")")
+                if [[ $shape == norule ]]; then
+                    [[ ${FAILED[$k|$shape]:-0} == 1 ]] && { r="FAILED"; any_failed=1; }
+                    md+=" *$r* |"
+                    txt+=$(printf ' %14s' "($r)")
+                    continue
+                fi
                 if [[ ${FAILED[$k|$shape]:-0} == 1 || ${FAILED[$k|direct]:-0} == 1 ]]; then
                     md+=" FAILED |"
                     txt+=$(printf ' %14s' "FAILED")
@@ -483,6 +523,8 @@ for kind in "${KIND_LIST[@]}"; do
         for mode in "${MODE_LIST[@]}"; do
             if [[ $target == direct ]]; then
                 md="| $(describe "$kind") | direct to Postgres ($OLD_COL) | $mode |"
+            elif [[ $target == norule ]]; then
+                md="| $(describe "$kind") | pgshim without rules ($OLD_COL) | $mode |"
             else
                 md="| $(describe "$kind") | pgshim, $target shape ($(shape_col "$target")) | $mode |"
             fi
@@ -520,6 +562,9 @@ mkdir -p "$OUT_DIR"
     echo "- $noise"
     echo "- cell = TPS through pgshim / TPS of the same query kind and mode sent straight to Postgres on \`$OLD_COL\` (as the application did in expand, before the migration), measured back to back in the same phase; target >= $TARGET_RATIO, cells below it are marked ✗."
     echo "- In migrate, predicates on the mapped column against a literal or \$n become \`((n IS NULL AND P(o)) OR (n IS NOT NULL AND P(n)))\`, which both indexes serve; \`ORDER BY\` the mapped column reads a \`CASE\` expression that no index serves, so the ORDER BY … LIMIT cells of migrate sort every matching row."
+    if [[ $REFERENCE == 1 ]]; then
+        echo "- *reference* rows: the old-shape query through a second pgshim without rules, over direct; the part of every other cell that is the proxy hop itself, not the rule (not held to the target)."
+    fi
     echo "- EXPLAIN ANALYZE of every query per phase and the text pgshim sent: \`bench/out/migrate_reads-logs/explain-*.txt\`."
     echo
     echo "| query | client shape | mode |$phase_header"
@@ -538,7 +583,7 @@ echo "$params"
 echo "$machine"
 echo "$noise"
 echo
-echo "TPS through pgshim / TPS direct on $OLD_COL (target >= $TARGET_RATIO)"
+echo "TPS through pgshim / TPS direct on $OLD_COL (target >= $TARGET_RATIO; ref = pgshim without rules)"
 printf '%-6s %-4s %-9s' kind shape mode
 printf ' %14s' "${PHASE_LIST[@]}"
 echo
