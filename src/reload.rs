@@ -46,6 +46,7 @@ pub struct Reloaded {
 pub struct Reloader {
     path: PathBuf,
     ctx: Arc<Context>,
+    fleet: Option<Arc<crate::fleet::Shared>>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
@@ -57,8 +58,15 @@ impl Reloader {
         Reloader {
             path,
             ctx,
+            fleet: None,
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Records the checksum of each config file it puts in force in `fleet`.
+    pub fn fleet(mut self, fleet: Arc<crate::fleet::Shared>) -> Reloader {
+        self.fleet = Some(fleet);
+        self
     }
 
     /// The config file this reloader reads.
@@ -91,7 +99,11 @@ impl Reloader {
     }
 
     async fn apply(&self) -> Result<Reloaded, ReloadError> {
-        let mut config = Config::load(&self.path)?;
+        let text = std::fs::read_to_string(&self.path).map_err(|source| ConfigError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        let mut config = Config::from_toml(&text, &self.path)?;
         check_restart_only(&config)?;
         let current = self.ctx.settings();
         let restart_needed = current.config.restart_needed(&config);
@@ -110,6 +122,9 @@ impl Reloader {
         publish(&version.rules, number);
         self.ctx.settings.store(Arc::new(settings));
         self.ctx.rules.store(version);
+        if let Some(fleet) = &self.fleet {
+            fleet.set_config_text(&text);
+        }
         Ok(Reloaded {
             version: number,
             restart_needed,

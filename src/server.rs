@@ -16,6 +16,7 @@ use crate::admin::http::{self, Admin};
 use crate::admin::metrics::metrics;
 use crate::config::Config;
 use crate::error::Error;
+use crate::fleet;
 use crate::reload::{self, Reloader};
 use crate::session::{self, Context};
 
@@ -84,6 +85,18 @@ impl Server {
     ) -> Result<(), Error> {
         let token = CancellationToken::new();
         let ctx = Arc::new(Context::new(self.config.clone(), token.clone()).await?);
+        let shared = Arc::new(fleet::Shared::default());
+        if let Some(path) = &self.config_path {
+            // The file as it was read at start; a reload records its own text.
+            if let Ok(text) = std::fs::read_to_string(path) {
+                shared.set_config_text(&text);
+            }
+        }
+        let listen = listener
+            .local_addr()
+            .map_or_else(|_| self.config.listen.clone(), |a| a.to_string());
+        let identity = fleet::Identity::new(self.config.instance_id.as_deref(), &listen);
+        let heartbeat = fleet::Heartbeat::start(ctx.clone(), identity, shared.clone());
         let current = ctx.rules.current();
         reload::publish(&current.rules, current.number);
         // Background tasks (file watcher, SIGHUP, admin) apart from sessions,
@@ -93,7 +106,7 @@ impl Server {
         background.spawn(crate::active::activate_pending(ctx.clone(), token.clone()));
         let reloader = self
             .config_path
-            .map(|path| Arc::new(Reloader::new(path, ctx.clone())));
+            .map(|path| Arc::new(Reloader::new(path, ctx.clone()).fleet(shared.clone())));
         if let Some(reloader) = &reloader {
             background.spawn(watch_file(reloader.clone(), token.clone()));
             background.spawn(reload_on_sighup(reloader.clone(), token.clone()));
@@ -107,7 +120,7 @@ impl Server {
             });
             background.spawn(http::serve(listener, admin, token.clone()));
         }
-        accept_loop(&listener, &ctx, &tracker, shutdown).await;
+        accept_loop(&listener, &ctx, &shared, &tracker, shutdown).await;
         drop(listener);
         let limits = ctx.settings().config.limits.clone();
         tracing::info!(
@@ -127,6 +140,8 @@ impl Server {
                 "sessions still open after shutdown_timeout_ms; closing them"
             );
         }
+        // Leave the registry only once no session serves the rules any more.
+        heartbeat.stop().await;
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, background.wait()).await;
         tracing::info!("shutdown complete");
         Ok(())
@@ -136,6 +151,7 @@ impl Server {
 async fn accept_loop(
     listener: &TcpListener,
     ctx: &Arc<Context>,
+    shared: &Arc<fleet::Shared>,
     tracker: &TaskTracker,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -160,12 +176,14 @@ async fn accept_loop(
         match cap.try_acquire() {
             Some(permit) => {
                 let ctx = ctx.clone();
+                let counted = shared.session();
                 let m = metrics();
                 m.connections_total.increment(1);
                 m.connections.increment(1.0);
                 tracker.spawn(async move {
                     session::run(tcp, peer, ctx).await;
                     metrics().connections.decrement(1.0);
+                    drop(counted);
                     drop(permit);
                 });
             }
