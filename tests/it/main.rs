@@ -21,6 +21,8 @@ mod db_state;
 mod deep_statements;
 mod demo;
 mod examples;
+mod fleet_contract;
+mod fleet_registry;
 mod limits;
 mod log_sink;
 mod memory_limits;
