@@ -1,7 +1,7 @@
 //! `plan --phase contract --apply` drops the old columns only when every
 //! registered instance has the rule in contract and a clean verify finished
 //! after the last of them reached migrate; `--force` overrides with a warning.
-use crate::support::fleet::{converged, flip, named, ops_file, registry};
+use crate::support::fleet::{converged, flip, named, ops_file, registry, FAST};
 use crate::support::ops::run;
 use crate::support::reloadable::{ab_rule, Reloadable};
 use crate::support::rules::Db;
@@ -28,7 +28,7 @@ async fn contract_waits_for_every_instance_and_a_verify_after_migrate() {
     let db = Db::create("fleet_contract", TABLE).await;
     let rule = unique_name("fc");
     let rules = |phase: &str| db.scope(&ab_rule(&rule, phase));
-    let fleet_rules = |phase: &str| format!("{}{}", crate::support::fleet::FAST, rules(phase));
+    let fleet_rules = |phase: &str| format!("{FAST}{}", rules(phase));
     let ids = [unique_name("a"), unique_name("b"), unique_name("c")];
     let mut fleet = Vec::new();
     for id in &ids {
@@ -38,7 +38,7 @@ async fn contract_waits_for_every_instance_and_a_verify_after_migrate() {
     let reg = registry(&db.name).await;
     converged(&reg, &all, &rule, "expand").await;
 
-    let expand = ops_file(&rules("expand"));
+    let expand = ops_file(FAST, &rules("expand"));
     assert!(run(&expand, &["backfill", &rule]).await.status.success());
     let early = run(&expand, &["verify", &rule]).await;
     assert!(early.status.success(), "{early:?}");
@@ -52,7 +52,7 @@ async fn contract_waits_for_every_instance_and_a_verify_after_migrate() {
     }
     converged(&reg, &all[..2], &rule, "contract").await;
 
-    let contract = ops_file(&rules("contract"));
+    let contract = ops_file(FAST, &rules("contract"));
     let apply = ["plan", rule.as_str(), "--phase", "contract", "--apply"];
     let refused = run(&contract, &apply).await;
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
@@ -94,7 +94,7 @@ async fn contract_waits_for_every_instance_and_a_verify_after_migrate() {
 async fn force_drops_without_a_fleet_and_warns() {
     let db = Db::create("fleet_force", TABLE).await;
     let rule = unique_name("ff");
-    let contract = ops_file(&db.scope(&ab_rule(&rule, "contract")));
+    let contract = ops_file(FAST, &db.scope(&ab_rule(&rule, "contract")));
     let refused = run(
         &contract,
         &["plan", &rule, "--phase", "contract", "--apply"],

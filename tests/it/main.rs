@@ -23,6 +23,7 @@ mod demo;
 mod examples;
 mod fleet_contract;
 mod fleet_registry;
+mod fleet_status;
 mod limits;
 mod log_sink;
 mod memory_limits;

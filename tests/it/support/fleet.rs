@@ -19,10 +19,13 @@ pub fn named(id: &str) -> ProxyBuilder {
     proxy().top_level(&format!("instance_id = \"{id}\""))
 }
 
-/// A config file for the migration subcommands: [`FAST`] plus `rules`.
-pub fn ops_file(rules: &str) -> PathBuf {
+/// A config file for the migration subcommands: `fleet` (a `[fleet]` table,
+/// e.g. [`FAST`]) plus `rules`.
+pub fn ops_file(fleet: &str, rules: &str) -> PathBuf {
     let path = run_dir().join(format!("{}.toml", unique_name("fleet_ops")));
-    let text = proxy().rules(&format!("{FAST}{rules}")).toml("127.0.0.1:0");
+    let text = proxy()
+        .rules(&format!("{fleet}{rules}"))
+        .toml("127.0.0.1:0");
     std::fs::write(&path, text).expect("write ops config");
     path
 }
