@@ -28,6 +28,9 @@ pub enum ReloadError {
     /// A rule jumps between expand and contract without `force = true`.
     #[error("{0}")]
     PhaseGuard(String),
+    /// A rule would be two steps from the phase another live instance has in force.
+    #[error("{0}")]
+    FleetGuard(String),
     /// New upstream TLS settings cannot be used.
     #[error(transparent)]
     Setup(#[from] Error),
@@ -47,6 +50,8 @@ pub struct Reloader {
     path: PathBuf,
     ctx: Arc<Context>,
     fleet: Option<Arc<crate::fleet::Shared>>,
+    /// Why the last reload changed nothing; cleared by a successful one.
+    last_error: arc_swap::ArcSwapOption<String>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
@@ -59,6 +64,7 @@ impl Reloader {
             path,
             ctx,
             fleet: None,
+            last_error: arc_swap::ArcSwapOption::empty(),
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
     }
@@ -67,6 +73,11 @@ impl Reloader {
     pub fn fleet(mut self, fleet: Arc<crate::fleet::Shared>) -> Reloader {
         self.fleet = Some(fleet);
         self
+    }
+
+    /// Why the last reload was refused, unless a later one succeeded.
+    pub fn last_error(&self) -> Option<Arc<String>> {
+        self.last_error.load_full()
     }
 
     /// The config file this reloader reads.
@@ -83,6 +94,7 @@ impl Reloader {
         let result = self.apply().await;
         match &result {
             Ok(done) => {
+                self.last_error.store(None);
                 metrics().reloads_ok.increment(1);
                 if done.restart_needed.is_empty() {
                     tracing::info!(trigger, file = %self.path.display(), version = done.version, "config reloaded");
@@ -91,6 +103,7 @@ impl Reloader {
                 }
             }
             Err(e) => {
+                self.last_error.store(Some(Arc::new(e.to_string())));
                 metrics().reloads_failed.increment(1);
                 tracing::error!(trigger, file = %self.path.display(), error = %e, "config reload failed; the previous config stays in force");
             }
@@ -115,6 +128,11 @@ impl Reloader {
         let version =
             RulesVersion::load(&settings.config, &settings.upstream, old.number + 1).await?;
         check_phase_steps(&old.rules, &version.rules).map_err(ReloadError::PhaseGuard)?;
+        if let Some(fleet) = &self.fleet {
+            crate::fleet::spread::check(&settings, &fleet.instance_id, &old.rules, &version.rules)
+                .await
+                .map_err(ReloadError::FleetGuard)?;
+        }
         version
             .check_served(&old, &settings.config.upstream, &settings.upstream)
             .await?;

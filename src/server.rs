@@ -85,17 +85,17 @@ impl Server {
     ) -> Result<(), Error> {
         let token = CancellationToken::new();
         let ctx = Arc::new(Context::new(self.config.clone(), token.clone()).await?);
-        let shared = Arc::new(fleet::Shared::default());
+        let listen = listener
+            .local_addr()
+            .map_or_else(|_| self.config.listen.clone(), |a| a.to_string());
+        let identity = fleet::Identity::new(self.config.instance_id.as_deref(), &listen);
+        let shared = Arc::new(fleet::Shared::new(&identity.instance_id));
         if let Some(path) = &self.config_path {
             // The file as it was read at start; a reload records its own text.
             if let Ok(text) = std::fs::read_to_string(path) {
                 shared.set_config_text(&text);
             }
         }
-        let listen = listener
-            .local_addr()
-            .map_or_else(|_| self.config.listen.clone(), |a| a.to_string());
-        let identity = fleet::Identity::new(self.config.instance_id.as_deref(), &listen);
         let heartbeat = fleet::Heartbeat::start(ctx.clone(), identity, shared.clone());
         let current = ctx.rules.current();
         reload::publish(&current.rules, current.number);

@@ -13,7 +13,7 @@
 //! migration commands look for a rule ([`registry_database`]).
 //!
 //! [`guard`] is what `plan --phase contract --apply` checks before it drops
-//! columns.
+//! columns; [`spread`] is what a reload checks before it changes a phase.
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use crate::rewrite::{Phase, Rule, RuleSet};
 pub mod guard;
 pub mod heartbeat;
 pub mod registry;
+pub mod spread;
 
 pub use heartbeat::Heartbeat;
 use registry::{Phases, RulePhase};
@@ -39,9 +40,11 @@ pub struct Identity {
     pub started_at: SystemTime,
 }
 
-/// What a running server shares with its heartbeat.
-#[derive(Debug, Default)]
+/// What a running server shares with its heartbeat and its reloader.
+#[derive(Debug)]
 pub struct Shared {
+    /// This instance's id in the registry.
+    pub instance_id: String,
     /// Client sessions open (admitted by the connection cap).
     pub sessions: AtomicUsize,
     /// Checksum of the config file in force; empty when there is no file.
@@ -67,6 +70,15 @@ impl Identity {
 // === impl Shared ===
 
 impl Shared {
+    /// State for the instance named `instance_id`.
+    pub fn new(instance_id: &str) -> Shared {
+        Shared {
+            instance_id: instance_id.to_owned(),
+            sessions: AtomicUsize::new(0),
+            checksum: ArcSwap::from_pointee(String::new()),
+        }
+    }
+
     /// Counts a session until the returned guard is dropped.
     pub fn session(self: &Arc<Self>) -> SessionGuard {
         self.sessions.fetch_add(1, Ordering::Relaxed);

@@ -22,6 +22,7 @@ mod deep_statements;
 mod demo;
 mod examples;
 mod fleet_contract;
+mod fleet_guard;
 mod fleet_registry;
 mod fleet_status;
 mod limits;
