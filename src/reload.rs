@@ -80,6 +80,13 @@ impl Reloader {
         self.last_error.load_full()
     }
 
+    fn set_last_error(&self, error: Option<Arc<String>>) {
+        if let Some(fleet) = &self.fleet {
+            fleet.reload_error.store(error.clone());
+        }
+        self.last_error.store(error);
+    }
+
     /// The config file this reloader reads.
     pub fn path(&self) -> &Path {
         &self.path
@@ -94,7 +101,7 @@ impl Reloader {
         let result = self.apply().await;
         match &result {
             Ok(done) => {
-                self.last_error.store(None);
+                self.set_last_error(None);
                 metrics().reloads_ok.increment(1);
                 if done.restart_needed.is_empty() {
                     tracing::info!(trigger, file = %self.path.display(), version = done.version, "config reloaded");
@@ -103,7 +110,7 @@ impl Reloader {
                 }
             }
             Err(e) => {
-                self.last_error.store(Some(Arc::new(e.to_string())));
+                self.set_last_error(Some(Arc::new(e.to_string())));
                 metrics().reloads_failed.increment(1);
                 tracing::error!(trigger, file = %self.path.display(), error = %e, "config reload failed; the previous config stays in force");
             }

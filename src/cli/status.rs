@@ -144,6 +144,9 @@ fn print_fleet(r: &RuleStatus) {
             i.config_checksum,
             i.last_beat_secs_ago
         );
+        if let Some(e) = &i.last_reload_error {
+            println!("              last reload refused: {e}");
+        }
     }
     if let Some(d) = &r.disagreement {
         println!("  disagree: {d}");

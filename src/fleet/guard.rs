@@ -184,6 +184,7 @@ mod tests {
             config_checksum: String::new(),
             phases,
             sessions: 0,
+            last_reload_error: None,
             last_beat: String::new(),
             age_ms: if liveness == Liveness::Live {
                 1_000

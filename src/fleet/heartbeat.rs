@@ -126,6 +126,7 @@ impl Beater {
             }
         }
         let checksum = self.shared.checksum.load_full();
+        let reload_error = self.shared.reload_error.load_full();
         let beat = Beat {
             instance_id: &self.identity.instance_id,
             version: env!("CARGO_PKG_VERSION"),
@@ -134,6 +135,7 @@ impl Beater {
             config_checksum: &checksum,
             phases: &self.phases,
             sessions: self.shared.sessions.load(Ordering::Relaxed),
+            last_reload_error: reload_error.as_deref().map(String::as_str),
         };
         let limit = settings.config.upstream.connect_timeout() + BEAT_TIMEOUT;
         let mut outcomes = Vec::new();

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::rewrite::{Phase, Rule, RuleSet};
 
@@ -49,6 +49,8 @@ pub struct Shared {
     pub sessions: AtomicUsize,
     /// Checksum of the config file in force; empty when there is no file.
     pub checksum: ArcSwap<String>,
+    /// Why the last reload changed nothing, unless a later one succeeded.
+    pub reload_error: ArcSwapOption<String>,
 }
 
 // === impl Identity ===
@@ -76,6 +78,7 @@ impl Shared {
             instance_id: instance_id.to_owned(),
             sessions: AtomicUsize::new(0),
             checksum: ArcSwap::from_pointee(String::new()),
+            reload_error: ArcSwapOption::empty(),
         }
     }
 

@@ -23,22 +23,24 @@ CREATE TABLE IF NOT EXISTS pgshim.instance (
     config_checksum text NOT NULL,
     phases          jsonb NOT NULL,
     sessions        bigint NOT NULL,
+    last_reload_error text,
     last_beat       timestamptz NOT NULL DEFAULT now()
 );";
 
 const BEAT_SQL: &str = "\
 INSERT INTO pgshim.instance (instance_id, version, started_at, rules_version, config_checksum, \
-                             phases, sessions, last_beat) \
-VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, now()) \
+                             phases, sessions, last_reload_error, last_beat) \
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, now()) \
 ON CONFLICT (instance_id) DO UPDATE SET version = EXCLUDED.version, \
     started_at = EXCLUDED.started_at, rules_version = EXCLUDED.rules_version, \
     config_checksum = EXCLUDED.config_checksum, phases = EXCLUDED.phases, \
-    sessions = EXCLUDED.sessions, last_beat = now()";
+    sessions = EXCLUDED.sessions, last_reload_error = EXCLUDED.last_reload_error, \
+    last_beat = now()";
 
 const READ_SQL: &str = "\
 SELECT instance_id, version, started_at::text, rules_version, config_checksum, phases::text, \
        sessions, last_beat::text, \
-       (extract(epoch FROM now() - last_beat) * 1000)::bigint \
+       (extract(epoch FROM now() - last_beat) * 1000)::bigint, last_reload_error \
 FROM pgshim.instance ORDER BY instance_id";
 
 /// The phase one instance has in force for one rule.
@@ -72,6 +74,8 @@ pub struct Beat<'a> {
     pub phases: &'a Phases,
     /// Client sessions open.
     pub sessions: usize,
+    /// Why the last reload changed nothing, unless a later one succeeded.
+    pub last_reload_error: Option<&'a str>,
 }
 
 /// Whether a row can be trusted.
@@ -101,6 +105,8 @@ pub struct Instance {
     pub phases: Phases,
     /// Client sessions it had open at the last beat.
     pub sessions: i64,
+    /// Why its last reload changed nothing, unless a later one succeeded.
+    pub last_reload_error: Option<String>,
     /// When it last beat.
     pub last_beat: String,
     /// Milliseconds since its last beat (database clock).
@@ -161,6 +167,7 @@ pub async fn beat(
                 &beat.config_checksum,
                 &phases,
                 &sessions,
+                &beat.last_reload_error,
             ],
         )
         .await?;
@@ -219,6 +226,7 @@ pub async fn read(
                 // A row this version cannot read reports no rules rather than failing.
                 phases: serde_json::from_str(&phases).unwrap_or_default(),
                 sessions: r.get(6),
+                last_reload_error: r.get(9),
                 last_beat: r.get(7),
                 age_ms,
                 liveness,

@@ -132,6 +132,7 @@ mod tests {
             config_checksum: String::new(),
             phases,
             sessions: 0,
+            last_reload_error: None,
             last_beat: String::new(),
             age_ms: 0,
             liveness,

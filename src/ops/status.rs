@@ -67,6 +67,8 @@ pub struct InstancePhase {
     pub sessions: i64,
     /// pgshim's version.
     pub version: String,
+    /// Why its last reload changed nothing, unless a later one succeeded.
+    pub last_reload_error: Option<String>,
 }
 
 /// A backfill checkpoint, as status shows it.
@@ -339,6 +341,7 @@ impl InstancePhase {
             config_checksum: i.config_checksum.clone(),
             sessions: i.sessions,
             version: i.version.clone(),
+            last_reload_error: i.last_reload_error.clone(),
         }
     }
 }
@@ -357,6 +360,7 @@ mod tests {
             config_checksum: String::new(),
             sessions: 0,
             version: String::new(),
+            last_reload_error: None,
         }
     }
 

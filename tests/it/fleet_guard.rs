@@ -1,10 +1,11 @@
 //! The fleet phase guard: a reload does not put a rule two steps from the
 //! phase another live instance has in force; the instance keeps its rules and
 //! says why in the reload answer and in `/rules`.
-use crate::support::fleet::{converged, flip, named, registry, FAST};
+use crate::support::fleet::{converged, flip, named, ops_file, registry, row, FAST};
+use crate::support::ops::run;
 use crate::support::reloadable::{ab_rule, Reloadable};
 use crate::support::rules::Db;
-use crate::support::unique_name;
+use crate::support::{eventually, unique_name};
 
 #[tokio::test]
 async fn contract_refused_while_another_instance_is_in_expand() {
@@ -43,12 +44,36 @@ async fn contract_refused_while_another_instance_is_in_expand() {
             .is_some_and(|e| e.contains(&ids[2])),
         "{shown}"
     );
+    eventually(20, "the refusal reaches the registry", || async {
+        row(&reg, &ids[0])
+            .await
+            .and_then(|r| r.last_reload_error)
+            .is_some_and(|e| e.contains(&ids[2]))
+    })
+    .await;
+    let config = ops_file(FAST, &db.scope(&ab_rule(&rule, "migrate")));
+    let text = run(&config, &["status"]).await;
+    assert!(
+        text.stdout.contains("last reload refused: rule"),
+        "{}",
+        text.stdout
+    );
 
     flip(&fleet[2], &rules("migrate")).await;
     converged(&reg, &all, &rule, "migrate").await;
     flip(&fleet[0], &rules("contract")).await;
     assert_eq!(fleet[0].admin.phase(&rule).await, "contract");
     assert!(fleet[0].admin.rules().await["last_reload_error"].is_null());
+    eventually(
+        20,
+        "a successful reload clears it in the registry",
+        || async {
+            row(&reg, &ids[0])
+                .await
+                .is_some_and(|r| r.last_reload_error.is_none())
+        },
+    )
+    .await;
     for proxy in fleet {
         proxy.stop().await.unwrap();
     }

@@ -54,6 +54,8 @@ pub struct Row {
     pub sessions: i64,
     /// Milliseconds since its last beat.
     pub age_ms: f64,
+    /// Why its last reload was refused, if it was.
+    pub last_reload_error: Option<String>,
 }
 
 /// The registry row of `instance` in `database`, if any.
@@ -69,7 +71,7 @@ pub async fn row(client: &Client, instance: &str) -> Option<Row> {
     client
         .query_opt(
             "SELECT version, rules_version, config_checksum, phases::text, sessions, \
-                    (extract(epoch FROM now() - last_beat) * 1000)::float8 \
+                    (extract(epoch FROM now() - last_beat) * 1000)::float8, last_reload_error \
              FROM pgshim.instance WHERE instance_id = $1",
             &[&instance],
         )
@@ -82,6 +84,7 @@ pub async fn row(client: &Client, instance: &str) -> Option<Row> {
             phases: serde_json::from_str(r.get(3)).unwrap(),
             sessions: r.get(4),
             age_ms: r.get(5),
+            last_reload_error: r.get(6),
         })
 }
 
