@@ -96,7 +96,6 @@ impl Server {
                 shared.set_config_text(&text);
             }
         }
-        let heartbeat = fleet::Heartbeat::start(ctx.clone(), identity, shared.clone());
         let current = ctx.rules.current();
         reload::publish(&current.rules, current.number);
         // Background tasks (file watcher, SIGHUP, admin) apart from sessions,
@@ -120,6 +119,8 @@ impl Server {
             });
             background.spawn(http::serve(listener, admin, token.clone()));
         }
+        // Started last, so no early return leaves it beating.
+        let heartbeat = fleet::Heartbeat::start(ctx.clone(), identity, shared.clone());
         accept_loop(&listener, &ctx, &shared, &tracker, shutdown).await;
         drop(listener);
         let limits = ctx.settings().config.limits.clone();

@@ -24,9 +24,11 @@ const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 const BEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running heartbeat.
+/// Dropping it without [`Heartbeat::stop`] (the server's future dropped) still
+/// stops the beat and deregisters in the background.
 pub struct Heartbeat {
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 struct Beater {
@@ -56,19 +58,30 @@ impl Heartbeat {
             no_login_logged: false,
         };
         let task = tokio::spawn(beater.run(stop.clone()));
-        Heartbeat { stop, task }
+        Heartbeat {
+            stop,
+            task: Some(task),
+        }
     }
 
     /// Stops beating and deletes this instance's rows.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let mut task = self.task;
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
         if tokio::time::timeout(DEREGISTER_TIMEOUT * 2, &mut task)
             .await
             .is_err()
         {
             task.abort();
         }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

@@ -132,6 +132,11 @@ pub fn liveness(age_ms: i64, cfg: &FleetConfig) -> Option<Liveness> {
 /// # Errors
 /// What Postgres said, e.g. when the login may not create a schema.
 pub async fn ensure(client: &Client) -> Result<(), tokio_postgres::Error> {
+    // CREATE ... IF NOT EXISTS still needs CREATE on the database, which a
+    // login may lack once an administrator has made the table for it.
+    if exists(client).await? {
+        return Ok(());
+    }
     let mut attempt = 0;
     loop {
         match client.batch_execute(SCHEMA_SQL).await {
@@ -142,6 +147,13 @@ pub async fn ensure(client: &Client) -> Result<(), tokio_postgres::Error> {
             other => return other,
         }
     }
+}
+
+async fn exists(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT to_regclass('pgshim.instance') IS NOT NULL", &[])
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Writes this instance's row and removes rows older than `forget_after_ms`.
@@ -203,11 +215,7 @@ pub async fn read(
     client: &Client,
     cfg: &FleetConfig,
 ) -> Result<Vec<Instance>, tokio_postgres::Error> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass('pgshim.instance') IS NOT NULL", &[])
-        .await?
-        .get(0);
-    if !exists {
+    if !exists(client).await? {
         return Ok(Vec::new());
     }
     let rows = client.query(READ_SQL, &[]).await?;
