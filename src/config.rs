@@ -501,6 +501,25 @@ mod tests {
     }
 
     #[test]
+    fn fleet_timings_must_be_consistent() {
+        let c = Config::from_toml("", Path::new("p.toml")).unwrap();
+        assert_eq!(c.fleet, FleetConfig::default());
+        assert_eq!(c.fleet.database, "postgres");
+        for (text, key) in [
+            ("[fleet]\nheartbeat_ms = 10\n", "heartbeat_ms"),
+            ("[fleet]\nstale_after_ms = 3000\n", "stale_after_ms"),
+            ("[fleet]\nforget_after_ms = 5000\n", "forget_after_ms"),
+            ("instance_id = \" \"\n", "instance_id"),
+        ] {
+            let err = Config::from_toml(text, Path::new("p.toml"))
+                .err()
+                .unwrap_or_else(|| panic!("{text:?} accepted"))
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_tls_mode_rejected() {
         let err = Config::from_toml("[upstream]\ntls = \"allow\"\n", Path::new("p.toml"))
             .unwrap_err()

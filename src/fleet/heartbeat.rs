@@ -112,7 +112,7 @@ impl Beater {
     async fn beat_all(&mut self, settings: &Settings) {
         if settings.config.upstream.user.is_none() {
             if !self.no_login_logged {
-                tracing::warn!("[upstream] user is not set: this instance does not register in the fleet registry, so `pgshim status` cannot see it and `plan --phase contract --apply` will not count it");
+                tracing::info!("[upstream] user is not set: this instance does not register in the fleet registry, so `pgshim status` cannot see it and `plan --phase contract --apply` will not count it");
                 self.no_login_logged = true;
             }
             return;
