@@ -83,6 +83,7 @@ impl Reloader {
     fn set_last_error(&self, error: Option<Arc<String>>) {
         if let Some(fleet) = &self.fleet {
             fleet.reload_error.store(error.clone());
+            fleet.beat_now.notify_one();
         }
         self.last_error.store(error);
     }

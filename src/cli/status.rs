@@ -62,6 +62,12 @@ fn print_rule(r: &RuleStatus) {
         println!("  error:    {e}");
     } else {
         print_fleet(r);
+        if !r.without_rule.is_empty() {
+            println!(
+                "  note:     registered here without this rule (statements on its table pass unrewritten): {}",
+                r.without_rule.join(", ")
+            );
+        }
         print_shapes(r);
     }
     print_progress(r);

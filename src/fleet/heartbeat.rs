@@ -104,6 +104,7 @@ impl Beater {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}
+                _ = self.shared.beat_now.notified() => {}
             }
         }
         self.deregister_all().await;

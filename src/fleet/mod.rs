@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::Notify;
 
 use crate::rewrite::{Phase, Rule, RuleSet};
 
@@ -51,6 +52,8 @@ pub struct Shared {
     pub checksum: ArcSwap<String>,
     /// Why the last reload changed nothing, unless a later one succeeded.
     pub reload_error: ArcSwapOption<String>,
+    /// Wakes the heartbeat early, so a reload shows in the registry at once.
+    pub beat_now: Notify,
 }
 
 // === impl Identity ===
@@ -79,6 +82,7 @@ impl Shared {
             sessions: AtomicUsize::new(0),
             checksum: ArcSwap::from_pointee(String::new()),
             reload_error: ArcSwapOption::empty(),
+            beat_now: Notify::new(),
         }
     }
 

@@ -40,6 +40,9 @@ pub struct RuleStatus {
     pub instances: Vec<InstancePhase>,
     /// Instances whose phase differs from the config's, if any.
     pub disagreement: Option<String>,
+    /// Live instances registered in the same database whose config lacks this
+    /// rule: they pass its table's statements through unrewritten.
+    pub without_rule: Vec<String>,
     /// Why `plan --phase contract --apply` would refuse to drop the old columns now.
     pub contract_blocked: Option<String>,
     /// What to do next, as a command or config change.
@@ -150,9 +153,13 @@ async fn inspect(
             .map_err(OpsError::db("reading the fleet registry (pgshim.instance)"))?,
         None => Vec::new(),
     };
-    let fleet: Vec<Instance> = fleet
+    let (fleet, others): (Vec<Instance>, Vec<Instance>) = fleet
         .into_iter()
-        .filter(|i| i.phases.contains_key(&target.rule.id))
+        .partition(|i| i.phases.contains_key(&target.rule.id));
+    st.without_rule = others
+        .into_iter()
+        .filter(|i| i.liveness == Liveness::Live)
+        .map(|i| i.instance_id)
         .collect();
     st.registry_database = registry_db.clone();
     st.instances = fleet
@@ -312,6 +319,7 @@ impl RuleStatus {
             registry_database: String::new(),
             instances: Vec::new(),
             disagreement: None,
+            without_rule: Vec::new(),
             contract_blocked: None,
             next: String::new(),
             error: None,

@@ -3,7 +3,7 @@
 //! in text and `--json`, and fails when it cannot reach Postgres.
 use serde_json::Value;
 
-use crate::support::fleet::{converged, flip, named, ops_file, registry};
+use crate::support::fleet::{converged, flip, named, ops_file, registry, row};
 use crate::support::ops::run;
 use crate::support::pg::{free_port, run_dir};
 use crate::support::proxy::proxy;
@@ -44,9 +44,17 @@ async fn status_shows_each_instance_a_disagreement_and_a_stale_one() {
     let a = Reloadable::start(named(&ids[0]), &fleet_rules("expand")).await;
     let b = Reloadable::start(named(&ids[1]), &fleet_rules("expand")).await;
     let mut c = AdminBinary::start(named(&ids[2]), &fleet_rules("expand"), None).await;
+    // Registered in the same database for another rule only.
+    let other_rule = db.scope(&ab_rule(&unique_name("other"), "expand"));
+    let bystander_id = unique_name("d");
+    let bystander = Reloadable::start(named(&bystander_id), &format!("{FLEET}{other_rule}")).await;
     let reg = registry(&db.name).await;
     let all: Vec<&str> = ids.iter().map(String::as_str).collect();
     converged(&reg, &all, &rule, "expand").await;
+    eventually(20, "the bystander registered", || async {
+        row(&reg, &bystander_id).await.is_some()
+    })
+    .await;
     flip(&a, &fleet_rules("migrate")).await;
     flip(&b, &fleet_rules("migrate")).await;
     converged(&reg, &all[..2], &rule, "migrate").await;
@@ -55,9 +63,14 @@ async fn status_shows_each_instance_a_disagreement_and_a_stale_one() {
     let s = status_json(&config).await;
     assert_eq!(s["phase"], "migrate");
     assert_eq!(s["instances"].as_array().unwrap().len(), 3, "{s}");
+    assert_eq!(s["without_rule"], serde_json::json!([bystander_id]), "{s}");
     assert_eq!(instance(&s, &ids[0])["phase"], "migrate");
     assert_eq!(instance(&s, &ids[0])["liveness"], "live");
-    assert_eq!(instance(&s, &ids[0])["rules_version"], 2);
+    // The reload is triggered twice (file watcher, POST /reload): version 2 or 3.
+    assert!(
+        instance(&s, &ids[0])["rules_version"].as_i64().unwrap() >= 2,
+        "{s}"
+    );
     assert_eq!(instance(&s, &ids[2])["phase"], "expand");
     let disagreement = s["disagreement"].as_str().unwrap();
     assert!(
@@ -98,6 +111,7 @@ async fn status_shows_each_instance_a_disagreement_and_a_stale_one() {
     );
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+    bystander.stop().await.unwrap();
 }
 
 #[tokio::test]
