@@ -71,7 +71,7 @@ async fn three_instances_register_beat_and_leave() {
     eventually(
         20,
         "the killed instance's row ages past stale_after_ms",
-        || async { row(&reg, &ids[2]).await.is_some_and(|r| r.age_ms > 1_000.0) },
+        || async { row(&reg, &ids[2]).await.is_some_and(|r| r.age_ms > 3_000.0) },
     )
     .await;
     eventually(
@@ -81,7 +81,7 @@ async fn three_instances_register_beat_and_leave() {
     )
     .await;
     assert!(
-        row(&reg, &ids[0]).await.unwrap().age_ms < 1_000.0,
+        row(&reg, &ids[0]).await.unwrap().age_ms < 3_000.0,
         "the live instance keeps beating"
     );
     a.stop().await.unwrap();

@@ -11,8 +11,8 @@ use crate::support::reloadable::{ab_rule, AdminBinary, Reloadable};
 use crate::support::rules::Db;
 use crate::support::{eventually, unique_name};
 
-/// Stale after a second, but remembered long enough to be seen stale.
-const FLEET: &str = "[fleet]\nheartbeat_ms = 200\nstale_after_ms = 1000\nforget_after_ms = 60000\n";
+/// Stale after 3 s, but remembered long enough to be seen stale.
+const FLEET: &str = "[fleet]\nheartbeat_ms = 200\nstale_after_ms = 3000\nforget_after_ms = 60000\n";
 
 async fn status_json(config: &std::path::PathBuf) -> Value {
     let out = run(config, &["status", "--json"]).await;

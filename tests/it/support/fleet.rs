@@ -10,9 +10,10 @@ use super::proxy::{proxy, ProxyBuilder};
 use super::reloadable::Reloadable;
 use super::unique_name;
 
-/// `[fleet]` with short timings, so staleness shows within a second.
+/// `[fleet]` with short timings: stale after 3 s (fifteen missed beats, so a
+/// loaded machine does not make a live instance look stale), forgotten after 6 s.
 pub const FAST: &str =
-    "[fleet]\nheartbeat_ms = 200\nstale_after_ms = 1000\nforget_after_ms = 4000\n";
+    "[fleet]\nheartbeat_ms = 200\nstale_after_ms = 3000\nforget_after_ms = 6000\n";
 
 /// A pgshim builder with `instance_id = id`.
 pub fn named(id: &str) -> ProxyBuilder {
