@@ -69,7 +69,10 @@ impl Reloader {
         }
     }
 
-    /// Records the checksum of each config file it puts in force in `fleet`.
+    /// Joins the reloader to the fleet: a phase change is checked against the
+    /// other instances in the registry ([`crate::fleet::spread`]), and the
+    /// checksum of each file put in force and the reason of each refusal go
+    /// into this instance's registry row.
     pub fn fleet(mut self, fleet: Arc<crate::fleet::Shared>) -> Reloader {
         self.fleet = Some(fleet);
         self
