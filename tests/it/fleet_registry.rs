@@ -1,7 +1,8 @@
 //! The fleet registry: three instances on one database each keep a row in
 //! `pgshim.instance` with what they run; a clean shutdown removes the row, a
 //! killed instance's row turns stale and is then forgotten.
-use crate::support::fleet::{converged, flip, named, registry, row, FAST};
+use crate::support::fleet::{converged, flip, named, ops_file, registry, row, FAST};
+use crate::support::ops::run;
 use crate::support::reloadable::{ab_rule, AdminBinary, Reloadable};
 use crate::support::rules::Db;
 use crate::support::{eventually, unique_name};
@@ -108,4 +109,33 @@ async fn postgres_down_does_not_stop_serving_or_spam_the_log() {
     );
     proxy.signal("TERM");
     assert!(proxy.child.wait().await.unwrap().success());
+}
+
+#[tokio::test]
+async fn rules_without_a_database_register_in_the_control_database() {
+    let db = Db::create(
+        "fleet_ctl",
+        "CREATE TABLE t (id int PRIMARY KEY, a text, b text)",
+    )
+    .await;
+    let rule = unique_name("fctl");
+    let fleet = format!(
+        "[fleet]\ndatabase = \"{}\"\nheartbeat_ms = 200\nstale_after_ms = 3000\n",
+        db.name
+    );
+    let id = unique_name("ctl");
+    let proxy =
+        Reloadable::start(named(&id), &format!("{fleet}{}", ab_rule(&rule, "migrate"))).await;
+    let reg = registry(&db.name).await;
+    converged(&reg, &[&id], &rule, "migrate").await;
+
+    let config = ops_file(&fleet, &ab_rule(&rule, "migrate"));
+    let out = run(&config, &["status", "--json", "--database", &db.name]).await;
+    assert!(out.status.success(), "{out:?}");
+    let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(s[0]["registry_database"], db.name.as_str(), "{s}");
+    assert_eq!(s[0]["instances"][0]["instance_id"], id.as_str(), "{s}");
+    assert_eq!(s[0]["instances"][0]["phase"], "migrate", "{s}");
+    proxy.stop().await.unwrap();
+    assert!(row(&reg, &id).await.is_none());
 }
