@@ -51,16 +51,26 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
     };
     common::runtime()?.block_on(async {
         let client = target.connect(&config).await?;
-        let plan = plan::plan(&client, &target, args.phase).await?;
+        let mut plan = plan::plan(&client, &target, args.phase).await?;
+        let drops = target.rule.phase == Phase::Contract
+            && plan.statements.iter().any(|s| s.needs_contract_phase);
         if !args.apply {
+            if drops {
+                if let Err(GuardError::Refused(refused)) =
+                    guard::check_contract(&config, &target, &client).await
+                {
+                    plan.notes.push(format!(
+                        "--apply would refuse to drop the old columns now: {}",
+                        refused.reason
+                    ));
+                }
+            }
             if args.common.json {
                 return common::print_json(&plan);
             }
             print!("{}", plan.script(timeouts));
             return Ok(());
         }
-        let drops = target.rule.phase == Phase::Contract
-            && plan.statements.iter().any(|s| s.needs_contract_phase);
         if drops {
             guard(&config, &target, &client, args.force).await?;
         }

@@ -53,6 +53,13 @@ async fn contract_waits_for_every_instance_and_a_verify_after_migrate() {
     converged(&reg, &all[..2], &rule, "contract").await;
 
     let contract = ops_file(FAST, &rules("contract"));
+    let dry = run(&contract, &["plan", &rule, "--phase", "contract"]).await;
+    assert!(dry.status.success(), "{dry:?}");
+    assert!(
+        dry.stdout.contains("--apply would refuse") && dry.stdout.contains(&ids[2]),
+        "the printed plan warns: {}",
+        dry.stdout
+    );
     let apply = ["plan", rule.as_str(), "--phase", "contract", "--apply"];
     let refused = run(&contract, &apply).await;
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
