@@ -34,6 +34,30 @@ pub struct Config {
     /// Column mapping rules (`[[rule]]`), validated by [`crate::rewrite::RuleSet`].
     #[serde(default)]
     pub rule: Vec<crate::rewrite::RuleConfig>,
+    /// This instance's name in the fleet registry; default host name and listen address.
+    pub instance_id: Option<String>,
+    /// The fleet registry (`pgshim.instance`): where and how often instances report.
+    #[serde(default)]
+    pub fleet: FleetConfig,
+}
+
+/// `[fleet]`: the registry every `pgshim serve` writes its state to, and when
+/// readers (`status`, `plan --apply`) stop trusting a row.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The control database: holds the registry for rules without `database`.
+    #[serde(default = "default_fleet_database")]
+    pub database: String,
+    /// How often each instance writes its row.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A row older than this is shown as stale.
+    #[serde(default = "default_stale_after_ms")]
+    pub stale_after_ms: u64,
+    /// A row older than this is ignored (and removed by live instances).
+    #[serde(default = "default_forget_after_ms")]
+    pub forget_after_ms: u64,
 }
 
 /// `on_unrewritable`: a statement that mentions a mapped table but cannot be
@@ -203,9 +227,54 @@ impl Config {
         if self.limits.max_message_bytes < 64 {
             return Err("[limits] max_message_bytes must be at least 64".into());
         }
+        if self
+            .instance_id
+            .as_ref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return Err(
+                "instance_id must not be empty; remove it to use host name and listen address"
+                    .into(),
+            );
+        }
+        self.fleet.check()
+    }
+}
+
+// === impl FleetConfig ===
+
+impl FleetConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.heartbeat_ms < 100 {
+            return Err("[fleet] heartbeat_ms must be at least 100".into());
+        }
+        if self.stale_after_ms < self.heartbeat_ms.saturating_mul(2) {
+            return Err("[fleet] stale_after_ms must be at least twice heartbeat_ms, or instances look stale between beats".into());
+        }
+        if self.forget_after_ms < self.stale_after_ms {
+            return Err("[fleet] forget_after_ms must be at least stale_after_ms".into());
+        }
         Ok(())
     }
 
+    /// `heartbeat_ms` as a duration.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            database: default_fleet_database(),
+            heartbeat_ms: default_heartbeat_ms(),
+            stale_after_ms: default_stale_after_ms(),
+            forget_after_ms: default_forget_after_ms(),
+        }
+    }
+}
+
+impl Config {
     /// Settings that only take effect on restart and differ between `self`
     /// and `new`, by config key.
     pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
@@ -218,6 +287,9 @@ impl Config {
         }
         if self.admin != new.admin {
             keys.push("[admin]");
+        }
+        if self.instance_id != new.instance_id {
+            keys.push("instance_id");
         }
         keys
     }
@@ -271,6 +343,8 @@ impl Default for Config {
             on_unrewritable: OnUnrewritable::default(),
             admin: None,
             rule: Vec::new(),
+            instance_id: None,
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -343,6 +417,18 @@ fn default_startup_timeout_ms() -> u64 {
 fn default_shutdown_timeout_ms() -> u64 {
     30_000
 }
+fn default_fleet_database() -> String {
+    "postgres".into()
+}
+fn default_heartbeat_ms() -> u64 {
+    2_000
+}
+fn default_stale_after_ms() -> u64 {
+    10_000
+}
+fn default_forget_after_ms() -> u64 {
+    60_000
+}
 
 #[cfg(test)]
 mod tests {
@@ -411,6 +497,25 @@ mod tests {
                 Config::from_toml(&text, Path::new("p.toml")).is_ok(),
                 "{listen:?}"
             );
+        }
+    }
+
+    #[test]
+    fn fleet_timings_must_be_consistent() {
+        let c = Config::from_toml("", Path::new("p.toml")).unwrap();
+        assert_eq!(c.fleet, FleetConfig::default());
+        assert_eq!(c.fleet.database, "postgres");
+        for (text, key) in [
+            ("[fleet]\nheartbeat_ms = 10\n", "heartbeat_ms"),
+            ("[fleet]\nstale_after_ms = 3000\n", "stale_after_ms"),
+            ("[fleet]\nforget_after_ms = 5000\n", "forget_after_ms"),
+            ("instance_id = \" \"\n", "instance_id"),
+        ] {
+            let err = Config::from_toml(text, Path::new("p.toml"))
+                .err()
+                .unwrap_or_else(|| panic!("{text:?} accepted"))
+                .to_string();
+            assert!(err.contains(key), "{err}");
         }
     }
 

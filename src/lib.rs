@@ -20,6 +20,8 @@
 //! - [`reload`]: hot reload of `proxy.toml` with validation and the phase guard.
 //! - [`ops`]: migration operations (backfill, verify, plan, status) and their `pgshim`
 //!   schema of checkpoints and results.
+//! - [`fleet`]: the registry of running instances in Postgres, their heartbeat, and
+//!   the guard that keeps `plan --phase contract --apply` from dropping data.
 //! - [`server`]: accept loop, connection cap, graceful shutdown.
 //! - [`cli`]: the `pgshim` command line.
 //! - [`error`]: the crate error type and how each failure is shown to a client.
@@ -32,6 +34,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod logging;
 pub mod net;
 pub mod ops;

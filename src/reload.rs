@@ -28,6 +28,9 @@ pub enum ReloadError {
     /// A rule jumps between expand and contract without `force = true`.
     #[error("{0}")]
     PhaseGuard(String),
+    /// A rule would be two steps from the phase another live instance has in force.
+    #[error("{0}")]
+    FleetGuard(String),
     /// New upstream TLS settings cannot be used.
     #[error(transparent)]
     Setup(#[from] Error),
@@ -46,6 +49,9 @@ pub struct Reloaded {
 pub struct Reloader {
     path: PathBuf,
     ctx: Arc<Context>,
+    fleet: Option<Arc<crate::fleet::Shared>>,
+    /// Why the last reload changed nothing; cleared by a successful one.
+    last_error: arc_swap::ArcSwapOption<String>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
@@ -57,8 +63,32 @@ impl Reloader {
         Reloader {
             path,
             ctx,
+            fleet: None,
+            last_error: arc_swap::ArcSwapOption::empty(),
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Joins the reloader to the fleet: a phase change is checked against the
+    /// other instances in the registry ([`crate::fleet::spread`]), and the
+    /// checksum of each file put in force and the reason of each refusal go
+    /// into this instance's registry row.
+    pub fn fleet(mut self, fleet: Arc<crate::fleet::Shared>) -> Reloader {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// Why the last reload was refused, unless a later one succeeded.
+    pub fn last_error(&self) -> Option<Arc<String>> {
+        self.last_error.load_full()
+    }
+
+    fn set_last_error(&self, error: Option<Arc<String>>) {
+        if let Some(fleet) = &self.fleet {
+            fleet.reload_error.store(error.clone());
+            fleet.beat_now.notify_one();
+        }
+        self.last_error.store(error);
     }
 
     /// The config file this reloader reads.
@@ -75,6 +105,7 @@ impl Reloader {
         let result = self.apply().await;
         match &result {
             Ok(done) => {
+                self.set_last_error(None);
                 metrics().reloads_ok.increment(1);
                 if done.restart_needed.is_empty() {
                     tracing::info!(trigger, file = %self.path.display(), version = done.version, "config reloaded");
@@ -83,6 +114,7 @@ impl Reloader {
                 }
             }
             Err(e) => {
+                self.set_last_error(Some(Arc::new(e.to_string())));
                 metrics().reloads_failed.increment(1);
                 tracing::error!(trigger, file = %self.path.display(), error = %e, "config reload failed; the previous config stays in force");
             }
@@ -91,7 +123,11 @@ impl Reloader {
     }
 
     async fn apply(&self) -> Result<Reloaded, ReloadError> {
-        let mut config = Config::load(&self.path)?;
+        let text = std::fs::read_to_string(&self.path).map_err(|source| ConfigError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        let mut config = Config::from_toml(&text, &self.path)?;
         check_restart_only(&config)?;
         let current = self.ctx.settings();
         let restart_needed = current.config.restart_needed(&config);
@@ -103,6 +139,11 @@ impl Reloader {
         let version =
             RulesVersion::load(&settings.config, &settings.upstream, old.number + 1).await?;
         check_phase_steps(&old.rules, &version.rules).map_err(ReloadError::PhaseGuard)?;
+        if let Some(fleet) = &self.fleet {
+            crate::fleet::spread::check(&settings, &fleet.instance_id, &old.rules, &version.rules)
+                .await
+                .map_err(ReloadError::FleetGuard)?;
+        }
         version
             .check_served(&old, &settings.config.upstream, &settings.upstream)
             .await?;
@@ -110,6 +151,9 @@ impl Reloader {
         publish(&version.rules, number);
         self.ctx.settings.store(Arc::new(settings));
         self.ctx.rules.store(version);
+        if let Some(fleet) = &self.fleet {
+            fleet.set_config_text(&text);
+        }
         Ok(Reloaded {
             version: number,
             restart_needed,

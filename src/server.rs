@@ -16,6 +16,7 @@ use crate::admin::http::{self, Admin};
 use crate::admin::metrics::metrics;
 use crate::config::Config;
 use crate::error::Error;
+use crate::fleet;
 use crate::reload::{self, Reloader};
 use crate::session::{self, Context};
 
@@ -84,6 +85,17 @@ impl Server {
     ) -> Result<(), Error> {
         let token = CancellationToken::new();
         let ctx = Arc::new(Context::new(self.config.clone(), token.clone()).await?);
+        let listen = listener
+            .local_addr()
+            .map_or_else(|_| self.config.listen.clone(), |a| a.to_string());
+        let identity = fleet::Identity::new(self.config.instance_id.as_deref(), &listen);
+        let shared = Arc::new(fleet::Shared::new(&identity.instance_id));
+        if let Some(path) = &self.config_path {
+            // The file as it was read at start; a reload records its own text.
+            if let Ok(text) = std::fs::read_to_string(path) {
+                shared.set_config_text(&text);
+            }
+        }
         let current = ctx.rules.current();
         reload::publish(&current.rules, current.number);
         // Background tasks (file watcher, SIGHUP, admin) apart from sessions,
@@ -94,7 +106,7 @@ impl Server {
         background.spawn(crate::active::watch_catalogs(ctx.clone(), token.clone()));
         let reloader = self
             .config_path
-            .map(|path| Arc::new(Reloader::new(path, ctx.clone())));
+            .map(|path| Arc::new(Reloader::new(path, ctx.clone()).fleet(shared.clone())));
         if let Some(reloader) = &reloader {
             background.spawn(watch_file(reloader.clone(), token.clone()));
             background.spawn(reload_on_sighup(reloader.clone(), token.clone()));
@@ -108,7 +120,9 @@ impl Server {
             });
             background.spawn(http::serve(listener, admin, token.clone()));
         }
-        accept_loop(&listener, &ctx, &tracker, shutdown).await;
+        // Started last, so no early return leaves it beating.
+        let heartbeat = fleet::Heartbeat::start(ctx.clone(), identity, shared.clone());
+        accept_loop(&listener, &ctx, &shared, &tracker, shutdown).await;
         drop(listener);
         let limits = ctx.settings().config.limits.clone();
         tracing::info!(
@@ -128,6 +142,8 @@ impl Server {
                 "sessions still open after shutdown_timeout_ms; closing them"
             );
         }
+        // Leave the registry only once no session serves the rules any more.
+        heartbeat.stop().await;
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, background.wait()).await;
         tracing::info!("shutdown complete");
         Ok(())
@@ -137,6 +153,7 @@ impl Server {
 async fn accept_loop(
     listener: &TcpListener,
     ctx: &Arc<Context>,
+    shared: &Arc<fleet::Shared>,
     tracker: &TaskTracker,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -161,12 +178,14 @@ async fn accept_loop(
         match cap.try_acquire() {
             Some(permit) => {
                 let ctx = ctx.clone();
+                let counted = shared.session();
                 let m = metrics();
                 m.connections_total.increment(1);
                 m.connections.increment(1.0);
                 tracker.spawn(async move {
                     session::run(tcp, peer, ctx).await;
                     metrics().connections.decrement(1.0);
+                    drop(counted);
                     drop(permit);
                 });
             }

@@ -142,7 +142,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, String> {
 async fn route(admin: &Admin, request: &Request) -> Response {
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/metrics") => Response(200, "text/plain; version=0.0.4", handle().render()),
-        ("GET", "/rules") => Response(200, "application/json", rules_json(&admin.ctx)),
+        ("GET", "/rules") => Response(200, "application/json", rules_json(admin)),
         ("GET", "/healthz") => healthz(&admin.ctx).await,
         ("POST", "/reload") => reload(admin, request).await,
         (_, "/metrics" | "/rules" | "/healthz" | "/reload") => {
@@ -156,8 +156,8 @@ async fn route(admin: &Admin, request: &Request) -> Response {
     }
 }
 
-fn rules_json(ctx: &Context) -> String {
-    let version = ctx.rules.current();
+fn rules_json(admin: &Admin) -> String {
+    let version = admin.ctx.rules.current();
     let loaded_at = version
         .loaded_at
         .duration_since(UNIX_EPOCH)
@@ -184,6 +184,7 @@ fn rules_json(ctx: &Context) -> String {
         "loaded_at": loaded_at,
         "rules": rules,
         "databases_held": version.databases_held(),
+        "last_reload_error": admin.reloader.as_ref().and_then(|r| r.last_error()).map(|e| e.to_string()),
     });
     format!("{body}\n")
 }

@@ -3,8 +3,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::common::{self, OpsArgs};
+use crate::config::Config;
+use crate::fleet::guard::{self, GuardError};
 use crate::ops::apply;
 use crate::ops::plan::{self, Step, Timeouts};
+use crate::ops::Target;
+use crate::rewrite::Phase;
 
 /// `pgshim plan` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,6 +32,10 @@ pub struct Args {
     /// Attempts per statement before giving up on lock timeouts (with --apply).
     #[arg(long, default_value_t = 30)]
     pub max_retries: u32,
+    /// Drop the old columns even when the fleet registry and the last verify do not
+    /// show it is safe (with --phase contract --apply).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs the subcommand.
@@ -43,13 +51,28 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
     };
     common::runtime()?.block_on(async {
         let client = target.connect(&config).await?;
-        let plan = plan::plan(&client, &target, args.phase).await?;
+        let mut plan = plan::plan(&client, &target, args.phase).await?;
+        let drops = target.rule.phase == Phase::Contract
+            && plan.statements.iter().any(|s| s.needs_contract_phase);
         if !args.apply {
+            if drops {
+                if let Err(GuardError::Refused(refused)) =
+                    guard::check_contract(&config, &target, &client).await
+                {
+                    plan.notes.push(format!(
+                        "--apply would refuse to drop the old columns now: {}",
+                        refused.reason
+                    ));
+                }
+            }
             if args.common.json {
                 return common::print_json(&plan);
             }
             print!("{}", plan.script(timeouts));
             return Ok(());
+        }
+        if drops {
+            guard(&config, &target, &client, args.force).await?;
         }
         let stop = common::stop_on_signal();
         let json = args.common.json;
@@ -91,4 +114,31 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Refuses to drop old columns the fleet may still need; `force` turns the
+/// refusal into a warning.
+async fn guard(
+    config: &Config,
+    target: &Target,
+    client: &tokio_postgres::Client,
+    force: bool,
+) -> anyhow::Result<()> {
+    match guard::check_contract(config, target, client).await {
+        Ok(()) => Ok(()),
+        Err(GuardError::Refused(refused)) if force => {
+            eprintln!(
+                "warning: --force: dropping the old columns of rule {} although {}",
+                refused.rule, refused.reason
+            );
+            Ok(())
+        }
+        Err(GuardError::Refused(refused)) => Err(refused.into()),
+        Err(GuardError::Ops(e)) if force => {
+            eprintln!("warning: --force: dropping the old columns of rule {} without checking the fleet: {e}", target.rule.id);
+            Ok(())
+        }
+        Err(GuardError::Ops(e)) => Err(anyhow::Error::new(e)
+            .context("checking that every pgshim is in contract before dropping columns (--force skips the check)")),
+    }
 }

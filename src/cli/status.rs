@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::common::{self, OpsArgs};
 use crate::config::Config;
+use crate::fleet::registry::Liveness;
 use crate::ops::status::{self, RuleStatus};
 
 /// `pgshim status` arguments.
@@ -59,7 +60,22 @@ fn print_rule(r: &RuleStatus) {
     );
     if let Some(e) = &r.error {
         println!("  error:    {e}");
-    } else if !r.table_exists {
+    } else {
+        print_fleet(r);
+        if !r.without_rule.is_empty() {
+            println!(
+                "  note:     registered here without this rule (statements on its table pass unrewritten): {}",
+                r.without_rule.join(", ")
+            );
+        }
+        print_shapes(r);
+    }
+    print_progress(r);
+    println!("  next:     {}", r.next);
+}
+
+fn print_shapes(r: &RuleStatus) {
+    if !r.table_exists {
         println!("  shapes:   table not found");
     } else if r.both_shapes() {
         println!("  shapes:   both present");
@@ -77,6 +93,9 @@ fn print_rule(r: &RuleStatus) {
             list(&r.new_missing)
         );
     }
+}
+
+fn print_progress(r: &RuleStatus) {
     match &r.backfill {
         Some(b) => println!(
             "  backfill: {} ({} rows filled, {} visited; last batch {})",
@@ -99,5 +118,43 @@ fn print_rule(r: &RuleStatus) {
         ),
         None => println!("  verify:   never run"),
     }
-    println!("  next:     {}", r.next);
+}
+
+fn print_fleet(r: &RuleStatus) {
+    let db = &r.registry_database;
+    if r.instances.is_empty() {
+        println!("  fleet:    no running pgshim reports this rule (registry in database {db})");
+        return;
+    }
+    let stale = r
+        .instances
+        .iter()
+        .filter(|i| i.liveness == Liveness::Stale)
+        .count();
+    println!(
+        "  fleet:    {} instances ({} live, {stale} stale; registry in database {db})",
+        r.instances.len(),
+        r.instances.len() - stale
+    );
+    for i in &r.instances {
+        let state = match i.liveness {
+            Liveness::Live => String::new(),
+            Liveness::Stale => ", STALE".into(),
+        };
+        println!(
+            "            {}: {}{state} (rules v{}, {} sessions, config {}, last beat {} s ago)",
+            i.instance_id,
+            i.phase,
+            i.rules_version,
+            i.sessions,
+            i.config_checksum,
+            i.last_beat_secs_ago
+        );
+        if let Some(e) = &i.last_reload_error {
+            println!("              last reload refused: {e}");
+        }
+    }
+    if let Some(d) = &r.disagreement {
+        println!("  disagree: {d}");
+    }
 }

@@ -8,6 +8,9 @@ use super::checkpoint;
 use super::error::OpsError;
 use super::target::Target;
 use crate::config::Config;
+use crate::fleet::guard::{self, LastVerify};
+use crate::fleet::registry::{self, Instance, Liveness};
+use crate::fleet::registry_database;
 use crate::rewrite::{Phase, Rule, RuleSet};
 
 /// One rule's state.
@@ -31,10 +34,44 @@ pub struct RuleStatus {
     pub backfill: Option<Backfill>,
     /// The last complete verify, if any.
     pub verify: Option<Verify>,
+    /// The database whose fleet registry speaks for this rule.
+    pub registry_database: String,
+    /// Every registered instance that has this rule, with the phase it has in force.
+    pub instances: Vec<InstancePhase>,
+    /// Instances whose phase differs from the config's, if any.
+    pub disagreement: Option<String>,
+    /// Live instances registered in the same database whose config lacks this
+    /// rule: they pass its table's statements through unrewritten.
+    pub without_rule: Vec<String>,
+    /// Why `plan --phase contract --apply` would refuse to drop the old columns now.
+    pub contract_blocked: Option<String>,
     /// What to do next, as a command or config change.
     pub next: String,
     /// Why the rule could not be inspected, if it could not.
     pub error: Option<String>,
+}
+
+/// One instance's view of a rule, from the fleet registry.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstancePhase {
+    /// The instance.
+    pub instance_id: String,
+    /// The phase it has in force.
+    pub phase: String,
+    /// Live, or stale (missed heartbeats; may still be serving).
+    pub liveness: Liveness,
+    /// Seconds since its last heartbeat.
+    pub last_beat_secs_ago: i64,
+    /// Its rules version.
+    pub rules_version: i64,
+    /// Checksum of its config file.
+    pub config_checksum: String,
+    /// Client sessions open at its last beat.
+    pub sessions: i64,
+    /// pgshim's version.
+    pub version: String,
+    /// Why its last reload changed nothing, unless a later one succeeded.
+    pub last_reload_error: Option<String>,
 }
 
 /// A backfill checkpoint, as status shows it.
@@ -101,6 +138,35 @@ async fn inspect(
         let client = target.connect(config).await?;
         clients.insert(target.database.clone(), client);
     }
+    let registry_db = registry_database(&target.rule, &config.fleet.database).to_owned();
+    if !clients.contains_key(&registry_db) {
+        let other = Target {
+            rule: target.rule.clone(),
+            database: registry_db.clone(),
+        };
+        let client = other.connect(config).await?;
+        clients.insert(registry_db.clone(), client);
+    }
+    let fleet = match clients.get(&registry_db) {
+        Some(client) => registry::read(client, &config.fleet)
+            .await
+            .map_err(OpsError::db("reading the fleet registry (pgshim.instance)"))?,
+        None => Vec::new(),
+    };
+    let (fleet, others): (Vec<Instance>, Vec<Instance>) = fleet
+        .into_iter()
+        .partition(|i| i.phases.contains_key(&target.rule.id));
+    st.without_rule = others
+        .into_iter()
+        .filter(|i| i.liveness == Liveness::Live)
+        .map(|i| i.instance_id)
+        .collect();
+    st.registry_database = registry_db.clone();
+    st.instances = fleet
+        .iter()
+        .map(|i| InstancePhase::new(i, &target.rule.id))
+        .collect();
+    st.disagreement = disagreement(&st.phase, &st.instances);
     let Some(client) = clients.get(&target.database) else {
         return Ok(());
     };
@@ -138,13 +204,18 @@ async fn inspect(
     let row = client
         .query_opt(
             "SELECT v.ok, v.not_migrated, v.mismatched, v.finished_at::text, \
-                    COALESCE(v.finished_at < b.finished_at OR b.state <> 'done', false) \
+                    COALESCE(v.finished_at < b.finished_at OR b.state <> 'done', false), \
+                    v.finished_at \
              FROM pgshim.verify_result v LEFT JOIN pgshim.backfill_progress b USING (rule_id) \
              WHERE v.rule_id = $1",
             &[id],
         )
         .await
         .map_err(OpsError::db("reading the last verify result"))?;
+    let last = row.as_ref().map(|r| LastVerify {
+        ok: r.get(0),
+        finished_at: r.get(5),
+    });
     st.verify = row.map(|r| Verify {
         ok: r.get(0),
         not_migrated: r.get(1),
@@ -152,7 +223,34 @@ async fn inspect(
         finished_at: r.get(3),
         stale: r.get(4),
     });
+    let old_left = st.old_missing.len() < target.rule.old.len();
+    if target.rule.phase == Phase::Contract && old_left {
+        st.contract_blocked = guard::decide(&target.rule.id, &registry_db, &fleet, last).err();
+    }
     Ok(())
+}
+
+/// Which instances have another phase in force than the config says.
+fn disagreement(config_phase: &str, instances: &[InstancePhase]) -> Option<String> {
+    let off: Vec<String> = instances
+        .iter()
+        .filter(|i| i.phase != config_phase)
+        .map(|i| {
+            let stale = if i.liveness == Liveness::Stale {
+                ", stale"
+            } else {
+                ""
+            };
+            format!("{} ({}{stale})", i.instance_id, i.phase)
+        })
+        .collect();
+    if off.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the config says {config_phase} but these instances have another phase in force: {}",
+        off.join(", ")
+    ))
 }
 
 /// The next safe step for a rule in this state.
@@ -160,6 +258,9 @@ fn next_step(rule: &Rule, st: &RuleStatus) -> String {
     let id = &rule.id;
     if st.error.is_some() {
         return "fix the error above, then rerun `pgshim status`".into();
+    }
+    if st.disagreement.is_some() {
+        return format!("bring every instance to phase {}: fix their proxy.toml and reload them (a refused reload is in their log and /rules), then rerun `pgshim status`", rule.phase);
     }
     if !st.table_exists {
         return format!("create table {} (or fix the rule's `table`)", st.table);
@@ -194,7 +295,10 @@ fn next_step(rule: &Rule, st: &RuleStatus) -> String {
     match rule.phase {
         Phase::Expand => "set phase = \"migrate\" and reload: the new shape becomes the source of truth".into(),
         Phase::Migrate => format!("once every app uses the new shape: pgshim plan {id} --phase contract --apply (NOT NULL on the new columns), set phase = \"contract\", reload, and rerun it to drop the old columns"),
-        Phase::Contract => format!("drop the old columns: pgshim plan {id} --phase contract --apply"),
+        Phase::Contract => match &st.contract_blocked {
+            Some(why) => format!("not yet safe to drop the old columns: {why}"),
+            None => format!("drop the old columns: pgshim plan {id} --phase contract --apply"),
+        },
     }
 }
 
@@ -212,6 +316,11 @@ impl RuleStatus {
             new_missing: Vec::new(),
             backfill: None,
             verify: None,
+            registry_database: String::new(),
+            instances: Vec::new(),
+            disagreement: None,
+            without_rule: Vec::new(),
+            contract_blocked: None,
             next: String::new(),
             error: None,
         }
@@ -220,5 +329,59 @@ impl RuleStatus {
     /// Both the old and the new columns exist physically.
     pub fn both_shapes(&self) -> bool {
         self.table_exists && self.old_missing.is_empty() && self.new_missing.is_empty()
+    }
+}
+
+// === impl InstancePhase ===
+
+impl InstancePhase {
+    fn new(i: &Instance, rule: &str) -> InstancePhase {
+        InstancePhase {
+            instance_id: i.instance_id.clone(),
+            phase: i
+                .phases
+                .get(rule)
+                .map(|p| p.phase.clone())
+                .unwrap_or_default(),
+            liveness: i.liveness,
+            last_beat_secs_ago: i.age_ms.max(0) / 1000,
+            rules_version: i.rules_version,
+            config_checksum: i.config_checksum.clone(),
+            sessions: i.sessions,
+            version: i.version.clone(),
+            last_reload_error: i.last_reload_error.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(id: &str, phase: &str, liveness: Liveness) -> InstancePhase {
+        InstancePhase {
+            instance_id: id.into(),
+            phase: phase.into(),
+            liveness,
+            last_beat_secs_ago: 0,
+            rules_version: 1,
+            config_checksum: String::new(),
+            sessions: 0,
+            version: String::new(),
+            last_reload_error: None,
+        }
+    }
+
+    #[test]
+    fn disagreement_names_the_instances_off_the_config() {
+        let fleet = [
+            at("a", "migrate", Liveness::Live),
+            at("b", "expand", Liveness::Live),
+            at("c", "expand", Liveness::Stale),
+        ];
+        let text = disagreement("migrate", &fleet).unwrap();
+        assert!(text.contains("b (expand), c (expand, stale)"), "{text}");
+        assert!(!text.contains("a ("), "{text}");
+        assert!(disagreement("migrate", &fleet[..1]).is_none());
     }
 }

@@ -3,6 +3,7 @@
 //! ([`wire`]) and the external clients `psql`/`pgbench` ([`tools`]).
 pub mod binary;
 pub mod certs;
+pub mod fleet;
 pub mod ops;
 pub mod pg;
 pub mod proxy;

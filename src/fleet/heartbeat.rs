@@ -1,0 +1,238 @@
+//! The background task that keeps this instance's registry rows fresh.
+//!
+//! It never touches serving: it reads the rules and settings in force, writes
+//! through its own connections (one per registry database, pgshim's
+//! `[upstream]` login), and when Postgres is unreachable it logs each distinct
+//! failure once and tries again at the next beat. On a clean shutdown the
+//! server stops it after the sessions have finished, and it deletes its rows.
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use super::registry::{self, Beat, Phases};
+use super::{next_phases, registry_databases, unix_ms, Identity, Shared};
+use crate::session::{Context, Settings};
+
+/// How long deregistering may hold up shutdown.
+const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Added to `connect_timeout_ms` for one database's beat.
+const BEAT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running heartbeat.
+/// Dropping it without [`Heartbeat::stop`] (the server's future dropped) still
+/// stops the beat and deregisters in the background.
+pub struct Heartbeat {
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+struct Beater {
+    ctx: Arc<Context>,
+    identity: Identity,
+    shared: Arc<Shared>,
+    clients: BTreeMap<String, Client>,
+    phases: Phases,
+    /// The last failure logged per database, so each is logged once.
+    failures: BTreeMap<String, String>,
+    no_login_logged: bool,
+}
+
+// === impl Heartbeat ===
+
+impl Heartbeat {
+    /// Starts beating for the server of `ctx`.
+    pub fn start(ctx: Arc<Context>, identity: Identity, shared: Arc<Shared>) -> Heartbeat {
+        let stop = CancellationToken::new();
+        let beater = Beater {
+            ctx,
+            identity,
+            shared,
+            clients: BTreeMap::new(),
+            phases: Phases::new(),
+            failures: BTreeMap::new(),
+            no_login_logged: false,
+        };
+        let task = tokio::spawn(beater.run(stop.clone()));
+        Heartbeat {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops beating and deletes this instance's rows.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        if tokio::time::timeout(DEREGISTER_TIMEOUT * 2, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+// === impl Beater ===
+
+impl Beater {
+    async fn run(mut self, stop: CancellationToken) {
+        tracing::info!(
+            instance_id = %self.identity.instance_id,
+            "registering in the fleet registry (pgshim.instance)"
+        );
+        loop {
+            let settings = self.ctx.settings();
+            // A beat stuck on an unreachable Postgres must not hold up shutdown.
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.beat_all(&settings) => {}
+            }
+            let interval = settings.config.fleet.heartbeat();
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.shared.beat_now.notified() => {}
+            }
+        }
+        self.deregister_all().await;
+    }
+
+    async fn beat_all(&mut self, settings: &Settings) {
+        if settings.config.upstream.user.is_none() {
+            if !self.no_login_logged {
+                tracing::info!("[upstream] user is not set: this instance does not register in the fleet registry, so `pgshim status` cannot see it and `plan --phase contract --apply` will not count it");
+                self.no_login_logged = true;
+            }
+            return;
+        }
+        let rules = self.ctx.rules.current();
+        let in_force: Vec<_> = rules
+            .rules
+            .rules()
+            .iter()
+            .map(|r| (r.id.clone(), r.phase))
+            .collect();
+        self.phases = next_phases(&self.phases, &in_force, unix_ms(SystemTime::now()));
+        let fleet = &settings.config.fleet;
+        let wanted = registry_databases(&rules.rules, &fleet.database);
+        let left: Vec<String> = self
+            .clients
+            .keys()
+            .filter(|db| !wanted.contains(*db))
+            .cloned()
+            .collect();
+        for db in left {
+            if let Some(client) = self.clients.remove(&db) {
+                let _ = registry::deregister(&client, &self.identity.instance_id).await;
+            }
+        }
+        let checksum = self.shared.checksum.load_full();
+        let reload_error = self.shared.reload_error.load_full();
+        let beat = Beat {
+            instance_id: &self.identity.instance_id,
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: self.identity.started_at,
+            rules_version: rules.number,
+            config_checksum: &checksum,
+            phases: &self.phases,
+            sessions: self.shared.sessions.load(Ordering::Relaxed),
+            last_reload_error: reload_error.as_deref().map(String::as_str),
+        };
+        let limit = settings.config.upstream.connect_timeout() + BEAT_TIMEOUT;
+        let mut outcomes = Vec::new();
+        for db in &wanted {
+            let client = self.clients.remove(db);
+            let done = tokio::time::timeout(
+                limit,
+                beat_one(settings, db, client, &beat, fleet.forget_after_ms),
+            )
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+            outcomes.push((db.clone(), done));
+        }
+        for (db, done) in outcomes {
+            match done {
+                Ok(client) => {
+                    self.clients.insert(db.clone(), client);
+                    if self.failures.remove(&db).is_some() {
+                        tracing::info!(database = %db, "fleet registry reachable again");
+                    }
+                }
+                Err(reason) => self.failed(&db, reason),
+            }
+        }
+    }
+
+    fn failed(&mut self, db: &str, reason: String) {
+        if self.failures.get(db) != Some(&reason) {
+            tracing::warn!(database = %db, reason = %reason, "cannot write to the fleet registry; serving goes on, retrying at every beat");
+            self.failures.insert(db.to_owned(), reason);
+        }
+    }
+
+    async fn deregister_all(&mut self) {
+        for (db, client) in std::mem::take(&mut self.clients) {
+            let gone = tokio::time::timeout(
+                DEREGISTER_TIMEOUT,
+                registry::deregister(&client, &self.identity.instance_id),
+            )
+            .await;
+            match gone {
+                Ok(Ok(())) => tracing::info!(database = %db, "left the fleet registry"),
+                _ => {
+                    tracing::warn!(database = %db, "could not leave the fleet registry; the row turns stale and is then ignored")
+                }
+            }
+        }
+    }
+}
+
+/// Writes `beat` to `db`, over `client` when it is still open.
+async fn beat_one(
+    settings: &Settings,
+    db: &str,
+    client: Option<Client>,
+    beat: &Beat<'_>,
+    forget_after_ms: u64,
+) -> Result<Client, String> {
+    let client = match client.filter(|c| !c.is_closed()) {
+        Some(client) => client,
+        None => open(settings, db).await?,
+    };
+    registry::beat(&client, beat, forget_after_ms)
+        .await
+        .map_err(|e| format!("writing this instance's row: {e}"))?;
+    Ok(client)
+}
+
+async fn open(settings: &Settings, db: &str) -> Result<Client, String> {
+    let client = crate::catalog::connect(&settings.config.upstream, &settings.upstream, db)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .batch_execute(
+            "SET application_name = 'pgshim registry'; SET client_min_messages = warning; \
+             SET statement_timeout = '5s'",
+        )
+        .await
+        .map_err(|e| format!("configuring the registry connection: {e}"))?;
+    registry::ensure(&client).await.map_err(|e| {
+        format!(
+            "creating pgshim.instance (pgshim's [upstream] user needs CREATE on the database): {e}"
+        )
+    })?;
+    Ok(client)
+}

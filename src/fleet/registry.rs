@@ -1,0 +1,273 @@
+//! The registry table, `pgshim.instance`: one row per running `pgshim serve`,
+//! written by its heartbeat and read by `status` and `plan --apply`.
+//!
+//! Ages are measured with the database's clock on both sides (a row's
+//! `last_beat` is the server's `now()` when written and is compared with the
+//! server's `now()` when read), so hosts with skewed clocks still agree on who
+//! is stale.
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use tokio_postgres::Client;
+
+use crate::config::FleetConfig;
+
+/// Creates the schema and the table; safe to run concurrently and repeatedly.
+const SCHEMA_SQL: &str = "\
+CREATE SCHEMA IF NOT EXISTS pgshim;
+CREATE TABLE IF NOT EXISTS pgshim.instance (
+    instance_id     text PRIMARY KEY,
+    version         text NOT NULL,
+    started_at      timestamptz NOT NULL,
+    rules_version   bigint NOT NULL,
+    config_checksum text NOT NULL,
+    phases          jsonb NOT NULL,
+    sessions        bigint NOT NULL,
+    last_reload_error text,
+    last_beat       timestamptz NOT NULL DEFAULT now()
+);";
+
+const BEAT_SQL: &str = "\
+INSERT INTO pgshim.instance (instance_id, version, started_at, rules_version, config_checksum, \
+                             phases, sessions, last_reload_error, last_beat) \
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, now()) \
+ON CONFLICT (instance_id) DO UPDATE SET version = EXCLUDED.version, \
+    started_at = EXCLUDED.started_at, rules_version = EXCLUDED.rules_version, \
+    config_checksum = EXCLUDED.config_checksum, phases = EXCLUDED.phases, \
+    sessions = EXCLUDED.sessions, last_reload_error = EXCLUDED.last_reload_error, \
+    last_beat = now()";
+
+const READ_SQL: &str = "\
+SELECT instance_id, version, started_at::text, rules_version, config_checksum, phases::text, \
+       sessions, last_beat::text, \
+       (extract(epoch FROM now() - last_beat) * 1000)::bigint, last_reload_error \
+FROM pgshim.instance ORDER BY instance_id";
+
+/// The phase one instance has in force for one rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RulePhase {
+    /// expand, migrate or contract.
+    pub phase: String,
+    /// Since when (Unix ms, this instance's clock) the rule has been in migrate
+    /// or contract without stepping back to expand; absent in expand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate_since_ms: Option<u64>,
+}
+
+/// Rule id -> phase in force.
+pub type Phases = BTreeMap<String, RulePhase>;
+
+/// What a heartbeat writes.
+#[derive(Debug, Clone)]
+pub struct Beat<'a> {
+    /// The instance's id.
+    pub instance_id: &'a str,
+    /// pgshim's version.
+    pub version: &'a str,
+    /// When the instance started.
+    pub started_at: SystemTime,
+    /// The rules version in force.
+    pub rules_version: u64,
+    /// Checksum of the config file in force.
+    pub config_checksum: &'a str,
+    /// Every rule's phase in force.
+    pub phases: &'a Phases,
+    /// Client sessions open.
+    pub sessions: usize,
+    /// Why the last reload changed nothing, unless a later one succeeded.
+    pub last_reload_error: Option<&'a str>,
+}
+
+/// Whether a row can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    /// Beat within `stale_after_ms`.
+    Live,
+    /// Missed beats, but not yet forgotten: it may still be serving.
+    Stale,
+}
+
+/// One registry row, as read.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Instance {
+    /// The instance's id.
+    pub instance_id: String,
+    /// pgshim's version.
+    pub version: String,
+    /// When it started.
+    pub started_at: String,
+    /// Its rules version.
+    pub rules_version: i64,
+    /// Checksum of its config file.
+    pub config_checksum: String,
+    /// Its phase per rule.
+    pub phases: Phases,
+    /// Client sessions it had open at the last beat.
+    pub sessions: i64,
+    /// Why its last reload changed nothing, unless a later one succeeded.
+    pub last_reload_error: Option<String>,
+    /// When it last beat.
+    pub last_beat: String,
+    /// Milliseconds since its last beat (database clock).
+    pub age_ms: i64,
+    /// Live or stale.
+    pub liveness: Liveness,
+}
+
+/// How a row of age `age_ms` counts; `None` once it is to be ignored.
+pub fn liveness(age_ms: i64, cfg: &FleetConfig) -> Option<Liveness> {
+    let age = u64::try_from(age_ms).unwrap_or(0);
+    if age > cfg.forget_after_ms {
+        None
+    } else if age > cfg.stale_after_ms {
+        Some(Liveness::Stale)
+    } else {
+        Some(Liveness::Live)
+    }
+}
+
+/// Creates the `pgshim` schema and the registry table if needed.
+///
+/// # Errors
+/// What Postgres said, e.g. when the login may not create a schema.
+pub async fn ensure(client: &Client) -> Result<(), tokio_postgres::Error> {
+    // CREATE ... IF NOT EXISTS still needs CREATE on the database, which a
+    // login may lack once an administrator has made the table for it.
+    if exists(client).await? {
+        return Ok(());
+    }
+    let mut attempt = 0;
+    loop {
+        match client.batch_execute(SCHEMA_SQL).await {
+            // Instances creating the table at once: the loser sees a unique violation.
+            Err(e) if attempt < 2 && e.code().is_some_and(|c| c.code() == "23505") => {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn exists(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT to_regclass('pgshim.instance') IS NOT NULL", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Writes this instance's row and removes rows older than `forget_after_ms`.
+///
+/// # Errors
+/// What Postgres said.
+pub async fn beat(
+    client: &Client,
+    beat: &Beat<'_>,
+    forget_after_ms: u64,
+) -> Result<(), tokio_postgres::Error> {
+    let phases = serde_json::to_string(beat.phases).unwrap_or_else(|_| "{}".into());
+    let rules_version = i64::try_from(beat.rules_version).unwrap_or(i64::MAX);
+    let sessions = i64::try_from(beat.sessions).unwrap_or(i64::MAX);
+    client
+        .execute(
+            BEAT_SQL,
+            &[
+                &beat.instance_id,
+                &beat.version,
+                &beat.started_at,
+                &rules_version,
+                &beat.config_checksum,
+                &phases,
+                &sessions,
+                &beat.last_reload_error,
+            ],
+        )
+        .await?;
+    let forget = i64::try_from(forget_after_ms).unwrap_or(i64::MAX);
+    client
+        .execute(
+            "DELETE FROM pgshim.instance WHERE last_beat < now() - $1::bigint * interval '1 millisecond'",
+            &[&forget],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Removes this instance's row (clean shutdown).
+///
+/// # Errors
+/// What Postgres said.
+pub async fn deregister(client: &Client, instance_id: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "DELETE FROM pgshim.instance WHERE instance_id = $1",
+            &[&instance_id],
+        )
+        .await
+        .map(|_| ())
+}
+
+/// The rows not yet forgotten, by instance id; none when the table does not exist.
+///
+/// # Errors
+/// What Postgres said.
+pub async fn read(
+    client: &Client,
+    cfg: &FleetConfig,
+) -> Result<Vec<Instance>, tokio_postgres::Error> {
+    if !exists(client).await? {
+        return Ok(Vec::new());
+    }
+    let rows = client.query(READ_SQL, &[]).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let age_ms: i64 = r.get(8);
+            let liveness = liveness(age_ms, cfg)?;
+            let phases: String = r.get(5);
+            Some(Instance {
+                instance_id: r.get(0),
+                version: r.get(1),
+                started_at: r.get(2),
+                rules_version: r.get(3),
+                config_checksum: r.get(4),
+                // A row this version cannot read reports no rules rather than failing.
+                phases: serde_json::from_str(&phases).unwrap_or_default(),
+                sessions: r.get(6),
+                last_reload_error: r.get(9),
+                last_beat: r.get(7),
+                age_ms,
+                liveness,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_turn_stale_then_are_forgotten() {
+        let cfg = FleetConfig::default();
+        assert_eq!(liveness(1_500, &cfg), Some(Liveness::Live));
+        assert_eq!(liveness(-20, &cfg), Some(Liveness::Live));
+        assert_eq!(liveness(10_001, &cfg), Some(Liveness::Stale));
+        assert_eq!(liveness(60_001, &cfg), None);
+    }
+
+    #[test]
+    fn phases_round_trip_without_since_in_expand() {
+        let mut phases = Phases::new();
+        phases.insert(
+            "r".into(),
+            RulePhase {
+                phase: "expand".into(),
+                migrate_since_ms: None,
+            },
+        );
+        let text = serde_json::to_string(&phases).unwrap();
+        assert_eq!(text, r#"{"r":{"phase":"expand"}}"#);
+        assert_eq!(serde_json::from_str::<Phases>(&text).unwrap(), phases);
+    }
+}

@@ -1,0 +1,132 @@
+//! `plan --phase contract --apply` drops the old columns only when every
+//! registered instance has the rule in contract and a clean verify finished
+//! after the last of them reached migrate; `--force` overrides with a warning.
+use crate::support::fleet::{converged, flip, named, ops_file, registry, FAST};
+use crate::support::ops::run;
+use crate::support::reloadable::{ab_rule, Reloadable};
+use crate::support::rules::Db;
+use crate::support::unique_name;
+
+const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, a text, b text);
+                     INSERT INTO t (id, a) SELECT g, 'v' || g FROM generate_series(1, 20) g;";
+
+async fn has_old_column(db: &Db) -> bool {
+    db.direct()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'a' AND NOT attisdropped",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 1
+}
+
+#[tokio::test]
+async fn contract_waits_for_every_instance_and_a_verify_after_migrate() {
+    let db = Db::create("fleet_contract", TABLE).await;
+    let rule = unique_name("fc");
+    let rules = |phase: &str| db.scope(&ab_rule(&rule, phase));
+    let fleet_rules = |phase: &str| format!("{FAST}{}", rules(phase));
+    let ids = [unique_name("a"), unique_name("b"), unique_name("c")];
+    let mut fleet = Vec::new();
+    for id in &ids {
+        fleet.push(Reloadable::start(named(id), &fleet_rules("expand")).await);
+    }
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let reg = registry(&db.name).await;
+    converged(&reg, &all, &rule, "expand").await;
+
+    let expand = ops_file(FAST, &rules("expand"));
+    assert!(run(&expand, &["backfill", &rule]).await.status.success());
+    let early = run(&expand, &["verify", &rule]).await;
+    assert!(early.status.success(), "{early:?}");
+
+    for proxy in &fleet {
+        flip(proxy, &fleet_rules("migrate")).await;
+    }
+    converged(&reg, &all, &rule, "migrate").await;
+    for proxy in &fleet[..2] {
+        flip(proxy, &fleet_rules("contract")).await;
+    }
+    converged(&reg, &all[..2], &rule, "contract").await;
+
+    let contract = ops_file(FAST, &rules("contract"));
+    let dry = run(&contract, &["plan", &rule, "--phase", "contract"]).await;
+    assert!(dry.status.success(), "{dry:?}");
+    assert!(
+        dry.stdout.contains("--apply would refuse") && dry.stdout.contains(&ids[2]),
+        "the printed plan warns: {}",
+        dry.stdout
+    );
+    let apply = ["plan", rule.as_str(), "--phase", "contract", "--apply"];
+    let refused = run(&contract, &apply).await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!("{} (migrate)", ids[2]))
+            && refused.stderr.contains("reload"),
+        "names the laggard and what to do: {}",
+        refused.stderr
+    );
+    assert!(has_old_column(&db).await, "nothing dropped");
+
+    flip(&fleet[2], &fleet_rules("contract")).await;
+    converged(&reg, &all, &rule, "contract").await;
+    let stale_verify = run(&contract, &apply).await;
+    assert_eq!(stale_verify.status.code(), Some(1), "{stale_verify:?}");
+    assert!(
+        stale_verify
+            .stderr
+            .contains("before the last instance reached migrate")
+            && stale_verify
+                .stderr
+                .contains(&format!("pgshim verify {rule}")),
+        "{}",
+        stale_verify.stderr
+    );
+    assert!(has_old_column(&db).await, "nothing dropped");
+
+    let verified = run(&contract, &["verify", &rule]).await;
+    assert!(verified.status.success(), "{verified:?}");
+    let done = run(&contract, &apply).await;
+    assert!(done.status.success(), "{done:?}");
+    assert!(!has_old_column(&db).await, "the old column is dropped");
+    for proxy in fleet {
+        proxy.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn force_drops_without_a_fleet_and_warns() {
+    let db = Db::create("fleet_force", TABLE).await;
+    let rule = unique_name("ff");
+    let contract = ops_file(FAST, &db.scope(&ab_rule(&rule, "contract")));
+    let refused = run(
+        &contract,
+        &["plan", &rule, "--phase", "contract", "--apply"],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("no running pgshim reports the rule")
+            && refused.stderr.contains("--force"),
+        "{}",
+        refused.stderr
+    );
+    assert!(has_old_column(&db).await);
+    let forced = run(
+        &contract,
+        &["plan", &rule, "--phase", "contract", "--apply", "--force"],
+    )
+    .await;
+    assert!(forced.status.success(), "{forced:?}");
+    assert!(
+        forced.stderr.contains("warning: --force"),
+        "{}",
+        forced.stderr
+    );
+    assert!(!has_old_column(&db).await);
+}
