@@ -359,6 +359,30 @@ rss_sampler() {
 }
 
 # Drops a pid from BENCH_EXTRA_PIDS once it has been waited for.
+# Stops the pgshim a script started as `name` (its pid in SHIM_PID[name], its
+# log in SHIM_LOG[name], both associative arrays of the caller) and keeps its
+# log in $LOG_DIR.
+stop_shim() {
+    local name=$1 pid=${SHIM_PID[$1]:-} i
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 60; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    forget_pid "$pid"
+    cp "${SHIM_LOG[$name]}" "$LOG_DIR/" 2>/dev/null || true
+    unset "SHIM_PID[$name]"
+}
+
+# Exits with the tail of its log when the pgshim started as `name` has died.
+shim_alive() {
+    local pid=${SHIM_PID[$1]:-}
+    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
+        tail -n 20 "${SHIM_LOG[$1]:-/dev/null}" >&2 || true
+        die "pgshim '$1' is not running any more"
+    fi
+}
+
 forget_pid() {
     local keep=() p
     for p in "${BENCH_EXTRA_PIDS[@]}"; do

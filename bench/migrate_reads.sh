@@ -215,26 +215,6 @@ start_shim() {
     fi
 }
 
-stop_shim() {
-    local name=$1 pid=${SHIM_PID[$1]:-} i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 60; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-    cp "${SHIM_LOG[$name]}" "$LOG_DIR/" 2>/dev/null || true
-    unset "SHIM_PID[$name]"
-}
-
-shim_alive() {
-    local pid=${SHIM_PID[$1]:-}
-    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
-        tail -n 20 "${SHIM_LOG[$1]:-/dev/null}" >&2 || true
-        die "pgshim '$1' is not running any more"
-    fi
-}
-
 # psql through pgshim; extra arguments follow.
 pg_shim() {
     "$PSQL" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${SHIM_PORT[rule]}" -U postgres -d bench "$@"

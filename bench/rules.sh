@@ -104,7 +104,7 @@ rm -f "$LOG_DIR"/*
 # instances measured here (rule and baseline) are started by start_shim, with
 # the same configuration apart from the rule.
 
-declare -A SHIM_PID=() SHIM_PORT=() SHIM_ADMIN=()
+declare -A SHIM_PID=() SHIM_PORT=() SHIM_ADMIN=() SHIM_LOG=()
 
 # start_shim NAME PHASE LOGLEVEL: starts pgshim NAME on fresh ports, with the
 # rule in PHASE (no rule when PHASE is "none").
@@ -142,35 +142,16 @@ phase = "$phase"
 EOF
     fi
     log "starting pgshim '$name' (rule: $phase, log: $level) on 127.0.0.1:$port, admin :$admin"
-    PGSHIM_LOG=$level "$PGSHIM" --log-format json --config "$conf" serve >"$BENCH_TMP/$name.log" 2>&1 &
+    SHIM_LOG[$name]="$BENCH_TMP/pgshim-$name.log"
+    PGSHIM_LOG=$level "$PGSHIM" --log-format json --config "$conf" serve >"${SHIM_LOG[$name]}" 2>&1 &
     pid=$!
     BENCH_EXTRA_PIDS+=("$pid")
     SHIM_PID[$name]=$pid
     SHIM_PORT[$name]=$port
     SHIM_ADMIN[$name]=$admin
     if ! wait_port "$port" 15 || ! wait_port "$admin" 5 || ! kill -0 "$pid" 2>/dev/null; then
-        tail -n 20 "$BENCH_TMP/$name.log" >&2
+        tail -n 20 "${SHIM_LOG[$name]}" >&2
         die "pgshim '$name' did not start"
-    fi
-}
-
-stop_shim() {
-    local name=$1 pid=${SHIM_PID[$1]:-} i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 60; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-    cp "$BENCH_TMP/$name.log" "$LOG_DIR/pgshim-$name.log" 2>/dev/null || true
-    unset "SHIM_PID[$name]"
-}
-
-shim_alive() {
-    local pid=${SHIM_PID[$1]:-}
-    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
-        tail -n 20 "$BENCH_TMP/$1.log" >&2 || true
-        die "pgshim '$1' is not running any more"
     fi
 }
 
