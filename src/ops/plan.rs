@@ -243,7 +243,9 @@ async fn expand(
     }
     let one_to_one = rule.old.len() == rule.new.len();
     let quoted_new: Vec<String> = rule.new.iter().map(|n| ident(n)).collect();
-    for index in indexes.iter().filter(|x| x.valid) {
+    // pgshim's own migrate-phase indexes read both shapes by design.
+    let own = |x: &&Index| x.name.ends_with(MIGRATE_INDEX_SUFFIX);
+    for index in indexes.iter().filter(|x| x.valid && !own(x)) {
         let used = indexdef::columns_used(&index.def, &rule.old);
         if used.is_empty() {
             continue;
@@ -294,12 +296,83 @@ async fn expand(
                 ident(&name)
             ));
         }
+        if let Some(s) = migrate_index(rule, index, &table, indexes) {
+            plan.statements.push(s);
+        }
     }
     plan.notes.push(format!(
         "then run pgshim with phase = \"expand\" for rule {}, and `pgshim backfill {}`",
         rule.id, rule.id
     ));
     Ok(())
+}
+
+/// Ends the name of the index [`migrate_index`] creates.
+const MIGRATE_INDEX_SUFFIX: &str = "_pgshim_migrate";
+
+/// For a rename whose old column has a plain btree index: an index on the value both
+/// names read as in migrate, `CASE WHEN new IS NULL THEN old ELSE new END`, so that
+/// `ORDER BY … LIMIT` on either name stays an index scan in that phase (predicates do
+/// not need it: pgshim rewrites them for the two column indexes). Contract drops it
+/// with the old column's other indexes.
+fn migrate_index(
+    rule: &crate::rewrite::Rule,
+    index: &Index,
+    table: &str,
+    indexes: &[Index],
+) -> Option<Statement> {
+    let ([old], [new]) = (rule.old.as_slice(), rule.new.as_slice()) else {
+        return None;
+    };
+    let identity = rule.to_new.first()?.identity_column() == Some(old.as_str())
+        && rule.to_old.first()?.identity_column() == Some(new.as_str());
+    if !identity || !is_plain_btree_on(&index.def, old) {
+        return None;
+    }
+    let name = truncate_name(&format!("{}{MIGRATE_INDEX_SUFFIX}", index.name));
+    if indexes.iter().any(|x| x.name == name && x.valid) {
+        return None;
+    }
+    let qualified = format!("{}.{}", ident(&rule.schema), ident(&name));
+    let mut s = Statement::new(
+        format!(
+            "index on the value {old} and {new} read as in migrate, so ORDER BY either stays an index scan then"
+        ),
+        format!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {table} ((CASE WHEN {} IS NULL THEN {} ELSE {} END))",
+            ident(&name),
+            ident(new),
+            ident(old),
+            ident(new)
+        ),
+        Kind::Long,
+    );
+    s.cleanup = Some(format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"));
+    Some(s)
+}
+
+/// Whether `def` (from `pg_get_indexdef`) is a plain, non-partial btree index on `column`.
+fn is_plain_btree_on(def: &str, column: &str) -> bool {
+    let Some(rest) = def.rsplit_once(" USING btree (").map(|(_, r)| r) else {
+        return false;
+    };
+    let Some(key) = rest.strip_suffix(')') else {
+        return false;
+    };
+    let unquoted = match key.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => key.to_owned(),
+    };
+    unquoted == column
+}
+
+/// `name` cut to Postgres's 63-byte identifier limit on a character boundary.
+fn truncate_name(name: &str) -> String {
+    let mut end = name.len().min(63);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
 }
 
 /// The new column's type: the old column's for a plain copy, else what Postgres says the
@@ -423,7 +496,7 @@ fn contract(
     for o in &old_present {
         if info.column(o).is_some_and(|c| c.not_null) {
             plan.statements.push(Statement::new(
-                format!("in phase contract writes set the new columns only, so {o} must accept NULL until it is dropped"),
+                format!("{o} must accept NULL until it is dropped: contract mirrors NULLs into it, and clients on the new shape stop setting it"),
                 format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", ident(o)),
                 Kind::Quick,
             ));

@@ -97,3 +97,54 @@ async fn migrate_predicates_read_exact_values() {
         .unwrap();
     assert_eq!(rows.len(), 2);
 }
+
+#[tokio::test]
+async fn order_by_a_renamed_column_in_migrate_uses_the_index_plan_creates() {
+    use crate::support::ops::{ops_config, rename_rule, run};
+    let schema = crate::support::unique_name("mig_order");
+    let admin = crate::support::pg::cluster().admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.users (id int PRIMARY KEY, name text);
+             CREATE INDEX users_name_idx ON {schema}.users (name);
+             INSERT INTO {schema}.users SELECT g, 'user-' || g FROM generate_series(1, 20000) g;
+             GRANT USAGE ON SCHEMA {schema} TO {user};
+             GRANT SELECT ON {schema}.users TO {user};",
+            user = crate::support::pg::TRUST_USER
+        ))
+        .await
+        .unwrap();
+    let table = format!("{schema}.users");
+    let rule = |phase| rename_rule(&schema, &table, "name", "full_name", phase);
+    let applied = run(
+        &ops_config(&rule("expand")),
+        &["plan", &schema, "--phase", "expand", "--apply"],
+    )
+    .await;
+    assert!(applied.status.success(), "{applied:?}");
+    admin
+        .batch_execute(&format!(
+            "UPDATE {table} SET full_name = name WHERE id % 2 = 0; ANALYZE {table};"
+        ))
+        .await
+        .unwrap();
+    let proxy = crate::support::proxy::proxy()
+        .rules(&rule("migrate"))
+        .start()
+        .await;
+    let client = proxy
+        .connect(crate::support::pg::TRUST_USER, None)
+        .await
+        .unwrap();
+    for column in ["name", "full_name"] {
+        let sql = format!("SELECT id FROM {table} ORDER BY {column} LIMIT 5");
+        let plan = plan(&client, &sql).await;
+        assert!(
+            plan.contains("users_name_idx_pgshim_migrate"),
+            "{sql}\n{plan}"
+        );
+        let rows = simple_rows(&client, &sql).await.unwrap().0;
+        assert_eq!(rows, ["1", "10", "100", "1000", "10000"], "{sql}");
+    }
+}

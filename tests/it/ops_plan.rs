@@ -95,6 +95,7 @@ async fn expand_then_contract_ddl_applied_on_a_schema_copy() {
             "CREATE UNIQUE INDEX users_lower_full_name_key ON users USING btree (lower(full_name)) WHERE (full_name <> 'name'::text)",
             "CREATE UNIQUE INDEX users_lower_name_key ON users USING btree (lower(name)) WHERE (name <> 'name'::text)",
             "CREATE INDEX users_name_idx ON users USING btree (name)",
+            "CREATE INDEX users_name_idx_pgshim_migrate ON users USING btree ((\nCASE\n    WHEN (full_name IS NULL) THEN name\n    ELSE full_name\nEND))",
             "CREATE UNIQUE INDEX users_pkey ON users USING btree (id)",
         ]
     );
