@@ -59,7 +59,7 @@ pub use catalog::{Catalog, ColumnInfo, TableInfo};
 pub use config::{OneOrMany, RuleConfig};
 pub use prefilter::mentions_mapped_table;
 pub use rules::{Phase, Rule, RuleError, RuleSet, TransformProbe};
-pub use sql_prepare::prepared_statement_name;
+pub use sql_prepare::{prepared_statement_name, starts_with_prepare};
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};

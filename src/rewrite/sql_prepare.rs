@@ -45,8 +45,9 @@ pub fn prepared_statement_name(sql: &str) -> Option<String> {
     rest.all(|t| *t == Token::SemiColon).then_some(name)
 }
 
-/// Whether the first word of `sql`, after whitespace and comments, is `PREPARE`.
-fn starts_with_prepare(sql: &[u8]) -> bool {
+/// Whether the first word of `sql`, after whitespace and comments, is `PREPARE`: the
+/// check that lets every other query skip [`prepared_statement_name`].
+pub fn starts_with_prepare(sql: &[u8]) -> bool {
     let mut i = 0;
     loop {
         while sql.get(i).is_some_and(u8::is_ascii_whitespace) {

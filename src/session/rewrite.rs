@@ -22,8 +22,8 @@ use crate::protocol::frontend::{
 };
 use crate::protocol::QUERY_TAG;
 use crate::rewrite::{
-    mentions_mapped_table, names_mapped_table, prepared_statement_name, Lookup, Outcome,
-    RefusalKind, RewriteError, RuleSet,
+    mentions_mapped_table, names_mapped_table, prepared_statement_name, starts_with_prepare,
+    Lookup, Outcome, RefusalKind, RewriteError, RuleSet,
 };
 
 use super::context::{Context, Settings};
@@ -216,7 +216,6 @@ impl Rewriter {
             }
         }
         self.remember_sql_prepare(sql);
-        self.note_ddl(sql);
         let new_sql = self.rewrite(sql, shared)?;
         let mut out = BytesMut::with_capacity(new_sql.len() + 6);
         write_query(&mut out, &new_sql);
@@ -225,6 +224,9 @@ impl Rewriter {
 
     /// Remembers a simple query that is exactly one `PREPARE name AS ...`.
     fn remember_sql_prepare(&mut self, sql: &[u8]) {
+        if !starts_with_prepare(sql) {
+            return;
+        }
         let Ok(text) = std::str::from_utf8(sql) else {
             return;
         };
@@ -241,7 +243,6 @@ impl Rewriter {
 
     fn parse(&mut self, msg: &[u8], shared: &Shared<'_>) -> Option<BytesMut> {
         let body = parse_body(msg)?;
-        self.note_ddl(body.sql);
         let new_sql = self.rewrite(body.sql, shared);
         if !body.name.is_empty() {
             let sent = new_sql.as_deref().unwrap_or(body.sql);
@@ -298,22 +299,15 @@ impl Rewriter {
         Some(out)
     }
 
-    /// Notes DDL that may change a mapped table's columns.
-    fn note_ddl(&mut self, sql: &[u8]) {
-        if self.active()
-            && !self.ddl_sent
-            && mentions_mapped_table(sql, &self.db.rules)
-            && is_ddl(sql)
-        {
-            self.ddl_sent = true;
-        }
-    }
-
     /// The SQL to send instead of `sql`, or `None` to send it as it is.
-    fn rewrite(&self, sql: &[u8], shared: &Shared<'_>) -> Option<Vec<u8>> {
+    fn rewrite(&mut self, sql: &[u8], shared: &Shared<'_>) -> Option<Vec<u8>> {
         if !self.active() || !mentions_mapped_table(sql, &self.db.rules) {
             metrics().statements_passed.increment(1);
             return None;
+        }
+        // DDL naming a mapped table: the catalog is read afresh once it has run.
+        if !self.ddl_sent {
+            self.ddl_sent = is_ddl(sql);
         }
         let started = Instant::now();
         let outcome = self.rewrite_text(sql);
