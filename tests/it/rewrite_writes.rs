@@ -16,6 +16,19 @@ fn rename(phase: &str) -> String {
     )
 }
 
+/// Runs `steps` in order, the even ones in the simple protocol and the odd
+/// ones in the extended protocol; any error fails the test, naming `context`.
+async fn run_alternating(client: &Client, steps: &[&str], context: &str) {
+    for (i, sql) in steps.iter().enumerate() {
+        let run = if i % 2 == 0 {
+            simple_rows(client, sql).await.map(|_| ())
+        } else {
+            extended_rows(client, sql, &[]).await.map(|_| ())
+        };
+        run.unwrap_or_else(|e| panic!("{context}: {sql}: {e:?}"));
+    }
+}
+
 /// Rows whose two shapes differ physically.
 async fn mismatched(db: &Db) -> Vec<String> {
     db.physical(
@@ -451,14 +464,7 @@ async fn several_rules_on_one_table_and_one_statement() {
             "UPDATE accounts SET name = 'Di', status_code = 1 WHERE id = 2",
             "INSERT INTO accounts (id, status, full_name) VALUES (3, 'pending', 'Ed')",
         ];
-        for (i, sql) in steps.iter().enumerate() {
-            let run = if i % 2 == 0 {
-                simple_rows(&client, sql).await.map(|_| ())
-            } else {
-                extended_rows(&client, sql, &[]).await.map(|_| ())
-            };
-            run.unwrap_or_else(|e| panic!("{phase}: {sql}: {e:?}"));
-        }
+        run_alternating(&client, &steps, phase).await;
         let old = simple_rows(&client, "SELECT id, name, status FROM accounts ORDER BY id")
             .await
             .unwrap()
@@ -534,22 +540,13 @@ async fn default_for_a_type_changed_column_mirrors_a_typed_null() {
         let db = Db::create("rw_default_typed", setup).await;
         let proxy = db.proxy(&rule(phase)).start().await;
         let client = db.through(&proxy).await;
-        for (i, sql) in [
+        let steps = [
             "INSERT INTO orders (id, status_code, email) VALUES (2, DEFAULT, 'b@x')",
             "INSERT INTO orders (id, status, email) VALUES (3, DEFAULT, 'c@x')",
             "UPDATE orders SET status_code = DEFAULT WHERE id = 2",
             "UPDATE orders SET status = DEFAULT WHERE id = 3",
-        ]
-        .iter()
-        .enumerate()
-        {
-            let run = if i % 2 == 0 {
-                simple_rows(&client, sql).await.map(|_| ())
-            } else {
-                extended_rows(&client, sql, &[]).await.map(|_| ())
-            };
-            run.unwrap_or_else(|e| panic!("{phase}: {sql}: {e:?}"));
-        }
+        ];
+        run_alternating(&client, &steps, phase).await;
         let physical = db.physical("SELECT * FROM orders ORDER BY id").await;
         assert_eq!(physical, ["2|∅|∅|b@x", "3|∅|∅|c@x"], "{phase}");
     }
@@ -604,21 +601,12 @@ async fn on_conflict_on_the_old_columns_constraint_in_contract() {
     .await;
     let proxy = db.proxy(&rename("contract")).start().await;
     let client = db.through(&proxy).await;
-    for (i, sql) in [
+    let steps = [
         "INSERT INTO users (id, name) VALUES (2, 'Ann') ON CONFLICT ON CONSTRAINT users_name_key DO UPDATE SET hits = users.hits + 1",
         "INSERT INTO users (id, full_name) VALUES (3, 'Ann') ON CONFLICT ON CONSTRAINT users_name_key DO UPDATE SET hits = users.hits + 1",
         "INSERT INTO users (id, name) VALUES (4, 'Ann') ON CONFLICT (name) DO UPDATE SET hits = users.hits + 1",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let run = if i % 2 == 0 {
-            simple_rows(&client, sql).await.map(|_| ())
-        } else {
-            extended_rows(&client, sql, &[]).await.map(|_| ())
-        };
-        run.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    }
+    ];
+    run_alternating(&client, &steps, "contract").await;
     assert_eq!(
         db.physical("SELECT id, name, full_name, hits FROM users")
             .await,
