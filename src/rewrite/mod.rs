@@ -301,7 +301,8 @@ fn with_parsed<T>(
     })
 }
 
-fn first_mentioned_rule(sql: &str, rules: &RuleSet) -> String {
+/// The id of the rule whose table `sql` names first, for an error message.
+pub fn first_mentioned_rule(sql: &str, rules: &RuleSet) -> String {
     let bytes = sql.as_bytes();
     rules
         .rules()

@@ -22,8 +22,8 @@ use crate::protocol::frontend::{
 };
 use crate::protocol::QUERY_TAG;
 use crate::rewrite::{
-    mentions_mapped_table, names_mapped_table, prepared_statement_name, starts_with_prepare,
-    Lookup, Outcome, RefusalKind, RewriteError, RuleSet,
+    first_mentioned_rule, mentions_mapped_table, names_mapped_table, prepared_statement_name,
+    starts_with_prepare, Lookup, Outcome, RefusalKind, RewriteError,
 };
 
 use super::context::{Context, Settings};
@@ -387,7 +387,7 @@ impl Rewriter {
         match names_mapped_table(sql, &self.db.rules) {
             Ok(false) => Ok(Outcome::Unchanged),
             Ok(true) => Err(RewriteError {
-                rule_id: first_mentioned(&self.db.rules, sql),
+                rule_id: first_mentioned_rule(sql, &self.db.rules),
                 reason: format!("the rule is not active in this database: {reason}"),
                 kind: RefusalKind::Unrewritable,
             }),
@@ -409,18 +409,6 @@ impl Rewriter {
             }
         }
     }
-}
-
-/// The first rule whose table `sql` names, for an error message.
-fn first_mentioned(rules: &RuleSet, sql: &str) -> String {
-    let lower = sql.to_ascii_lowercase();
-    rules
-        .rules()
-        .iter()
-        .find(|r| lower.contains(&r.table.to_ascii_lowercase()))
-        .or(rules.rules().first())
-        .map(|r| r.id.clone())
-        .unwrap_or_default()
 }
 
 /// The `pgshim_rewrites_total` label of a phase.
