@@ -11,7 +11,7 @@ use crate::support::certs::certs;
 use crate::support::pg::{cluster, SCRAM_PASSWORD, SCRAM_USER, TRUST_USER};
 use crate::support::proxy::proxy;
 use crate::support::wire::{read_to_end, send};
-use crate::support::{eventually, within};
+use crate::support::within;
 
 /// Runs `SELECT pg_sleep(secs)` on `client`, calls `cancel` once the server
 /// is executing it, and returns the query's outcome.
@@ -25,23 +25,10 @@ async fn sleep_and<F: Future<Output = ()>>(
         .await
         .unwrap()
         .get(0);
-    let admin = cluster().admin().await;
     let sql = format!("SELECT pg_sleep({secs})");
     let sleeping = client.simple_query(&sql);
     let canceller = async {
-        eventually(20, "pg_sleep is running", || async {
-            admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE pid = $1 AND state = 'active' AND query = $2",
-                    &[&pid, &sql],
-                )
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-                == 1
-        })
-        .await;
+        crate::cancel_tls::until_running(pid, &sql).await;
         cancel.await;
     };
     let (result, ()) = within(25, "pg_sleep returns", async {
