@@ -39,7 +39,10 @@ fn is_ident_byte(b: u8) -> bool {
 
 /// End (exclusive) of a quoted run starting at `start` (the opening quote `q`); doubled
 /// quotes continue it, and so do backslash escapes when `backslash` is set.
-fn quoted_end(s: &[u8], start: usize, q: u8, backslash: bool) -> usize {
+///
+/// # Returns
+/// `None` when the run is never closed.
+fn quoted_end(s: &[u8], start: usize, q: u8, backslash: bool) -> Option<usize> {
     let mut i = start + 1;
     while i < s.len() {
         if backslash && s[i] == b'\\' {
@@ -51,11 +54,11 @@ fn quoted_end(s: &[u8], start: usize, q: u8, backslash: bool) -> usize {
                 i += 2;
                 continue;
             }
-            return i + 1;
+            return Some(i + 1);
         }
         i += 1;
     }
-    s.len()
+    None
 }
 
 fn number_end(s: &[u8], start: usize) -> usize {
@@ -84,7 +87,10 @@ fn number_end(s: &[u8], start: usize) -> usize {
 }
 
 /// End of a dollar-quoted string starting at `start`, if one starts there.
-fn dollar_quote_end(sql: &str, start: usize) -> Option<usize> {
+///
+/// # Returns
+/// `None` when no tag starts there; `Some(None)` when the string is never closed.
+fn dollar_quote_end(sql: &str, start: usize) -> Option<Option<usize>> {
     let s = sql.as_bytes();
     let mut i = start + 1;
     while i < s.len() && is_ident_byte(s[i]) && !(i == start + 1 && s[i].is_ascii_digit()) {
@@ -95,17 +101,15 @@ fn dollar_quote_end(sql: &str, start: usize) -> Option<usize> {
     }
     let tag = &sql[start..=i];
     let body = i + 1;
-    Some(
-        sql[body..]
-            .find(tag)
-            .map_or(sql.len(), |at| body + at + tag.len()),
-    )
+    Some(sql[body..].find(tag).map(|at| body + at + tag.len()))
 }
 
 /// Split `sql` into key and literals.
 ///
 /// # Returns
-/// `None` when the statement has too many literals to be worth caching.
+/// `None` when the statement has too many literals to be worth caching, or leaves a
+/// quote, comment or dollar-quoted string open: how such a text ends is for the parser
+/// to judge on the real text, not on one whose tail became a sentinel.
 pub(crate) fn fingerprint(sql: &str) -> Option<Fingerprint<'_>> {
     let s = sql.as_bytes();
     let mut key = String::with_capacity(sql.len());
@@ -124,26 +128,26 @@ pub(crate) fn fingerprint(sql: &str) -> Option<Fingerprint<'_>> {
                 continue;
             }
             b'/' if s.get(i + 1) == Some(&b'*') => {
-                i = sql[i + 2..].find("*/").map_or(s.len(), |p| i + 2 + p + 2);
+                i = i + 2 + sql.get(i + 2..)?.find("*/")? + 2;
                 continue;
             }
             b'"' => {
-                i = quoted_end(s, i, b'"', false);
+                i = quoted_end(s, i, b'"', false)?;
                 continue;
             }
             b'\'' if prev.is_some_and(|p| is_ident_byte(p) || p == b'&') => {
                 let backslash = matches!(prev, Some(b'e' | b'E'));
-                i = quoted_end(s, i, b'\'', backslash);
+                i = quoted_end(s, i, b'\'', backslash)?;
                 continue;
             }
-            b'\'' => quoted_end(s, i, b'\'', false),
+            b'\'' => quoted_end(s, i, b'\'', false)?,
             b'$' if s.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 i = number_end(s, i + 1);
                 continue;
             }
             b'$' if !prev.is_some_and(is_ident_byte) => match dollar_quote_end(sql, i) {
                 Some(end) => {
-                    i = end;
+                    i = end?;
                     continue;
                 }
                 None => {
@@ -284,6 +288,19 @@ mod tests {
             "INSERT INTO t (a, b, 'y') VALUES ('y', 20, 'y')"
         );
         assert!(t.fill(&["'y'"]).is_none());
+    }
+
+    #[test]
+    fn open_quotes_and_comments_are_not_fingerprinted() {
+        for s in [
+            "UPDATE t SET a = ' x WHERE b = $1",
+            "SELECT \"a FROM t",
+            "SELECT 1 /* open",
+            "SELECT $q$ open",
+            "SELECT E'\\",
+        ] {
+            assert!(fingerprint(s).is_none(), "{s:?}");
+        }
     }
 
     #[test]

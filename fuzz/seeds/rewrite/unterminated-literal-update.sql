@@ -1,0 +1,1 @@
+UPDATE orders SET status = ' statusHERE status = $1 RETURNING status
