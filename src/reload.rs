@@ -13,7 +13,6 @@ use crate::admin::metrics::{self, metrics};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::rewrite::{Phase, RuleSet};
-use crate::session::rewrite::phase_name;
 use crate::session::{Context, Settings};
 
 /// A reload that changed nothing.
@@ -196,8 +195,8 @@ pub fn check_phase_steps(old: &RuleSet, new: &RuleSet) -> Result<(), String> {
             return Err(format!(
                 "rule {}: phase {} -> {} skips migrate; move one step at a time (expand <-> migrate <-> contract) or set force = true on the rule",
                 rule.id,
-                phase_name(before.phase),
-                phase_name(rule.phase)
+                before.phase.name(),
+                rule.phase.name()
             ));
         }
     }

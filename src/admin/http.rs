@@ -174,7 +174,7 @@ fn rules_json(admin: &Admin) -> String {
                 "table": format!("{}.{}", r.schema, r.table),
                 "old": r.old,
                 "new": r.new,
-                "phase": crate::session::rewrite::phase_name(r.phase),
+                "phase": r.phase.name(),
                 "force": r.force,
             })
         })

@@ -22,14 +22,8 @@ pub struct Metrics {
     pub rejected_shutdown: Counter,
     /// `pgshim_upstream_connect_failures_total`.
     pub upstream_connect_failures: Counter,
-    /// `pgshim_statements_total{outcome="passed_through"}`.
-    pub statements_passed: Counter,
-    /// `pgshim_statements_total{outcome="rewritten"}`.
-    pub statements_rewritten: Counter,
-    /// `pgshim_statements_total{outcome="rejected"}`.
-    pub statements_rejected: Counter,
-    /// `pgshim_statements_total{outcome="unrewritten"}`: let through by `on_unrewritable = "pass"`.
-    pub statements_unrewritten: Counter,
+    /// `pgshim_statements_total{outcome}`, by [`StatementOutcome::index`].
+    statements: [Counter; 4],
     /// `pgshim_rewrite_cache_hits_total`.
     pub cache_hits: Counter,
     /// `pgshim_rewrite_cache_misses_total`.
@@ -84,9 +78,50 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Counts one rewrite of a statement touching `rule` in `phase`.
-pub fn rewrite_by_rule(rule: &str, phase: &'static str) {
-    counter!("pgshim_rewrites_total", "rule" => rule.to_owned(), "phase" => phase).increment(1);
+/// Counts `n` rewrites of statements touching `rule` in `phase`.
+pub fn rewrite_by_rule(rule: &str, phase: &'static str, n: u64) {
+    counter!("pgshim_rewrites_total", "rule" => rule.to_owned(), "phase" => phase).increment(n);
+}
+
+/// How a statement text left pgshim: the `outcome` label of
+/// `pgshim_statements_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementOutcome {
+    /// Forwarded as the client wrote it.
+    PassedThrough,
+    /// Forwarded rewritten.
+    Rewritten,
+    /// Refused with an error.
+    Refused,
+    /// Forwarded unrewritten because `on_unrewritable = "pass"`.
+    Unrewritten,
+}
+
+// === impl StatementOutcome ===
+
+impl StatementOutcome {
+    /// Every outcome, in [`StatementOutcome::index`] order.
+    pub const ALL: [StatementOutcome; 4] = [
+        StatementOutcome::PassedThrough,
+        StatementOutcome::Rewritten,
+        StatementOutcome::Refused,
+        StatementOutcome::Unrewritten,
+    ];
+
+    /// Position in arrays indexed by outcome.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            StatementOutcome::PassedThrough => "passed_through",
+            StatementOutcome::Rewritten => "rewritten",
+            StatementOutcome::Refused => "rejected",
+            StatementOutcome::Unrewritten => "unrewritten",
+        }
+    }
 }
 
 /// Sets the phase gauge of `rule`: 0 expand, 1 migrate, 2 contract.
@@ -97,6 +132,11 @@ pub fn rule_phase(rule: &str, phase: f64) {
 // === impl Metrics ===
 
 impl Metrics {
+    /// `pgshim_statements_total{outcome}`.
+    pub fn statements(&self, outcome: StatementOutcome) -> &Counter {
+        &self.statements[outcome.index()]
+    }
+
     fn register() -> Metrics {
         describe();
         let statements =
@@ -112,10 +152,7 @@ impl Metrics {
             rejected_max_connections: rejected("max_connections"),
             rejected_shutdown: rejected("shutdown"),
             upstream_connect_failures: counter!("pgshim_upstream_connect_failures_total"),
-            statements_passed: statements("passed_through"),
-            statements_rewritten: statements("rewritten"),
-            statements_rejected: statements("rejected"),
-            statements_unrewritten: statements("unrewritten"),
+            statements: StatementOutcome::ALL.map(|o| statements(o.label())),
             cache_hits: counter!("pgshim_rewrite_cache_hits_total"),
             cache_misses: counter!("pgshim_rewrite_cache_misses_total"),
             cache_size: gauge!("pgshim_rewrite_cache_size"),

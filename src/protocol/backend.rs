@@ -5,6 +5,19 @@ use memchr::memchr;
 
 use super::{AUTHENTICATION_TAG, ERROR_RESPONSE_TAG};
 
+/// Backend `ParseComplete`.
+pub const PARSE_COMPLETE_TAG: u8 = b'1';
+/// Backend `CloseComplete`.
+pub const CLOSE_COMPLETE_TAG: u8 = b'3';
+/// Backend `CommandComplete`.
+pub const COMMAND_COMPLETE_TAG: u8 = b'C';
+/// Backend `ParameterDescription`.
+pub const PARAMETER_DESCRIPTION_TAG: u8 = b't';
+/// Backend `RowDescription`.
+pub const ROW_DESCRIPTION_TAG: u8 = b'T';
+/// Backend `NoData`.
+pub const NO_DATA_TAG: u8 = b'n';
+
 /// `AuthenticationSASL` sub-code.
 const AUTH_SASL: i32 = 10;
 /// The channel-binding mechanism pgshim hides from clients, since TLS ends at pgshim.
@@ -36,16 +49,24 @@ pub fn write_error(
     message: &str,
     hint: Option<&str>,
 ) {
+    write_error_fields(
+        out,
+        severity,
+        &[(b'C', Some(code)), (b'M', Some(message)), (b'H', hint)],
+    );
+}
+
+/// Appends an `ErrorResponse` with `severity` and the other fields given
+/// (by field code; `None` values are left out).
+pub fn write_error_fields(out: &mut BytesMut, severity: Severity, fields: &[(u8, Option<&str>)]) {
     let start = out.len();
     out.put_u8(ERROR_RESPONSE_TAG);
     out.put_i32(0);
-    for (field, value) in [
+    let severity = [
         (b'S', Some(severity.as_str())),
         (b'V', Some(severity.as_str())),
-        (b'C', Some(code)),
-        (b'M', Some(message)),
-        (b'H', hint),
-    ] {
+    ];
+    for &(field, value) in severity.iter().chain(fields) {
         if let Some(value) = value {
             out.put_u8(field);
             put_cstr(out, value);

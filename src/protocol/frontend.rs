@@ -14,6 +14,8 @@ pub const BIND_TAG: u8 = b'B';
 pub const DESCRIBE_TAG: u8 = b'D';
 /// Frontend `Close`.
 pub const CLOSE_TAG: u8 = b'C';
+/// Frontend `Flush`.
+pub const FLUSH_TAG: u8 = b'H';
 /// `Describe`/`Close` target kind: a prepared statement.
 pub const TARGET_STATEMENT: u8 = b'S';
 
@@ -74,6 +76,21 @@ pub fn write_close_statement(out: &mut BytesMut, name: &[u8]) {
     out.put_u8(TARGET_STATEMENT);
     out.put_slice(name);
     out.put_u8(0);
+}
+
+/// Appends `Describe` of prepared statement `name`.
+pub fn write_describe_statement(out: &mut BytesMut, name: &[u8]) {
+    out.put_u8(DESCRIBE_TAG);
+    out.put_i32((4 + 1 + name.len() + 1) as i32);
+    out.put_u8(TARGET_STATEMENT);
+    out.put_slice(name);
+    out.put_u8(0);
+}
+
+/// Appends `Flush`: the server sends what it has buffered.
+pub fn write_flush(out: &mut BytesMut) {
+    out.put_u8(FLUSH_TAG);
+    out.put_i32(4);
 }
 
 /// Appends a `Query` message carrying `sql`.

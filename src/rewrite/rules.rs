@@ -153,13 +153,20 @@ impl std::str::FromStr for Phase {
     }
 }
 
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Phase {
+    /// The phase's name, as in the config and in metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
             Phase::Expand => "expand",
             Phase::Migrate => "migrate",
             Phase::Contract => "contract",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

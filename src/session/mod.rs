@@ -2,15 +2,11 @@
 //! forwarding loop, and the one log line per connection.
 pub mod cancel;
 pub mod context;
-pub mod reject;
-pub mod relay;
-pub mod rewrite;
+mod core;
+mod relay;
 pub mod startup;
-pub mod state;
-pub mod statements;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +21,8 @@ use crate::net::{Stream, Writer};
 use crate::protocol::startup::StartupParams;
 use crate::protocol::{Framer, TERMINATE_TAG};
 pub use context::{Context, Settings};
-use reject::Rejections;
-use relay::{End, Pump, ToClient, ToServer};
+use relay::{End, Link, Pump, ToClientSide, ToServerSide};
 use startup::Negotiated;
-use state::State;
-use statements::Hidden;
 
 /// How long pgshim waits for a client to accept a final error message.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -103,10 +96,9 @@ impl Session<'_> {
     async fn proxy(self, mut client: Stream, packet: &[u8], leftover: BytesMut) {
         let (peer, user, database) = (self.peer, &self.params.user, &self.params.database);
         tracing::info!(client = %peer, user = %user, database = %database, tls = client.is_tls(), "connection opened");
-        let state = State::new();
-        state.add_from_client(packet.len());
+        let link = Link::new(packet.len());
         let outcome = match self.settings.upstream.connect().await {
-            Ok(server) => self.relay(client, server, packet, leftover, &state).await,
+            Ok(server) => self.relay(client, server, packet, leftover, &link).await,
             Err(error) => {
                 metrics().upstream_connect_failures.increment(1);
                 farewell(&mut client, &error).await;
@@ -114,10 +106,7 @@ impl Session<'_> {
             }
         };
         let duration_ms = self.started.elapsed().as_millis() as u64;
-        let (bytes_in, bytes_out) = (
-            state.from_client.load(Relaxed),
-            state.from_server.load(Relaxed),
-        );
+        let (bytes_in, bytes_out) = link.traffic();
         match outcome {
             Ok(end) => {
                 tracing::info!(client = %peer, user = %user, database = %database, duration_ms, bytes_in, bytes_out, reason = ?end, "connection closed")
@@ -137,7 +126,7 @@ impl Session<'_> {
         mut server: Stream,
         packet: &[u8],
         mut client_buf: BytesMut,
-        state: &State,
+        link: &Link,
     ) -> Result<End, Error> {
         let upstream = self.settings.upstream.addr();
         let sent = async {
@@ -158,7 +147,6 @@ impl Session<'_> {
             Framer::new(usize::MAX),
         );
         let mut server_buf = BytesMut::new();
-        let client_at_boundary = AtomicBool::new(true);
         let upward = Pump {
             from: &mut client_r,
             to: &mut server_w,
@@ -171,31 +159,25 @@ impl Session<'_> {
             buf: &mut server_buf,
             framer: &mut server_framer,
         };
-        let (rejections, hidden) = (Rejections::default(), Hidden::default());
-        let down = ToClient {
+        let down = ToClientSide {
             shutdown: &self.ctx.shutdown,
             drain_timeout: limits.shutdown_timeout(),
-            client_at_boundary: &client_at_boundary,
             upstream,
-            rejections: &rejections,
-            hidden: &hidden,
         };
-        let up = ToServer {
+        let up = ToServerSide {
             addr: upstream,
             ctx: self.ctx,
             settings: self.settings,
             database: &self.params.database,
-            rejections: &rejections,
-            hidden: &hidden,
         };
         let outcome = tokio::select! {
-            r = upward.client_to_server(state, up) => r,
-            r = downward.server_to_client(state, down) => r,
-            _ = startup_expired(self.deadline, state) => Err(Error::StartupTimeout(limits.startup_timeout_ms)),
+            r = upward.client_to_server(link, up) => r,
+            r = downward.server_to_client(link, down) => r,
+            _ = startup_expired(self.deadline, link) => Err(Error::StartupTimeout(limits.startup_timeout_ms)),
         };
         finish(
             &outcome,
-            client_at_boundary.load(Relaxed),
+            link.client_at_boundary(),
             &mut client_w,
             &mut server_w,
         )
@@ -236,9 +218,9 @@ async fn finish(
 }
 
 /// Completes at `deadline` if the session has not authenticated by then.
-async fn startup_expired(deadline: Instant, state: &State) {
+async fn startup_expired(deadline: Instant, link: &Link) {
     tokio::time::sleep_until(deadline).await;
-    if state.authenticated() {
+    if link.core().authenticated() {
         std::future::pending::<()>().await;
     }
 }

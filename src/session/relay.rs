@@ -1,41 +1,48 @@
 //! The forwarding loop: two directions in one task, each framing messages by
-//! header and forwarding raw bytes in batches.
+//! header and forwarding raw bytes in batches, asking the session core what
+//! to do with the messages it wants to see.
 //!
 //! The directions run concurrently (not turn by turn) so that a client that
 //! pipelines without reading, or a server that streams while the client still
-//! sends COPY data, cannot deadlock through pgshim. Each direction owns one
-//! buffer that is reused for the whole session: a read, a scan of the headers,
-//! one write of everything complete, `advance`. Nothing is allocated per
-//! message; backpressure is the socket's, since nothing is read while a write
-//! is pending.
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+//! sends COPY data, cannot deadlock through pgshim. Both run in one task, so
+//! the lock around the core is never contended; it is taken per batch and
+//! never held across an await. Each direction owns one buffer that is reused
+//! for the whole session: a read, a scan of the headers, one write of
+//! everything complete, `advance`. Nothing is allocated per message;
+//! backpressure is the socket's, since nothing is read while a write is
+//! pending.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::metrics::{self, metrics};
 use crate::error::Error;
 use crate::net::{Reader, Writer};
-use crate::protocol::backend::strip_channel_binding;
 use crate::protocol::{
-    Frame, Framer, Header, AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, MAX_AUTH_MESSAGE_LEN,
-    PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG, TERMINATE_TAG,
+    Frame, Framer, Header, ERROR_RESPONSE_TAG, MAX_AUTH_MESSAGE_LEN, TERMINATE_TAG,
 };
 
 use super::context::{Context, Settings};
-use super::reject::Rejections;
-use super::rewrite::{Rewriter, Shared};
-use super::state::{Phase, State};
-use super::statements::{Hidden, CLOSE_COMPLETE_TAG, COMMAND_COMPLETE_TAG, PARSE_COMPLETE_TAG};
-use crate::admin::metrics::metrics;
+use super::core::{Activity, AuthStep, Core, SessionRules, StatementOutcome, ToClient, ToServer};
 
 /// Minimum free space before each read.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// How long a client message waits for pgshim's check of a re-prepared
+/// statement. The answer normally takes one round trip; a client that
+/// pipelines megabytes without reading its replies can hold it up, and then
+/// the message goes on unchecked rather than stalling the session.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Why a direction stopped without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The client sent Terminate.
     ClientTerminated,
     /// The client closed its connection.
@@ -48,8 +55,78 @@ pub enum End {
     Shutdown,
 }
 
+/// What the two directions of one session share.
+#[derive(Default)]
+pub(crate) struct Link {
+    core: Mutex<Core>,
+    /// Woken when the first ReadyForQuery arrives: the client direction holds
+    /// everything but authentication messages until then.
+    authenticated: Notify,
+    /// Woken when the check of a re-prepared statement has its verdict.
+    verdict: Notify,
+    /// False while a write to the client is in progress or a message is
+    /// partly sent, so pgshim must not write a message of its own.
+    client_at_boundary: AtomicBool,
+    /// Bytes forwarded from client to server (written by that direction only).
+    from_client: AtomicU64,
+    /// Bytes forwarded from server to client (written by that direction only).
+    from_server: AtomicU64,
+}
+
+// === impl Link ===
+
+impl Link {
+    /// A session that has not authenticated yet, whose startup packet of
+    /// `packet_len` bytes was forwarded.
+    pub(crate) fn new(packet_len: usize) -> Link {
+        let link = Link::default();
+        link.client_at_boundary.store(true, Relaxed);
+        link.from_client.store(packet_len as u64, Relaxed);
+        link
+    }
+
+    /// The session core. The guard must not be held across an await (the
+    /// compiler enforces it: the guard is not `Send`).
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Bytes forwarded from the client and from the server.
+    pub(crate) fn traffic(&self) -> (u64, u64) {
+        (
+            self.from_client.load(Relaxed),
+            self.from_server.load(Relaxed),
+        )
+    }
+
+    /// True when no message to the client is partly written.
+    pub(crate) fn client_at_boundary(&self) -> bool {
+        self.client_at_boundary.load(Relaxed)
+    }
+
+    /// Completes once the first ReadyForQuery has been seen.
+    pub(crate) async fn wait_authenticated(&self) {
+        if !self.core().authenticated() {
+            self.authenticated.notified().await;
+        }
+    }
+
+    /// Completes once the open check has its verdict.
+    async fn wait_verdict(&self) {
+        loop {
+            let notified = self.verdict.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.core().verdict_ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// One direction: where bytes come from, where they go, and how they are framed.
-pub struct Pump<'a> {
+pub(crate) struct Pump<'a> {
     /// The side read from.
     pub from: &'a mut Reader,
     /// The side written to.
@@ -60,9 +137,8 @@ pub struct Pump<'a> {
     pub framer: &'a mut Framer,
 }
 
-/// Client-to-server extras: the session's rules and what it shares with the
-/// server direction.
-pub struct ToServer<'a> {
+/// Client-to-server extras: where the session's rules come from.
+pub(crate) struct ToServerSide<'a> {
     /// `host:port` of the server, for errors.
     pub addr: &'a str,
     /// Where new rules come from.
@@ -71,27 +147,25 @@ pub struct ToServer<'a> {
     pub settings: &'a Settings,
     /// The database the session is in.
     pub database: &'a str,
-    /// Refusals in flight.
-    pub rejections: &'a Rejections,
-    /// Replies to pgshim's own re-prepares.
-    pub hidden: &'a Hidden,
 }
 
-/// Server-to-client extras: shutdown signalling and whether the client is at a
-/// message boundary (so pgshim may write a message of its own).
-pub struct ToClient<'a> {
+/// Server-to-client extras: shutdown signalling.
+pub(crate) struct ToClientSide<'a> {
     /// Cancelled when pgshim starts shutting down.
     pub shutdown: &'a CancellationToken,
     /// How long a session may take to reach a safe point after shutdown starts.
-    pub drain_timeout: std::time::Duration,
-    /// False while a write to the client is in progress or a message is partly sent.
-    pub client_at_boundary: &'a AtomicBool,
+    pub drain_timeout: Duration,
     /// `host:port` of the server, for errors.
     pub upstream: &'a str,
-    /// Refusals in flight, whose stand-in errors are replaced.
-    pub rejections: &'a Rejections,
-    /// Replies to pgshim's own re-prepares, swallowed.
-    pub hidden: &'a Hidden,
+}
+
+/// What a scan under the lock found: a message to replace, or the end of
+/// what is buffered.
+enum Found<T> {
+    /// Everything complete before `off` can be forwarded as it is.
+    End,
+    /// The message of `len` bytes at `off` is replaced by `action`.
+    Replace { len: usize, action: T },
 }
 
 // === impl Pump ===
@@ -102,83 +176,118 @@ impl Pump<'_> {
     /// # Errors
     /// [`Error::ClientFrame`] for bytes that cannot be framed,
     /// [`Error::ClientIo`] and [`Error::UpstreamLost`] for broken connections.
-    pub async fn client_to_server(mut self, state: &State, up: ToServer<'_>) -> Result<End, Error> {
-        if let Authenticated::ClientLeft(end) = self.relay_authentication(state, up.addr).await? {
+    pub(crate) async fn client_to_server(
+        mut self,
+        link: &Link,
+        up: ToServerSide<'_>,
+    ) -> Result<End, Error> {
+        if let Authenticated::ClientLeft(end) = self.relay_authentication(link, up.addr).await? {
             return Ok(end);
         }
         // Only now, with the login accepted by Postgres, may the client's
         // database name reach the rules, the catalog and the caches.
-        let ToServer {
-            addr,
-            ctx,
-            settings,
-            database,
-            rejections,
-            hidden,
-        } = up;
-        let rewriter = &mut Rewriter::new(ctx, settings, database).await;
-        let shared = Shared {
-            state,
-            rejections,
-            hidden,
-        };
+        let version = up.ctx.rules.current();
+        let db = version
+            .for_database(
+                up.database,
+                &up.settings.config.upstream,
+                &up.settings.upstream,
+            )
+            .await;
+        let _ = link.core().take_rules(SessionRules::new(&version, db));
+        drop(version);
+        let addr = up.addr;
         loop {
-            if let Some(queries) = rewriter.refresh(ctx, settings, &shared).await {
+            if let Some(queries) = refresh(link, &up).await {
                 self.write_flushed(&queries)
                     .await
                     .map_err(|e| lost(addr, &e))?;
             }
-            let (mut off, mut statements, mut terminated) = (0, 0u64, false);
-            while let Some(frame) = self
-                .framer
-                .next(&self.buf[off..], |t| rewriter.wants_whole(t))
-                .map_err(Error::ClientFrame)?
-            {
-                match frame {
-                    Frame::Raw { tag, len } => {
-                        if let Some(tag) = tag {
-                            rewriter.note_forwarded(state.next_request(), tag);
-                            state.on_frontend(tag);
-                            statements += u64::from(tag == QUERY_TAG);
-                            terminated |= tag == TERMINATE_TAG;
+            let (mut off, mut terminated) = (0, false);
+            loop {
+                let found = {
+                    let mut core = link.core();
+                    let mut found = Found::End;
+                    while let Some(frame) = self
+                        .framer
+                        .next(&self.buf[off..], |t| core.client_wants_whole(t))
+                        .map_err(Error::ClientFrame)?
+                    {
+                        match frame {
+                            Frame::Raw { tag, len } => {
+                                if let Some(tag) = tag {
+                                    core.client_passed(tag);
+                                    terminated |= tag == TERMINATE_TAG;
+                                }
+                                off += len;
+                            }
+                            Frame::Whole(h) => {
+                                match core.client_message(&self.buf[off..off + h.total_len]) {
+                                    ToServer::Forward => off += h.total_len,
+                                    action => {
+                                        found = Found::Replace {
+                                            len: h.total_len,
+                                            action,
+                                        };
+                                        break;
+                                    }
+                                }
+                            }
                         }
-                        off += len;
                     }
-                    Frame::Whole(h) => {
-                        let replacement =
-                            rewriter.message(&self.buf[off..off + h.total_len], &shared);
-                        state.on_frontend(h.tag);
-                        let Some(replacement) = replacement else {
-                            off += h.total_len;
-                            continue;
-                        };
-                        self.forward(off).await.map_err(|e| lost(addr, &e))?;
-                        self.buf.advance(h.total_len);
-                        self.write_flushed(&replacement)
-                            .await
-                            .map_err(|e| lost(addr, &e))?;
-                        state.add_from_client(off + replacement.len());
-                        metrics()
-                            .bytes_from_client
-                            .increment((off + replacement.len()) as u64);
-                        off = 0;
+                    publish(&mut core);
+                    found
+                };
+                let Found::Replace { len, action } = found else {
+                    break;
+                };
+                self.forward(off).await.map_err(|e| lost(addr, &e))?;
+                self.buf.advance(len);
+                let mut sent = off;
+                off = 0;
+                let mut action = action;
+                loop {
+                    match action {
+                        ToServer::Forward => break,
+                        ToServer::Send(bytes) => {
+                            self.write_flushed(&bytes)
+                                .await
+                                .map_err(|e| lost(addr, &e))?;
+                            sent += bytes.len();
+                            break;
+                        }
+                        ToServer::SendAndCheck(bytes) => {
+                            self.write_flushed(&bytes)
+                                .await
+                                .map_err(|e| lost(addr, &e))?;
+                            sent += bytes.len();
+                            if tokio::time::timeout(CHECK_TIMEOUT, link.wait_verdict())
+                                .await
+                                .is_err()
+                            {
+                                tracing::warn!("no answer to pgshim's check of a re-prepared statement within 5 s; the client's message goes on unchecked");
+                            }
+                            action = link.core().after_check();
+                        }
                     }
                 }
+                self.count_from_client(link, sent);
             }
             self.forward(off).await.map_err(|e| lost(addr, &e))?;
-            state.add_from_client(off);
-            if off > 0 {
-                metrics().bytes_from_client.increment(off as u64);
-            }
-            if statements > 0 {
-                metrics().statements_passed.increment(statements);
-            }
+            self.count_from_client(link, off);
             if terminated {
                 return Ok(End::ClientTerminated);
             }
             if self.read_more().await? == 0 {
                 return Ok(End::ClientClosed);
             }
+        }
+    }
+
+    fn count_from_client(&self, link: &Link, n: usize) {
+        if n > 0 {
+            link.from_client.fetch_add(n as u64, Relaxed);
+            metrics().bytes_from_client.increment(n as u64);
         }
     }
 
@@ -195,33 +304,39 @@ impl Pump<'_> {
     /// [`Error::ClientIo`] and [`Error::UpstreamLost`] for broken connections.
     async fn relay_authentication(
         &mut self,
-        state: &State,
+        link: &Link,
         addr: &str,
     ) -> Result<Authenticated, Error> {
         loop {
-            let mut off = 0;
-            let mut waiting = false;
-            while let Some(h) =
-                Header::parse(&self.buf[off..], MAX_AUTH_MESSAGE_LEN).map_err(Error::ClientFrame)?
+            let (mut off, mut waiting, mut terminated) = (0, false, false);
             {
-                if h.tag != PASSWORD_TAG && h.tag != TERMINATE_TAG {
-                    waiting = true;
-                    break;
-                }
-                if self.buf.len() - off < h.total_len {
-                    break;
-                }
-                state.on_frontend(h.tag);
-                off += h.total_len;
-                if h.tag == TERMINATE_TAG {
-                    self.forward(off).await.map_err(|e| lost(addr, &e))?;
-                    return Ok(Authenticated::ClientLeft(End::ClientTerminated));
+                let mut core = link.core();
+                while let Some(h) = Header::parse(&self.buf[off..], MAX_AUTH_MESSAGE_LEN)
+                    .map_err(Error::ClientFrame)?
+                {
+                    let step = core.auth_step(h.tag);
+                    if step == AuthStep::Hold {
+                        waiting = true;
+                        break;
+                    }
+                    if self.buf.len() - off < h.total_len {
+                        break;
+                    }
+                    core.client_passed(h.tag);
+                    off += h.total_len;
+                    if step == AuthStep::Terminate {
+                        terminated = true;
+                        break;
+                    }
                 }
             }
             self.forward(off).await.map_err(|e| lost(addr, &e))?;
-            state.add_from_client(off);
-            if waiting || state.authenticated() {
-                state.wait_authenticated().await;
+            self.count_from_client(link, off);
+            if terminated {
+                return Ok(Authenticated::ClientLeft(End::ClientTerminated));
+            }
+            if waiting || link.core().authenticated() {
+                link.wait_authenticated().await;
                 return Ok(Authenticated::Yes);
             }
             // Waking on either: the client's next message, or the end of
@@ -230,7 +345,7 @@ impl Pump<'_> {
                 read = self.read_more() => if read? == 0 {
                     return Ok(Authenticated::ClientLeft(End::ClientClosed));
                 },
-                _ = state.wait_authenticated() => return Ok(Authenticated::Yes),
+                _ = link.wait_authenticated() => return Ok(Authenticated::Yes),
             }
         }
     }
@@ -247,10 +362,10 @@ impl Pump<'_> {
     /// # Errors
     /// [`Error::UpstreamLost`] when the server goes away unexpectedly,
     /// [`Error::ClientIo`] when the client does.
-    pub async fn server_to_client(
+    pub(crate) async fn server_to_client(
         mut self,
-        state: &State,
-        down: ToClient<'_>,
+        link: &Link,
+        down: ToClientSide<'_>,
     ) -> Result<End, Error> {
         let mut last_tag = 0u8;
         let mut draining = false;
@@ -260,8 +375,8 @@ impl Pump<'_> {
         let drain_timer = tokio::time::sleep(down.drain_timeout);
         tokio::pin!(shutdown, drain_timer);
         loop {
-            self.scan_server(state, &down, &mut last_tag).await?;
-            if draining && self.framer.at_boundary() && state.phase() != Phase::Busy {
+            self.scan_server(link, &down, &mut last_tag).await?;
+            if draining && self.framer.at_boundary() && link.core().activity() != Activity::Busy {
                 return Ok(End::Shutdown);
             }
             reserve_for_read(self.buf, self.framer);
@@ -286,94 +401,78 @@ impl Pump<'_> {
     /// Forwards every complete server message in the buffer.
     async fn scan_server(
         &mut self,
-        state: &State,
-        down: &ToClient<'_>,
+        link: &Link,
+        down: &ToClientSide<'_>,
         last_tag: &mut u8,
     ) -> Result<(), Error> {
-        let authenticated = state.authenticated();
-        let (rejections, hidden) = (down.rejections, down.hidden);
-        let whole = |tag: u8| match tag {
-            READY_FOR_QUERY_TAG => true,
-            AUTHENTICATION_TAG => !authenticated,
-            ERROR_RESPONSE_TAG => rejections.any() || hidden.queries_pending(),
-            COMMAND_COMPLETE_TAG => hidden.queries_pending(),
-            PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => hidden.any(),
-            _ => false,
-        };
         let mut off = 0;
-        while let Some(frame) = self.framer.next(&self.buf[off..], whole).map_err(|e| {
-            metrics().protocol_errors_server.increment(1);
-            lost(down.upstream, &e)
-        })? {
-            let h = match frame {
-                Frame::Raw { tag, len } => {
-                    if let Some(tag) = tag {
-                        *last_tag = tag;
-                        if tag == PARSE_COMPLETE_TAG || tag == CLOSE_COMPLETE_TAG {
-                            hidden.on_reply(state.readies() + 1, tag);
+        loop {
+            let found = {
+                let mut core = link.core();
+                let authenticated = core.authenticated();
+                let mut found = Found::End;
+                while let Some(frame) = self
+                    .framer
+                    .next(&self.buf[off..], |t| core.server_wants_whole(t))
+                    .map_err(|e| {
+                        metrics().protocol_errors_server.increment(1);
+                        lost(down.upstream, &e)
+                    })?
+                {
+                    match frame {
+                        Frame::Raw { tag, len } => {
+                            if let Some(tag) = tag {
+                                *last_tag = tag;
+                                core.server_passed(tag);
+                            }
+                            off += len;
+                        }
+                        Frame::Whole(h) => {
+                            *last_tag = h.tag;
+                            match core.server_message(&self.buf[off..off + h.total_len]) {
+                                ToClient::Forward => off += h.total_len,
+                                action => {
+                                    found = Found::Replace {
+                                        len: h.total_len,
+                                        action,
+                                    };
+                                    break;
+                                }
+                            }
                         }
                     }
-                    off += len;
-                    continue;
                 }
-                Frame::Whole(h) => h,
-            };
-            *last_tag = h.tag;
-            let msg = &self.buf[off..off + h.total_len];
-            let replacement = if hidden.queries_pending() && is_query_reply(h.tag) {
-                // A reply to pgshim's own re-PREPARE: never the client's.
-                if h.tag == READY_FOR_QUERY_TAG {
-                    hidden.query_done();
-                } else if h.tag == ERROR_RESPONSE_TAG {
-                    tracing::warn!(error = %String::from_utf8_lossy(msg), "re-preparing a SQL prepared statement under new rules failed");
+                if !authenticated && core.authenticated() {
+                    // A stored permit: the client direction may start waiting later.
+                    link.authenticated.notify_one();
                 }
-                Some(Bytes::new())
-            } else {
-                match h.tag {
-                    READY_FOR_QUERY_TAG => {
-                        let pipeline = state.readies() + 1;
-                        state.on_ready_for_query(msg.get(5).copied());
-                        if rejections.any() {
-                            rejections.expire(state.readies());
-                        }
-                        hidden.end_pipeline(pipeline);
-                        None
-                    }
-                    ERROR_RESPONSE_TAG => rejections.replace(msg),
-                    PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => {
-                        hidden.on_reply(state.readies() + 1, h.tag).then(Bytes::new)
-                    }
-                    _ => strip_channel_binding(msg).map(BytesMut::freeze),
+                if core.checking() && core.verdict_ready() {
+                    link.verdict.notify_one();
                 }
+                found
             };
-            let Some(replacement) = replacement else {
-                off += h.total_len;
-                continue;
+            let Found::Replace { len, action } = found else {
+                break;
             };
-            self.send_to_client(off, down, state).await?;
-            self.buf.advance(h.total_len);
+            self.send_to_client(off, link).await?;
+            self.buf.advance(len);
             off = 0;
-            self.write_flushed(&replacement)
-                .await
-                .map_err(Error::ClientIo)?;
+            if let ToClient::Send(bytes) = action {
+                self.write_flushed(&bytes).await.map_err(Error::ClientIo)?;
+            }
         }
-        self.send_to_client(off, down, state).await
+        self.send_to_client(off, link).await
     }
 
-    async fn send_to_client(
-        &mut self,
-        len: usize,
-        down: &ToClient<'_>,
-        state: &State,
-    ) -> Result<(), Error> {
+    async fn send_to_client(&mut self, len: usize, link: &Link) -> Result<(), Error> {
         if len == 0 {
             return Ok(());
         }
-        down.client_at_boundary.store(false, Relaxed);
+        link.client_at_boundary.store(false, Relaxed);
         self.forward(len).await.map_err(Error::ClientIo)?;
-        down.client_at_boundary
+        link.client_at_boundary
             .store(self.framer.at_boundary(), Relaxed);
-        state.add_from_server(len);
+        link.from_server.fetch_add(len as u64, Relaxed);
         metrics().bytes_from_server.increment(len as u64);
         Ok(())
     }
@@ -399,6 +498,72 @@ impl Pump<'_> {
     }
 }
 
+/// Takes the rules in force when the session is idle and they changed, and
+/// has the catalog read afresh after DDL on a mapped table.
+///
+/// # Returns
+/// Simple queries to send first (see [`Core::take_rules`]).
+async fn refresh(link: &Link, up: &ToServerSide<'_>) -> Option<BytesMut> {
+    let (ddl_sent, number) = {
+        let mut core = link.core();
+        if !core.idle() {
+            return None;
+        }
+        (core.take_ddl_sent(), core.rules_number())
+    };
+    if ddl_sent {
+        up.ctx.rules.catalog_changed(up.database);
+    }
+    if Some(up.ctx.rules.current_number()) == number {
+        return None;
+    }
+    let version = up.ctx.rules.current();
+    let db = version
+        .for_database(
+            up.database,
+            &up.settings.config.upstream,
+            &up.settings.upstream,
+        )
+        .await;
+    link.core().take_rules(SessionRules::new(&version, db))
+}
+
+/// Publishes what the core counted as metrics.
+fn publish(core: &mut Core) {
+    if core.tally.is_empty() {
+        return;
+    }
+    let m = metrics();
+    let tally = &core.tally;
+    for outcome in StatementOutcome::ALL {
+        let n = tally.statements[outcome.index()];
+        if n > 0 {
+            m.statements(outcome).increment(n);
+        }
+    }
+    if tally.reprepared > 0 {
+        m.reprepared.increment(tally.reprepared);
+    }
+    if tally.cache_hits > 0 {
+        m.cache_hits.increment(tally.cache_hits);
+    }
+    if tally.cache_misses > 0 {
+        m.cache_misses.increment(tally.cache_misses);
+        m.cache_size.increment(tally.cache_size_change as f64);
+    }
+    for seconds in &tally.rewrite_seconds {
+        m.rewrite_duration.record(*seconds);
+    }
+    if let Some(rules) = core.rules() {
+        for (count, rule) in tally.by_rule.iter().zip(rules.rules().rules()) {
+            if *count > 0 {
+                metrics::rewrite_by_rule(&rule.id, rule.phase.name(), *count);
+            }
+        }
+    }
+    core.tally.clear();
+}
+
 /// Whether the client direction went on past authentication.
 enum Authenticated {
     /// Postgres accepted the login and is ready for queries.
@@ -413,14 +578,6 @@ enum Authenticated {
 fn reserve_for_read(buf: &mut BytesMut, framer: &Framer) {
     let missing = framer.missing(buf).min(buf.len().max(READ_CHUNK));
     buf.reserve(READ_CHUNK.max(missing));
-}
-
-/// Replies a simple query can produce that pgshim swallows for its own.
-fn is_query_reply(tag: u8) -> bool {
-    matches!(
-        tag,
-        COMMAND_COMPLETE_TAG | ERROR_RESPONSE_TAG | READY_FOR_QUERY_TAG
-    )
 }
 
 fn lost(upstream: &str, cause: &dyn std::fmt::Display) -> Error {

@@ -46,6 +46,7 @@ mod reload_guards;
 mod reload_invalid;
 mod reload_pgbench;
 mod reload_triggers;
+mod reprepare_shape;
 mod rewrite_outer_join;
 mod rewrite_phases;
 mod rewrite_refusals;

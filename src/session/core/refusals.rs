@@ -11,27 +11,23 @@
 //! (because it skipped the statement) expire at the ReadyForQuery that ends
 //! their pipeline.
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 
-use crate::protocol::backend::{write_error, Severity};
+use crate::protocol::backend::{write_error, write_error_fields, Severity};
 
 /// SQLSTATE for a statement pgshim cannot rewrite: feature_not_supported.
-pub const CANNOT_REWRITE: &str = "0A000";
+pub(crate) const CANNOT_REWRITE: &str = "0A000";
 /// Prefix of the stand-in statement.
 const TOKEN_PREFIX: &str = "pgshim_rejected_";
 
 /// Refusals in flight for one session.
 #[derive(Debug, Default)]
-pub struct Rejections {
-    queue: Mutex<VecDeque<Pending>>,
-    /// Mirrors `!queue.is_empty()`, so the server direction can skip looking
-    /// at ErrorResponses without taking the lock.
-    any: AtomicBool,
-    next: AtomicU64,
+pub(crate) struct Refusals {
+    queue: VecDeque<Pending>,
+    next: u64,
 }
 
 #[derive(Debug)]
@@ -42,56 +38,75 @@ struct Pending {
     response: Bytes,
 }
 
-// === impl Rejections ===
+// === impl Refusals ===
 
-impl Rejections {
+impl Refusals {
     /// Registers a refusal answered by ReadyForQuery number `request`.
     ///
     /// # Returns
     /// The SQL to send to Postgres in place of the refused statement.
-    pub fn push(&self, request: u64, message: &str, hint: &str) -> String {
-        let n = self.next.fetch_add(1, Relaxed);
-        let token = format!("{TOKEN_PREFIX}{}_{n}", nonce());
+    pub(crate) fn push(&mut self, request: u64, code: &str, message: &str, hint: &str) -> String {
         let mut response = BytesMut::new();
-        write_error(
+        write_error(&mut response, Severity::Error, code, message, Some(hint));
+        self.push_response(request, response.freeze())
+    }
+
+    /// Registers the failure of a Bind of statement `name`, whose result
+    /// columns changed when pgshim prepared it again under new rules. The
+    /// error is Postgres's own for a revalidated plan, field for field:
+    /// drivers recognise it by its message and routine and prepare the
+    /// statement again, so pgshim's part goes in the detail.
+    ///
+    /// # Returns
+    /// The SQL to send to Postgres in place of the Bind.
+    pub(crate) fn push_result_changed(&mut self, request: u64, name: &str) -> String {
+        let detail = format!("pgshim: the result columns of prepared statement \"{name}\" changed under new rules; prepare it again");
+        let mut response = BytesMut::new();
+        write_error_fields(
             &mut response,
             Severity::Error,
-            CANNOT_REWRITE,
-            message,
-            Some(hint),
+            &[
+                (b'C', Some(CANNOT_REWRITE)),
+                (b'M', Some("cached plan must not change result type")),
+                (b'D', Some(&detail)),
+                (b'F', Some("plancache.c")),
+                (b'R', Some("RevalidateCachedQuery")),
+            ],
         );
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        queue.push_back(Pending {
+        self.push_response(request, response.freeze())
+    }
+
+    fn push_response(&mut self, request: u64, response: Bytes) -> String {
+        let n = self.next;
+        self.next += 1;
+        let token = format!("{TOKEN_PREFIX}{}_{n}", nonce());
+        self.queue.push_back(Pending {
             token: token.clone(),
             request,
-            response: response.freeze(),
+            response,
         });
-        self.any.store(true, Relaxed);
         token
     }
 
     /// True when refusals are in flight, so ErrorResponses must be checked.
-    pub fn any(&self) -> bool {
-        self.any.load(Relaxed)
+    pub(crate) fn any(&self) -> bool {
+        !self.queue.is_empty()
     }
 
     /// If `error` (a whole ErrorResponse) is Postgres failing one of the
     /// stand-in statements, returns pgshim's ErrorResponse to send instead.
-    pub fn replace(&self, error: &[u8]) -> Option<Bytes> {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let at = queue
+    pub(crate) fn replace(&mut self, error: &[u8]) -> Option<Bytes> {
+        let at = self
+            .queue
             .iter()
             .position(|p| memmem::find(error, p.token.as_bytes()).is_some())?;
-        let pending = queue.remove(at)?;
-        self.any.store(!queue.is_empty(), Relaxed);
+        let pending = self.queue.remove(at)?;
         Some(pending.response)
     }
 
     /// Drops refusals whose pipeline ended with ReadyForQuery number `readies`.
-    pub fn expire(&self, readies: u64) {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        queue.retain(|p| p.request > readies);
-        self.any.store(!queue.is_empty(), Relaxed);
+    pub(crate) fn expire(&mut self, readies: u64) {
+        self.queue.retain(|p| p.request > readies);
     }
 }
 
@@ -129,8 +144,13 @@ mod tests {
 
     #[test]
     fn stand_in_error_is_replaced_once() {
-        let r = Rejections::default();
-        let token = r.push(1, "pgshim: cannot rewrite statement (rule r): x", "hint");
+        let mut r = Refusals::default();
+        let token = r.push(
+            1,
+            CANNOT_REWRITE,
+            "pgshim: cannot rewrite statement (rule r): x",
+            "hint",
+        );
         assert!(r.any());
         let ours = r.replace(&syntax_error(&token)).unwrap();
         assert!(memmem::find(&ours, b"0A000").is_some());
@@ -140,16 +160,16 @@ mod tests {
 
     #[test]
     fn other_errors_pass() {
-        let r = Rejections::default();
-        r.push(1, "m", "h");
+        let mut r = Refusals::default();
+        r.push(1, CANNOT_REWRITE, "m", "h");
         assert!(r.replace(&syntax_error("something_else")).is_none());
         assert!(r.any());
     }
 
     #[test]
     fn skipped_stand_ins_expire_with_their_pipeline() {
-        let r = Rejections::default();
-        r.push(3, "m", "h");
+        let mut r = Refusals::default();
+        r.push(3, CANNOT_REWRITE, "m", "h");
         r.expire(2);
         assert!(r.any());
         r.expire(3);

@@ -1,0 +1,637 @@
+//! The session core: everything pgshim knows about one client's conversation
+//! with Postgres, and every decision about a message, in one owner with no
+//! I/O, no locks and no atomics.
+//!
+//! The socket code ([`super::relay`]) frames messages and asks the core what
+//! to do with each: client messages are forwarded, or replaced (a rewrite, a
+//! stand-in for a refusal, hidden messages of pgshim's own in front); server
+//! messages are forwarded, replaced (pgshim's error for a refusal) or
+//! swallowed (replies to pgshim's own messages). Messages the core has no
+//! interest in are framed by header only and reported with
+//! [`Core::client_passed`] / [`Core::server_passed`], so the hot path copies
+//! and allocates nothing.
+//!
+//! Replies are matched to requests by position: each Query, Sync and
+//! FunctionCall is answered by one ReadyForQuery, numbered in
+//! [`pipeline::Pipeline`]; within one pipeline the n-th CloseComplete answers
+//! the n-th Close. Postgres skips everything after an error up to the next
+//! Sync, so whatever a pipeline left unanswered is settled at its
+//! ReadyForQuery.
+mod pipeline;
+mod prepared;
+mod refusals;
+mod rewriting;
+mod shape;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+
+pub(crate) use pipeline::Activity;
+pub(crate) use refusals::CANNOT_REWRITE;
+pub(crate) use rewriting::{SessionRules, StatementOutcome, Tally};
+
+use crate::protocol::backend::{
+    strip_channel_binding, CLOSE_COMPLETE_TAG, COMMAND_COMPLETE_TAG, NO_DATA_TAG,
+    PARAMETER_DESCRIPTION_TAG, PARSE_COMPLETE_TAG, ROW_DESCRIPTION_TAG,
+};
+use crate::protocol::frontend::{
+    bind_statement, parse_body, query_sql, statement_target, write_close_statement,
+    write_describe_statement, write_flush, write_parse, write_query, ParseBody, BIND_TAG,
+    CLOSE_TAG, DESCRIBE_TAG, PARSE_TAG,
+};
+use crate::protocol::{
+    AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG,
+    TERMINATE_TAG,
+};
+use crate::rewrite::{prepared_statement_name, starts_with_prepare, Outcome};
+use pipeline::Pipeline;
+use prepared::{deallocated, Deallocated, Hidden, Prepared, SentCounter, SqlPrepared, Statements};
+use refusals::Refusals;
+use rewriting::Rewrite;
+use shape::{Describes, ShapeCheck, Verdict};
+
+/// What to tell the user to do about a refused statement.
+const REFUSAL_HINT: &str = "write the statement in a form pgshim can rewrite for the rule's current phase, or set on_unrewritable = \"pass\" in pgshim's config to forward such statements unrewritten";
+
+/// What to do with a message from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ToServer {
+    /// Forward it as it is.
+    Forward,
+    /// Send these bytes instead.
+    Send(BytesMut),
+    /// Send these bytes (pgshim's own messages, ending in a Flush), then wait
+    /// until [`Core::verdict_ready`] before asking [`Core::after_check`] what
+    /// to do with the held message.
+    SendAndCheck(BytesMut),
+}
+
+/// What to do with a message from the server.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ToClient {
+    /// Forward it as it is.
+    Forward,
+    /// Send these bytes instead.
+    Send(Bytes),
+    /// Drop it: it answers one of pgshim's own messages.
+    Swallow,
+}
+
+/// What a client message before authentication may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthStep {
+    /// An authentication response: relay it.
+    Relay,
+    /// Terminate: relay it and end the session.
+    Terminate,
+    /// Anything else waits, unread, until Postgres accepts the login.
+    Hold,
+}
+
+/// All protocol state of one session.
+#[derive(Default)]
+pub(crate) struct Core {
+    pipeline: Pipeline,
+    /// The rules in force for this session; `None` until authenticated.
+    rules: Option<SessionRules>,
+    statements: Statements,
+    /// SQL-level prepared statements (`PREPARE name AS ...`), by name.
+    sql_prepared: BTreeMap<String, SqlPrepared>,
+    sent: SentCounter,
+    hidden: Hidden,
+    refusals: Refusals,
+    describes: Describes,
+    check: Option<ShapeCheck>,
+    /// The pipeline in which the server last sent an ErrorResponse: it
+    /// skips everything else in it.
+    failed: Option<u64>,
+    /// The client sent DDL naming a mapped table: the catalog is read afresh
+    /// once the session is idle again (the DDL has run, or rolled back).
+    ddl_sent: bool,
+    /// Counts for metrics, published by the socket code.
+    pub(crate) tally: Tally,
+}
+
+// === impl Core ===
+
+impl Core {
+    /// Where the session is in its life.
+    pub(crate) fn activity(&self) -> Activity {
+        self.pipeline.activity()
+    }
+
+    /// True once Postgres has accepted the login and sent ReadyForQuery.
+    pub(crate) fn authenticated(&self) -> bool {
+        self.pipeline.authenticated()
+    }
+
+    /// Transaction status from the last ReadyForQuery.
+    #[cfg(test)]
+    pub(crate) fn tx_status(&self) -> Option<crate::protocol::TxStatus> {
+        self.pipeline.tx_status()
+    }
+
+    /// Requests sent and not yet answered.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.pipeline.in_flight()
+    }
+
+    /// Decides about a client message (by tag) before authentication. Only
+    /// authentication responses and Terminate go to Postgres then, as
+    /// Postgres reads nothing else before it has accepted the login.
+    /// A relayed message is then reported with [`Core::client_passed`].
+    pub(crate) fn auth_step(&self, tag: u8) -> AuthStep {
+        match tag {
+            PASSWORD_TAG => AuthStep::Relay,
+            TERMINATE_TAG => AuthStep::Terminate,
+            _ => AuthStep::Hold,
+        }
+    }
+
+    // --- rules ---
+
+    /// The number of the rules version in force for the session.
+    pub(crate) fn rules_number(&self) -> Option<u64> {
+        self.rules.as_ref().map(|r| r.number)
+    }
+
+    /// The rules in force for the session.
+    pub(crate) fn rules(&self) -> Option<&SessionRules> {
+        self.rules.as_ref()
+    }
+
+    /// True when the session is idle, so it may take new rules.
+    pub(crate) fn idle(&self) -> bool {
+        self.activity() == Activity::Idle && self.check.is_none()
+    }
+
+    /// Whether DDL naming a mapped table was sent since the last call.
+    pub(crate) fn take_ddl_sent(&mut self) -> bool {
+        std::mem::take(&mut self.ddl_sent)
+    }
+
+    /// Puts `rules` in force. Statements prepared under older rules are
+    /// prepared again before their next use.
+    ///
+    /// # Returns
+    /// Simple queries to send first, re-preparing SQL-level prepared
+    /// statements under the new rules (their replies are swallowed).
+    pub(crate) fn take_rules(&mut self, rules: SessionRules) -> Option<BytesMut> {
+        let first = self.rules.is_none();
+        if let Some(old) = &self.rules {
+            tracing::debug!(
+                from = old.number,
+                to = rules.number,
+                "session takes new rules"
+            );
+        }
+        self.rules = Some(rules);
+        if first {
+            return None;
+        }
+        self.statements.mark_all_stale();
+        self.reprepare_sql()
+    }
+
+    /// `DEALLOCATE name; PREPARE name AS <new rewrite>` for every SQL-level
+    /// prepared statement, one simple query each so one failure cannot skip
+    /// the others.
+    fn reprepare_sql(&mut self) -> Option<BytesMut> {
+        let rules = self.rules.as_ref()?;
+        if self.sql_prepared.is_empty() {
+            return None;
+        }
+        let mut out = BytesMut::new();
+        for prepared in self.sql_prepared.values() {
+            let text = match rules.rewrite_text(prepared.text.as_bytes(), &mut self.tally) {
+                Ok(Outcome::Unchanged) => prepared.text.clone(),
+                Ok(Outcome::Rewritten(new)) => new,
+                Err(e) => {
+                    tracing::warn!(statement = %prepared.quoted_name, error = %e, "SQL prepared statement cannot be rewritten under the new rules; deallocating it");
+                    String::new()
+                }
+            };
+            write_query(
+                &mut out,
+                format!("DEALLOCATE {}; {text}", prepared.quoted_name).as_bytes(),
+            );
+            self.tally.reprepared += 1;
+        }
+        self.hidden.add_queries(self.sql_prepared.len() as u32);
+        Some(out)
+    }
+
+    // --- client to server ---
+
+    /// Whether a client message with `tag` must be given whole to
+    /// [`Core::client_message`]; others go to [`Core::client_passed`].
+    pub(crate) fn client_wants_whole(&self, tag: u8) -> bool {
+        let active = self.rules.as_ref().is_some_and(SessionRules::active);
+        match tag {
+            PARSE_TAG => true,
+            QUERY_TAG => active || !self.statements.is_empty(),
+            CLOSE_TAG => !self.statements.is_empty(),
+            BIND_TAG => self.statements.any_stale() || self.statements.any_changed(),
+            // Every Describe of a statement is answered by a
+            // ParameterDescription, which places the descriptions that follow.
+            DESCRIBE_TAG => self.rules.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Notes a client message forwarded as it is.
+    pub(crate) fn client_passed(&mut self, tag: u8) {
+        if tag == QUERY_TAG {
+            self.tally.count(StatementOutcome::PassedThrough);
+        }
+        self.sent.on_sent(self.pipeline.next_request(), tag);
+        self.pipeline.on_frontend(tag);
+    }
+
+    /// Decides about a whole client message.
+    pub(crate) fn client_message(&mut self, msg: &[u8]) -> ToServer {
+        let Some(&tag) = msg.first() else {
+            return ToServer::Forward;
+        };
+        let pipeline = self.pipeline.next_request();
+        self.sent.on_sent(pipeline, tag);
+        let action = match tag {
+            QUERY_TAG => self.query(msg),
+            PARSE_TAG => self.parse(msg),
+            BIND_TAG => match bind_statement(msg) {
+                Some(name) => self.before_use(name, msg),
+                None => ToServer::Forward,
+            },
+            DESCRIBE_TAG => match statement_target(msg) {
+                Some(name) => {
+                    let action = self.before_use(name, msg);
+                    self.describes
+                        .expect(pipeline, Bytes::copy_from_slice(name));
+                    action
+                }
+                None => ToServer::Forward,
+            },
+            CLOSE_TAG => {
+                if let Some(name) = statement_target(msg) {
+                    self.statements.remove(name);
+                }
+                ToServer::Forward
+            }
+            _ => ToServer::Forward,
+        };
+        self.pipeline.on_frontend(tag);
+        action
+    }
+
+    /// The SQL to send for `sql`, or `None` to send it as it is; refusals
+    /// become a stand-in statement Postgres fails in the same place.
+    fn rewrite(&mut self, sql: &[u8]) -> Option<Vec<u8>> {
+        let Some(rules) = &self.rules else {
+            // Unreachable through the socket code, which hands nothing over
+            // before authentication; refused rather than passed, to be safe.
+            let token = self.refusals.push(
+                self.pipeline.next_request(),
+                "08P01",
+                "pgshim: statement received before the session's rules were loaded",
+                "retry the statement",
+            );
+            return Some(token.into_bytes());
+        };
+        let decision = rules.rewrite(sql, &mut self.tally);
+        if decision != Rewrite::Unmapped {
+            // DDL naming a mapped table: the catalog is read afresh once it has run.
+            self.ddl_sent |= is_ddl(sql);
+        }
+        match decision {
+            Rewrite::Unmapped | Rewrite::Keep => None,
+            Rewrite::Replace(new) => Some(new.into_bytes()),
+            Rewrite::Refuse(e) => {
+                let token = self.refusals.push(
+                    self.pipeline.next_request(),
+                    CANNOT_REWRITE,
+                    &format!("pgshim: {e}"),
+                    REFUSAL_HINT,
+                );
+                Some(token.into_bytes())
+            }
+        }
+    }
+
+    fn query(&mut self, msg: &[u8]) -> ToServer {
+        let Some(sql) = query_sql(msg) else {
+            return ToServer::Forward;
+        };
+        if !self.statements.is_empty() || !self.sql_prepared.is_empty() {
+            for forget in deallocated(sql) {
+                match forget {
+                    Deallocated::All => {
+                        self.statements.clear();
+                        self.sql_prepared.clear();
+                    }
+                    Deallocated::Name(name) => {
+                        self.statements.remove(name.as_bytes());
+                        self.sql_prepared.remove(&name);
+                    }
+                }
+            }
+        }
+        self.remember_sql_prepare(sql);
+        match self.rewrite(sql) {
+            None => ToServer::Forward,
+            Some(new_sql) => {
+                let mut out = BytesMut::with_capacity(new_sql.len() + 6);
+                write_query(&mut out, &new_sql);
+                ToServer::Send(out)
+            }
+        }
+    }
+
+    /// Remembers a simple query that is exactly one `PREPARE name AS ...`.
+    fn remember_sql_prepare(&mut self, sql: &[u8]) {
+        if !starts_with_prepare(sql) {
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return;
+        };
+        let Some(key) = prepared_statement_name(text) else {
+            return;
+        };
+        let quoted_name = format!("\"{}\"", key.replace('"', "\"\""));
+        let text = text
+            .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+            .to_owned();
+        self.sql_prepared
+            .insert(key, SqlPrepared { quoted_name, text });
+    }
+
+    fn parse(&mut self, msg: &[u8]) -> ToServer {
+        let Some(body) = parse_body(msg) else {
+            return ToServer::Forward;
+        };
+        let new_sql = self.rewrite(body.sql);
+        if !body.name.is_empty() {
+            let sent = new_sql.as_deref().unwrap_or(body.sql);
+            let prepared = Prepared {
+                sql: Bytes::copy_from_slice(body.sql),
+                param_types: Bytes::copy_from_slice(body.param_types),
+                sent: Bytes::copy_from_slice(sent),
+                described: None,
+                result_changed: false,
+            };
+            self.statements
+                .insert(Bytes::copy_from_slice(body.name), prepared);
+        }
+        let Some(new_sql) = new_sql else {
+            return ToServer::Forward;
+        };
+        let mut out = BytesMut::with_capacity(msg.len() + new_sql.len());
+        write_parse(&mut out, &body, &new_sql);
+        ToServer::Send(out)
+    }
+
+    /// Before a Bind or Describe of statement `name`: a statement whose result
+    /// changed under new rules fails as Postgres fails it, and one prepared
+    /// under older rules is prepared again (hidden Close and Parse) if its
+    /// rewrite changed.
+    fn before_use(&mut self, name: &[u8], msg: &[u8]) -> ToServer {
+        if msg.first() == Some(&BIND_TAG) && self.statements.result_changed(name) {
+            return self.fail_result_changed(name);
+        }
+        let pipeline = self.pipeline.next_request();
+        let Some(prepared) = self.statements.take_stale(name).cloned() else {
+            return ToServer::Forward;
+        };
+        let new_sql = self
+            .rewrite(&prepared.sql)
+            .unwrap_or_else(|| prepared.sql.to_vec());
+        if new_sql == prepared.sent {
+            return ToServer::Forward;
+        }
+        let name = Bytes::copy_from_slice(name);
+        let parse = self
+            .hidden
+            .expect_reprepare(&mut self.sent, pipeline, name.clone());
+        let mut out = BytesMut::with_capacity(msg.len() + new_sql.len() + name.len() * 3 + 48);
+        write_close_statement(&mut out, &name);
+        let body = ParseBody {
+            name: &name,
+            sql: &prepared.sql,
+            param_types: &prepared.param_types,
+        };
+        write_parse(&mut out, &body, &new_sql);
+        self.tally.reprepared += 1;
+        tracing::debug!(
+            version = self.rules_number(),
+            "prepared statement prepared again under new rules"
+        );
+        // A client that was shown the statement's result columns must not
+        // get rows of another shape: check the new description first, as
+        // Postgres does when a cached plan is revalidated.
+        let check = match &prepared.described {
+            Some(shown) if msg.first() == Some(&BIND_TAG) && self.failed != Some(pipeline) => {
+                Some(ShapeCheck::new(
+                    pipeline,
+                    parse,
+                    name.clone(),
+                    shown.clone(),
+                    Bytes::copy_from_slice(msg),
+                ))
+            }
+            _ => None,
+        };
+        self.statements.insert(
+            name.clone(),
+            Prepared {
+                sent: Bytes::from(new_sql),
+                ..prepared
+            },
+        );
+        match check {
+            Some(check) => {
+                write_describe_statement(&mut out, &name);
+                write_flush(&mut out);
+                self.check = Some(check);
+                ToServer::SendAndCheck(out)
+            }
+            None => {
+                out.extend_from_slice(msg);
+                ToServer::Send(out)
+            }
+        }
+    }
+
+    /// True while a check started by [`ToServer::SendAndCheck`] is open.
+    pub(crate) fn checking(&self) -> bool {
+        self.check.is_some()
+    }
+
+    /// True when the check started by [`ToServer::SendAndCheck`] has its answer.
+    pub(crate) fn verdict_ready(&self) -> bool {
+        self.check.as_ref().is_none_or(ShapeCheck::ready)
+    }
+
+    /// What to send for the message held by [`ToServer::SendAndCheck`], once
+    /// [`Core::verdict_ready`] (or after giving up waiting).
+    pub(crate) fn after_check(&mut self) -> ToServer {
+        let Some(check) = self.check.take() else {
+            return ToServer::Forward;
+        };
+        let (name, held, verdict) = check.into_parts();
+        match verdict {
+            Verdict::Changed => {
+                self.statements.set_result_changed(&name);
+                self.fail_result_changed(&name)
+            }
+            Verdict::Same | Verdict::Skipped | Verdict::Pending => {
+                ToServer::Send(BytesMut::from(&held[..]))
+            }
+        }
+    }
+
+    /// Replaces a Bind of a statement whose result changed by a stand-in
+    /// Parse that Postgres fails, so the error comes back in its place.
+    fn fail_result_changed(&mut self, name: &[u8]) -> ToServer {
+        let token = self
+            .refusals
+            .push_result_changed(self.pipeline.next_request(), &String::from_utf8_lossy(name));
+        let mut out = BytesMut::with_capacity(token.len() + 16);
+        let body = ParseBody {
+            name: b"",
+            sql: b"",
+            param_types: &[0, 0],
+        };
+        write_parse(&mut out, &body, token.as_bytes());
+        ToServer::Send(out)
+    }
+
+    // --- server to client ---
+
+    /// Whether a server message with `tag` must be given whole to
+    /// [`Core::server_message`]; others go to [`Core::server_passed`].
+    pub(crate) fn server_wants_whole(&self, tag: u8) -> bool {
+        match tag {
+            READY_FOR_QUERY_TAG => true,
+            AUTHENTICATION_TAG => !self.authenticated(),
+            ERROR_RESPONSE_TAG => {
+                self.refusals.any() || self.hidden.queries_pending() || self.check.is_some()
+            }
+            COMMAND_COMPLETE_TAG => self.hidden.queries_pending(),
+            PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => self.hidden.any(),
+            PARAMETER_DESCRIPTION_TAG | ROW_DESCRIPTION_TAG | NO_DATA_TAG => {
+                self.describes.any() || self.check.as_ref().is_some_and(ShapeCheck::describing)
+            }
+            _ => false,
+        }
+    }
+
+    /// Notes a server message forwarded as it is.
+    pub(crate) fn server_passed(&mut self, tag: u8) {
+        match tag {
+            PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => {
+                let _ = self.hidden.on_reply(self.pipeline.next_ready(), tag);
+            }
+            ERROR_RESPONSE_TAG => self.failed = Some(self.pipeline.next_ready()),
+            _ => {}
+        }
+    }
+
+    /// Decides about a whole server message.
+    pub(crate) fn server_message(&mut self, msg: &[u8]) -> ToClient {
+        let Some(&tag) = msg.first() else {
+            return ToClient::Forward;
+        };
+        if self.hidden.queries_pending() && is_query_reply(tag) {
+            // A reply to pgshim's own re-PREPARE: never the client's.
+            if tag == READY_FOR_QUERY_TAG {
+                self.hidden.query_done();
+            } else if tag == ERROR_RESPONSE_TAG {
+                tracing::warn!(error = %String::from_utf8_lossy(msg), "re-preparing a SQL prepared statement under new rules failed");
+            }
+            return ToClient::Swallow;
+        }
+        if let Some(check) = &mut self.check {
+            if check.on_server(self.pipeline.next_ready(), msg) {
+                return ToClient::Swallow;
+            }
+        }
+        match tag {
+            READY_FOR_QUERY_TAG => {
+                self.ready_for_query(msg);
+                ToClient::Forward
+            }
+            ERROR_RESPONSE_TAG => {
+                self.failed = Some(self.pipeline.next_ready());
+                match self.refusals.replace(msg) {
+                    Some(ours) => ToClient::Send(ours),
+                    None => ToClient::Forward,
+                }
+            }
+            PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => {
+                let pipeline = self.pipeline.next_ready();
+                let Some(ordinal) = self.hidden.on_reply(pipeline, tag) else {
+                    return ToClient::Forward;
+                };
+                if let (PARSE_COMPLETE_TAG, Some(check)) = (tag, &mut self.check) {
+                    check.parsed(pipeline, ordinal);
+                }
+                ToClient::Swallow
+            }
+            PARAMETER_DESCRIPTION_TAG | ROW_DESCRIPTION_TAG | NO_DATA_TAG => {
+                if let Some((name, shown)) =
+                    self.describes.on_server(self.pipeline.next_ready(), msg)
+                {
+                    self.statements.set_described(&name, shown);
+                }
+                ToClient::Forward
+            }
+            _ => match strip_channel_binding(msg) {
+                Some(edited) => ToClient::Send(edited.freeze()),
+                None => ToClient::Forward,
+            },
+        }
+    }
+
+    /// Ends a pipeline: what it left unanswered will never be answered.
+    fn ready_for_query(&mut self, msg: &[u8]) {
+        let pipeline = self.pipeline.next_ready();
+        let first = self.pipeline.on_ready_for_query(msg.get(5).copied());
+        if first {
+            return;
+        }
+        if self.refusals.any() {
+            self.refusals.expire(self.pipeline.readies());
+        }
+        self.describes.end_pipeline(pipeline);
+        for name in self.hidden.end_pipeline(pipeline) {
+            self.statements.mark_stale(name);
+        }
+        if let Some(check) = &mut self.check {
+            check.end_pipeline(pipeline);
+        }
+    }
+}
+
+/// Replies a simple query can produce that pgshim swallows for its own.
+fn is_query_reply(tag: u8) -> bool {
+    matches!(
+        tag,
+        COMMAND_COMPLETE_TAG | ERROR_RESPONSE_TAG | READY_FOR_QUERY_TAG
+    )
+}
+
+/// Whether `sql` has the word `ALTER`, `DROP` or `CREATE` (any case): DDL that
+/// can change a table's columns. Words inside literals count too, which only
+/// costs a catalog read.
+fn is_ddl(sql: &[u8]) -> bool {
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
+    sql.split(|b| !is_word(*b)).any(|w| {
+        w.eq_ignore_ascii_case(b"alter")
+            || w.eq_ignore_ascii_case(b"drop")
+            || w.eq_ignore_ascii_case(b"create")
+    })
+}

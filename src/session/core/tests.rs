@@ -1,0 +1,806 @@
+//! The session core on byte vectors: what it forwards, replaces and swallows
+//! for given client and server messages, and a property test that replays
+//! random pipelines against a small model of Postgres's extended protocol.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::shape::tests::row_description;
+use super::*;
+use crate::active::DbRules;
+use crate::config::OnUnrewritable;
+use crate::protocol::backend::{write_error, Severity};
+use crate::protocol::frontend::FLUSH_TAG;
+use crate::protocol::{Frame, Framer, SYNC_TAG};
+use crate::rewrite::tests::support::{catalog, rules};
+use crate::rewrite::RewriteCache;
+
+// --- message builders ---
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn cstr(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(s);
+    out.push(0);
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, sql.as_bytes());
+    msg(QUERY_TAG, &b)
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, name.as_bytes());
+    cstr(&mut b, sql.as_bytes());
+    b.extend_from_slice(&[0, 0]);
+    msg(PARSE_TAG, &b)
+}
+
+fn bind(statement: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, b"");
+    cstr(&mut b, statement.as_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    msg(BIND_TAG, &b)
+}
+
+fn describe_statement(name: &str) -> Vec<u8> {
+    let mut b = vec![b'S'];
+    cstr(&mut b, name.as_bytes());
+    msg(DESCRIBE_TAG, &b)
+}
+
+fn describe_portal() -> Vec<u8> {
+    msg(DESCRIBE_TAG, b"P\0")
+}
+
+fn close_statement(name: &str) -> Vec<u8> {
+    let mut b = vec![b'S'];
+    cstr(&mut b, name.as_bytes());
+    msg(CLOSE_TAG, &b)
+}
+
+fn execute() -> Vec<u8> {
+    msg(b'E', b"\0\0\0\0\0")
+}
+
+fn sync() -> Vec<u8> {
+    msg(SYNC_TAG, b"")
+}
+
+fn flush() -> Vec<u8> {
+    msg(FLUSH_TAG, b"")
+}
+
+fn ready(status: u8) -> Vec<u8> {
+    msg(READY_FOR_QUERY_TAG, &[status])
+}
+
+fn parse_complete() -> Vec<u8> {
+    msg(PARSE_COMPLETE_TAG, b"")
+}
+
+fn close_complete() -> Vec<u8> {
+    msg(CLOSE_COMPLETE_TAG, b"")
+}
+
+fn bind_complete() -> Vec<u8> {
+    msg(b'2', b"")
+}
+
+fn parameters() -> Vec<u8> {
+    msg(PARAMETER_DESCRIPTION_TAG, &[0, 0])
+}
+
+fn command_complete(tag: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, tag.as_bytes());
+    msg(COMMAND_COMPLETE_TAG, &b)
+}
+
+fn error(code: &str, message: &str) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    write_error(&mut out, Severity::Error, code, message, None);
+    out.to_vec()
+}
+
+/// A syntax error naming whatever stand-in token `sent` carries, as Postgres
+/// reports one.
+fn syntax_error_for(sent: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(sent);
+    let start = text.find("pgshim_rejected_").expect("a stand-in token");
+    let token: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    error("42601", &format!("syntax error at or near \"{token}\""))
+}
+
+fn field(error: &[u8], code: u8) -> Option<String> {
+    let mut rest = error.get(5..)?;
+    while let Some((&f, tail)) = rest.split_first() {
+        if f == 0 {
+            return None;
+        }
+        let end = tail.iter().position(|&b| b == 0)?;
+        if f == code {
+            return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
+        }
+        rest = &tail[end + 1..];
+    }
+    None
+}
+
+// --- fixtures ---
+
+fn session_rules(number: u64, phase: &str) -> SessionRules {
+    SessionRules {
+        number,
+        on_unrewritable: OnUnrewritable::Reject,
+        db: Arc::new(DbRules {
+            rules: rules(phase),
+            state: Ok(catalog()),
+            cache: RewriteCache::new(64),
+        }),
+    }
+}
+
+/// A core past authentication with rules version 1 in `phase`.
+fn ready_core(phase: &str) -> Core {
+    let mut core = Core::default();
+    assert_eq!(core.server_message(&ready(b'I')), ToClient::Forward);
+    assert!(core.authenticated());
+    assert_eq!(core.take_rules(session_rules(1, phase)), None);
+    core
+}
+
+/// Feeds a client message the way the socket code does.
+fn client(core: &mut Core, m: &[u8]) -> ToServer {
+    if core.client_wants_whole(m[0]) {
+        core.client_message(m)
+    } else {
+        core.client_passed(m[0]);
+        ToServer::Forward
+    }
+}
+
+/// Feeds a server message the way the socket code does.
+fn server(core: &mut Core, m: &[u8]) -> ToClient {
+    if core.server_wants_whole(m[0]) {
+        core.server_message(m)
+    } else {
+        core.server_passed(m[0]);
+        ToClient::Forward
+    }
+}
+
+fn sent_bytes(action: ToServer) -> BytesMut {
+    match action {
+        ToServer::Send(b) | ToServer::SendAndCheck(b) => b,
+        ToServer::Forward => panic!("expected a replacement"),
+    }
+}
+
+fn tags(bytes: &[u8]) -> Vec<u8> {
+    let mut framer = Framer::new(usize::MAX);
+    let mut out = Vec::new();
+    let mut off = 0;
+    while let Ok(Some(frame)) = framer.next(&bytes[off..], |_| true) {
+        let Frame::Whole(h) = frame else { break };
+        out.push(h.tag);
+        off += h.total_len;
+    }
+    out
+}
+
+// --- authentication ---
+
+#[test]
+fn nothing_but_authentication_goes_through_before_the_login_is_accepted() {
+    let mut core = Core::default();
+    assert_eq!(core.activity(), Activity::Authenticating);
+    assert_eq!(core.auth_step(QUERY_TAG), AuthStep::Hold);
+    assert_eq!(core.auth_step(PARSE_TAG), AuthStep::Hold);
+    assert_eq!(core.auth_step(PASSWORD_TAG), AuthStep::Relay);
+    assert_eq!(core.auth_step(TERMINATE_TAG), AuthStep::Terminate);
+    assert!(core.server_wants_whole(AUTHENTICATION_TAG));
+    // A statement handed over without rules is refused, never forwarded.
+    let action = core.client_message(&query("SELECT name FROM users"));
+    let sent = sent_bytes(action);
+    assert!(String::from_utf8_lossy(&sent).contains("pgshim_rejected_"));
+}
+
+#[test]
+fn channel_binding_is_hidden_and_the_first_ready_ends_authentication() {
+    let mut core = Core::default();
+    let mut body = 10i32.to_be_bytes().to_vec();
+    cstr(&mut body, b"SCRAM-SHA-256-PLUS");
+    cstr(&mut body, b"SCRAM-SHA-256");
+    body.push(0);
+    let sasl = msg(AUTHENTICATION_TAG, &body);
+    let ToClient::Send(edited) = server(&mut core, &sasl) else {
+        panic!("channel binding not stripped");
+    };
+    assert!(!String::from_utf8_lossy(&edited).contains("PLUS"));
+    assert_eq!(server(&mut core, &ready(b'I')), ToClient::Forward);
+    assert!(core.authenticated());
+    assert!(!core.server_wants_whole(AUTHENTICATION_TAG));
+    assert_eq!(core.activity(), Activity::Idle);
+}
+
+// --- rewriting and refusals ---
+
+#[test]
+fn mapped_statements_are_rewritten_and_others_pass_untouched() {
+    let mut core = ready_core("expand");
+    assert_eq!(client(&mut core, &query("SELECT 1")), ToServer::Forward);
+    let sent = sent_bytes(client(
+        &mut core,
+        &query("INSERT INTO users (email, name) VALUES ('a', 'b')"),
+    ));
+    assert!(String::from_utf8_lossy(&sent).contains("full_name"));
+    assert_eq!(
+        core.tally.statements[StatementOutcome::Rewritten.index()],
+        1
+    );
+}
+
+#[test]
+fn refusal_mid_pipeline_comes_back_in_the_server_s_place() {
+    let mut core = ready_core("expand");
+    assert_eq!(client(&mut core, &query("BEGIN")), ToServer::Forward);
+    server(&mut core, &command_complete("BEGIN"));
+    server(&mut core, &ready(b'T'));
+    assert_eq!(client(&mut core, &parse("", "SELECT 1")), ToServer::Forward);
+    let refused = sent_bytes(client(
+        &mut core,
+        &parse("s1", "COPY users (id, name) FROM STDIN"),
+    ));
+    client(&mut core, &bind("s1"));
+    client(&mut core, &execute());
+    client(&mut core, &sync());
+    assert_eq!(server(&mut core, &parse_complete()), ToClient::Forward);
+    let ToClient::Send(ours) = server(&mut core, &syntax_error_for(&refused)) else {
+        panic!("stand-in error not replaced");
+    };
+    assert_eq!(field(&ours, b'C').as_deref(), Some(CANNOT_REWRITE));
+    assert!(field(&ours, b'M').is_some_and(|m| m.starts_with("pgshim: ")));
+    assert_eq!(server(&mut core, &ready(b'E')), ToClient::Forward);
+    assert_eq!(core.tx_status(), Some(crate::protocol::TxStatus::Failed));
+    assert!(!core.refusals.any());
+}
+
+#[test]
+fn a_refusal_skipped_after_an_earlier_error_expires_with_its_pipeline() {
+    let mut core = ready_core("expand");
+    client(&mut core, &parse("", "SELEC oops"));
+    let refused = sent_bytes(client(
+        &mut core,
+        &parse("", "COPY users (id, name) FROM STDIN"),
+    ));
+    assert!(!refused.is_empty());
+    client(&mut core, &sync());
+    // Postgres fails the first Parse and skips the stand-in.
+    assert_eq!(
+        server(
+            &mut core,
+            &error("42601", "syntax error at or near \"SELEC\"")
+        ),
+        ToClient::Forward
+    );
+    server(&mut core, &ready(b'I'));
+    assert!(!core.refusals.any());
+    assert_eq!(core.activity(), Activity::Idle);
+}
+
+// --- pipelines ---
+
+#[test]
+fn flush_without_sync_keeps_the_session_busy_until_ready() {
+    let mut core = ready_core("expand");
+    for m in [parse("", "SELECT 1"), bind(""), execute(), flush()] {
+        assert_eq!(client(&mut core, &m), ToServer::Forward);
+    }
+    for m in [
+        parse_complete(),
+        bind_complete(),
+        command_complete("SELECT 1"),
+    ] {
+        assert_eq!(server(&mut core, &m), ToClient::Forward);
+    }
+    assert_eq!(core.activity(), Activity::Busy);
+    assert!(!core.idle());
+    client(&mut core, &sync());
+    server(&mut core, &ready(b'I'));
+    assert_eq!(core.activity(), Activity::Idle);
+    assert_eq!(core.in_flight(), 0);
+}
+
+#[test]
+fn copy_in_both_directions_passes_without_inspection() {
+    let mut core = ready_core("expand");
+    client(&mut core, &query("COPY accounts FROM STDIN"));
+    server(&mut core, &msg(b'G', &[0, 0, 0]));
+    for m in [msg(b'd', b"1\n"), msg(b'd', b"2\n"), msg(b'c', b"")] {
+        assert!(!core.client_wants_whole(m[0]));
+        assert_eq!(client(&mut core, &m), ToServer::Forward);
+    }
+    server(&mut core, &command_complete("COPY 2"));
+    server(&mut core, &ready(b'I'));
+    client(&mut core, &query("COPY accounts TO STDOUT"));
+    for m in [msg(b'H', &[0, 0, 0]), msg(b'd', b"1\n"), msg(b'c', b"")] {
+        assert!(!core.server_wants_whole(m[0]));
+        assert_eq!(server(&mut core, &m), ToClient::Forward);
+    }
+    server(&mut core, &command_complete("COPY 1"));
+    server(&mut core, &ready(b'I'));
+    assert_eq!(core.activity(), Activity::Idle);
+}
+
+// --- re-prepare ---
+
+/// Prepares `s1` under version 1 and switches to version 2 in `phase`.
+fn prepared_then_new_rules(sql: &str, from: &str, to: &str, describe: bool) -> Core {
+    let mut core = ready_core(from);
+    client(&mut core, &parse("s1", sql));
+    if describe {
+        client(&mut core, &describe_statement("s1"));
+    }
+    client(&mut core, &sync());
+    server(&mut core, &parse_complete());
+    if describe {
+        server(&mut core, &parameters());
+        server(&mut core, &row_description(&[("name", 25, -1)]));
+    }
+    server(&mut core, &ready(b'I'));
+    assert!(core.idle());
+    assert_eq!(core.take_rules(session_rules(2, to)), None);
+    core
+}
+
+#[test]
+fn reprepare_replies_are_swallowed_and_the_client_s_own_pass() {
+    let mut core = prepared_then_new_rules("SELECT name FROM users", "expand", "migrate", false);
+    client(&mut core, &parse("s2", "SELECT 1"));
+    let sent = sent_bytes(client(&mut core, &bind("s1")));
+    assert_eq!(tags(&sent), vec![CLOSE_TAG, PARSE_TAG, BIND_TAG]);
+    client(&mut core, &execute());
+    client(&mut core, &sync());
+    assert_eq!(
+        server(&mut core, &parse_complete()),
+        ToClient::Forward,
+        "s2"
+    );
+    assert_eq!(server(&mut core, &close_complete()), ToClient::Swallow);
+    assert_eq!(server(&mut core, &parse_complete()), ToClient::Swallow);
+    assert_eq!(server(&mut core, &bind_complete()), ToClient::Forward);
+    server(&mut core, &command_complete("SELECT 0"));
+    server(&mut core, &ready(b'I'));
+    // Prepared once: the next Bind goes as it is.
+    assert_eq!(client(&mut core, &bind("s1")), ToServer::Forward);
+}
+
+#[test]
+fn a_reprepare_skipped_by_an_error_is_tried_again() {
+    let mut core = prepared_then_new_rules("SELECT name FROM users", "expand", "migrate", false);
+    client(&mut core, &parse("", "SELEC oops"));
+    let sent = sent_bytes(client(&mut core, &bind("s1")));
+    assert_eq!(tags(&sent), vec![CLOSE_TAG, PARSE_TAG, BIND_TAG]);
+    client(&mut core, &sync());
+    server(&mut core, &error("42601", "syntax error"));
+    server(&mut core, &ready(b'I'));
+    let again = sent_bytes(client(&mut core, &bind("s1")));
+    assert_eq!(tags(&again), vec![CLOSE_TAG, PARSE_TAG, BIND_TAG]);
+}
+
+#[test]
+fn deallocate_and_discard_all_forget_statements() {
+    let mut core = prepared_then_new_rules("SELECT name FROM users", "expand", "migrate", false);
+    client(&mut core, &query("DEALLOCATE s1"));
+    server(&mut core, &command_complete("DEALLOCATE"));
+    server(&mut core, &ready(b'I'));
+    assert_eq!(client(&mut core, &bind("s1")), ToServer::Forward);
+    let mut core = prepared_then_new_rules("SELECT name FROM users", "expand", "migrate", false);
+    client(&mut core, &query("DISCARD ALL"));
+    assert!(!core.client_wants_whole(CLOSE_TAG));
+    assert_eq!(client(&mut core, &bind("s1")), ToServer::Forward);
+}
+
+#[test]
+fn a_changed_result_fails_the_bind_as_postgres_does() {
+    let mut core = prepared_then_new_rules("SELECT name FROM users", "expand", "migrate", true);
+    let sent = sent_bytes(client(&mut core, &bind("s1")));
+    assert_eq!(
+        tags(&sent),
+        vec![CLOSE_TAG, PARSE_TAG, DESCRIBE_TAG, FLUSH_TAG]
+    );
+    assert!(!core.verdict_ready());
+    assert_eq!(server(&mut core, &close_complete()), ToClient::Swallow);
+    assert_eq!(server(&mut core, &parse_complete()), ToClient::Swallow);
+    assert_eq!(server(&mut core, &parameters()), ToClient::Swallow);
+    let wider = row_description(&[("name", 25, -1), ("nickname", 25, -1)]);
+    assert_eq!(server(&mut core, &wider), ToClient::Swallow);
+    assert!(core.verdict_ready());
+    let stand_in = sent_bytes(core.after_check());
+    assert_eq!(tags(&stand_in), vec![PARSE_TAG]);
+    client(&mut core, &execute());
+    client(&mut core, &sync());
+    let ToClient::Send(ours) = server(&mut core, &syntax_error_for(&stand_in)) else {
+        panic!("stand-in error not replaced");
+    };
+    assert_eq!(field(&ours, b'C').as_deref(), Some("0A000"));
+    assert_eq!(
+        field(&ours, b'M').as_deref(),
+        Some("cached plan must not change result type")
+    );
+    assert_eq!(field(&ours, b'R').as_deref(), Some("RevalidateCachedQuery"));
+    server(&mut core, &ready(b'I'));
+    // Every later Bind fails the same way until the client prepares it again.
+    let again = sent_bytes(client(&mut core, &bind("s1")));
+    assert!(String::from_utf8_lossy(&again).contains("pgshim_rejected_"));
+    client(&mut core, &sync());
+    server(&mut core, &syntax_error_for(&again));
+    server(&mut core, &ready(b'I'));
+    // Closed and prepared again by the client, the statement binds again.
+    client(&mut core, &close_statement("s1"));
+    client(&mut core, &parse("s1", "SELECT name FROM users"));
+    assert_eq!(client(&mut core, &bind("s1")), ToServer::Forward);
+}
+
+#[test]
+fn an_unchanged_result_lets_the_held_bind_through() {
+    let mut core = prepared_then_new_rules("SELECT name FROM users", "expand", "migrate", true);
+    let bind_msg = bind("s1");
+    sent_bytes(client(&mut core, &bind_msg));
+    server(&mut core, &close_complete());
+    server(&mut core, &parse_complete());
+    server(&mut core, &parameters());
+    let renamed = row_description(&[("name", 25, -1)]);
+    assert_eq!(server(&mut core, &renamed), ToClient::Swallow);
+    let held = sent_bytes(core.after_check());
+    assert_eq!(&held[..], &bind_msg[..]);
+    assert!(!core.checking());
+}
+
+#[test]
+fn a_check_behind_an_error_is_skipped_not_waited_for() {
+    let mut core = prepared_then_new_rules("SELECT name FROM users", "expand", "migrate", true);
+    client(&mut core, &parse("", "SELEC oops"));
+    client(&mut core, &flush());
+    server(&mut core, &error("42601", "syntax error"));
+    // The pipeline already failed: no check, Postgres skips the Bind anyway.
+    let sent = sent_bytes(client(&mut core, &bind("s1")));
+    assert_eq!(tags(&sent), vec![CLOSE_TAG, PARSE_TAG, BIND_TAG]);
+    let mut core = prepared_then_new_rules("SELECT name FROM users", "expand", "migrate", true);
+    client(&mut core, &parse("", "SELEC oops"));
+    let sent = sent_bytes(client(&mut core, &bind("s1")));
+    assert_eq!(
+        tags(&sent),
+        vec![CLOSE_TAG, PARSE_TAG, DESCRIBE_TAG, FLUSH_TAG]
+    );
+    // The error arrives after the check started: the verdict is "skipped".
+    assert_eq!(
+        server(&mut core, &error("42601", "syntax error")),
+        ToClient::Forward
+    );
+    assert!(core.verdict_ready());
+    assert_eq!(tags(&sent_bytes(core.after_check())), vec![BIND_TAG]);
+}
+
+// --- property test ---
+
+/// A small deterministic generator (xorshift64*), so failures replay.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Postgres's extended protocol, reduced to what the replies' order depends
+/// on: statements by name, the skip-until-Sync rule after an error, and
+/// statements that fail (syntax errors and pgshim's stand-ins).
+#[derive(Default)]
+struct Model {
+    /// Statement name to its SQL.
+    statements: HashMap<Vec<u8>, Vec<u8>>,
+    skipping: bool,
+}
+
+/// The result a statement text describes as: its type depends on the text,
+/// so a statement prepared again with another rewrite may change shape.
+fn described_as(sql: &[u8]) -> Vec<u8> {
+    let oid = if sql.len().is_multiple_of(2) { 25 } else { 23 };
+    row_description(&[("name", oid, -1)])
+}
+
+impl Model {
+    /// The server's replies to one message pgshim sent.
+    fn answer(&mut self, m: &[u8], out: &mut Vec<Vec<u8>>) {
+        let body = &m[5..];
+        let fails = |sql: &[u8]| {
+            let text = String::from_utf8_lossy(sql);
+            text.contains("pgshim_rejected_") || text.contains("SELEC ")
+        };
+        let err = |sql: &[u8]| {
+            if String::from_utf8_lossy(sql).contains("pgshim_rejected_") {
+                syntax_error_for(sql)
+            } else {
+                error("42601", "syntax error at or near \"SELEC\"")
+            }
+        };
+        match m[0] {
+            QUERY_TAG => {
+                self.skipping = false;
+                if fails(body) {
+                    out.push(err(body));
+                } else {
+                    out.push(command_complete("SELECT 1"));
+                }
+                out.push(ready(b'I'));
+            }
+            SYNC_TAG => {
+                self.skipping = false;
+                out.push(ready(b'I'));
+            }
+            _ if self.skipping => {}
+            PARSE_TAG => {
+                let Some(p) = parse_body(m) else { return };
+                if fails(p.sql) {
+                    out.push(err(p.sql));
+                    self.skipping = true;
+                } else {
+                    self.statements.insert(p.name.to_vec(), p.sql.to_vec());
+                    out.push(parse_complete());
+                }
+            }
+            BIND_TAG => {
+                let name = bind_statement(m).unwrap_or_default();
+                if self.statements.contains_key(name) {
+                    out.push(bind_complete());
+                } else {
+                    out.push(error("26000", "prepared statement does not exist"));
+                    self.skipping = true;
+                }
+            }
+            DESCRIBE_TAG => match statement_target(m).map(|n| self.statements.get(n)) {
+                Some(Some(sql)) => {
+                    out.push(parameters());
+                    out.push(described_as(sql));
+                }
+                Some(None) => {
+                    out.push(error("26000", "prepared statement does not exist"));
+                    self.skipping = true;
+                }
+                None => out.push(row_description(&[("name", 25, -1)])),
+            },
+            CLOSE_TAG => {
+                if let Some(name) = statement_target(m) {
+                    self.statements.remove(name);
+                }
+                out.push(close_complete());
+            }
+            b'E' => out.push(command_complete("SELECT 1")),
+            _ => {}
+        }
+    }
+}
+
+/// Splits bytes pgshim sent into whole messages.
+fn messages(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut framer = Framer::new(usize::MAX);
+    let mut out = Vec::new();
+    let mut off = 0;
+    while let Ok(Some(Frame::Whole(h))) = framer.next(&bytes[off..], |_| true) {
+        out.push(bytes[off..off + h.total_len].to_vec());
+        off += h.total_len;
+    }
+    out
+}
+
+/// What the client sent in one round.
+#[derive(Default)]
+struct Sent {
+    requests: u32,
+    parses: u32,
+    closes: u32,
+}
+
+/// What the client was shown in one round.
+#[derive(Default)]
+struct Seen {
+    readies: u32,
+    parses: u32,
+    closes: u32,
+    swallowed: u32,
+    replaced: u32,
+}
+
+impl Seen {
+    /// Passes server replies through the core, counting what the client sees.
+    fn deliver(&mut self, core: &mut Core, replies: Vec<Vec<u8>>, seed: u64) {
+        for r in replies {
+            let shown = match server(core, &r) {
+                ToClient::Forward => r,
+                ToClient::Send(b) => {
+                    self.replaced += 1;
+                    b.to_vec()
+                }
+                ToClient::Swallow => {
+                    self.swallowed += 1;
+                    continue;
+                }
+            };
+            match shown[0] {
+                READY_FOR_QUERY_TAG => self.readies += 1,
+                PARSE_COMPLETE_TAG => self.parses += 1,
+                CLOSE_COMPLETE_TAG => self.closes += 1,
+                ERROR_RESPONSE_TAG => assert!(
+                    !String::from_utf8_lossy(&shown).contains("pgshim_rejected_"),
+                    "seed {seed}: a stand-in error reached the client"
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn random_pipelines_keep_reply_bookkeeping_consistent() {
+    let statements = [
+        "SELECT 1",
+        "SELECT name FROM users WHERE id = $1",
+        "INSERT INTO users (email, full_name) VALUES ($1, $2)",
+        "COPY users (id, name) FROM STDIN",
+        "SELEC oops",
+    ];
+    let phases = ["expand", "migrate", "contract"];
+    let (mut checks, mut changed) = (0u32, 0u32);
+    let mut seen_total = Seen::default();
+    for seed in 1..=500u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut core = ready_core("expand");
+        let mut model = Model::default();
+        let mut version = 1;
+        for _round in 0..12 {
+            let mut seen = Seen::default();
+            let mut to_server: Vec<Vec<u8>> = Vec::new();
+            let mut sent = Sent::default();
+            if rng.below(4) == 0 {
+                // A simple query.
+                let sql = statements[rng.below(statements.len() as u64) as usize];
+                sent.requests += 1;
+                match client(&mut core, &query(sql)) {
+                    ToServer::Forward => to_server.push(query(sql)),
+                    ToServer::Send(bytes) => to_server.extend(messages(&bytes)),
+                    other => panic!("seed {seed}: a query became {other:?}"),
+                }
+            } else {
+                // An extended-protocol pipeline ending in Sync.
+                for _ in 0..1 + rng.below(8) {
+                    let name = ["", "s1", "s2"][rng.below(3) as usize];
+                    let sql = statements[rng.below(statements.len() as u64) as usize];
+                    let m = match rng.below(8) {
+                        0 | 1 => {
+                            sent.parses += 1;
+                            parse(name, sql)
+                        }
+                        2 | 3 => bind(name),
+                        4 => describe_statement(name),
+                        5 => describe_portal(),
+                        6 => {
+                            sent.closes += 1;
+                            close_statement(name)
+                        }
+                        _ => {
+                            if rng.below(2) == 0 {
+                                execute()
+                            } else {
+                                flush()
+                            }
+                        }
+                    };
+                    match client(&mut core, &m) {
+                        ToServer::Forward => to_server.push(m),
+                        ToServer::Send(bytes) => to_server.extend(messages(&bytes)),
+                        ToServer::SendAndCheck(bytes) => {
+                            checks += 1;
+                            to_server.extend(messages(&bytes));
+                            let mut replies = Vec::new();
+                            for m in to_server.drain(..) {
+                                model.answer(&m, &mut replies);
+                            }
+                            seen.deliver(&mut core, replies, seed);
+                            assert!(core.verdict_ready(), "seed {seed}: check left waiting");
+                            match core.after_check() {
+                                ToServer::Send(bytes) => {
+                                    changed += u32::from(tags(&bytes) == [PARSE_TAG]);
+                                    to_server.extend(messages(&bytes))
+                                }
+                                other => panic!("seed {seed}: held message became {other:?}"),
+                            }
+                        }
+                    }
+                }
+                sent.requests += 1;
+                assert_eq!(client(&mut core, &sync()), ToServer::Forward);
+                to_server.push(sync());
+            }
+            let mut replies = Vec::new();
+            for m in &to_server {
+                model.answer(m, &mut replies);
+            }
+            seen.deliver(&mut core, replies, seed);
+            assert_eq!(
+                seen.readies, sent.requests,
+                "seed {seed}: ReadyForQuery count"
+            );
+            assert!(
+                seen.parses <= sent.parses,
+                "seed {seed}: hidden ParseComplete leaked"
+            );
+            assert!(
+                seen.closes <= sent.closes,
+                "seed {seed}: hidden CloseComplete leaked"
+            );
+            assert_eq!(core.in_flight(), 0, "seed {seed}");
+            assert!(
+                core.idle(),
+                "seed {seed}: not idle after the last ReadyForQuery"
+            );
+            assert!(!core.refusals.any(), "seed {seed}: refusals left over");
+            assert!(!core.hidden.any(), "seed {seed}: hidden replies left over");
+            assert!(!core.describes.any(), "seed {seed}: describes left over");
+            seen_total.swallowed += seen.swallowed;
+            seen_total.replaced += seen.replaced;
+            if rng.below(2) == 0 {
+                version += 1;
+                let phase = phases[rng.below(3) as usize];
+                if let Some(queries) = core.take_rules(session_rules(version, phase)) {
+                    let mut replies = Vec::new();
+                    for m in messages(&queries) {
+                        model.answer(&m, &mut replies);
+                    }
+                    for r in replies {
+                        assert_eq!(server(&mut core, &r), ToClient::Swallow, "seed {seed}");
+                    }
+                }
+            }
+        }
+    }
+    // The runs went through every path they are meant to cover.
+    assert!(
+        checks > 0 && changed > 0,
+        "checks {checks}, changed {changed}"
+    );
+    assert!(seen_total.swallowed > 100 && seen_total.replaced > 100);
+}
+
+#[test]
+fn tally_counts_outcomes_once() {
+    let mut core = ready_core("expand");
+    client(&mut core, &query("SELECT 1"));
+    client(&mut core, &query("COPY users (id, name) FROM STDIN"));
+    let t = &mut core.tally;
+    assert_eq!(t.statements[StatementOutcome::PassedThrough.index()], 1);
+    assert_eq!(t.statements[StatementOutcome::Refused.index()], 1);
+    assert!(!t.is_empty());
+    t.clear();
+    assert!(t.is_empty());
+}
