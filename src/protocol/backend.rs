@@ -76,6 +76,58 @@ pub fn write_error_fields(out: &mut BytesMut, severity: Severity, fields: &[(u8,
     patch_len(out, start);
 }
 
+/// The value of field `code` (`b'C'` for the SQLSTATE, `b'P'` for the
+/// position, ...) of a whole `ErrorResponse` or `NoticeResponse`.
+pub fn error_field(msg: &[u8], code: u8) -> Option<&[u8]> {
+    let mut rest = msg.get(5..)?;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            return None;
+        }
+        let end = memchr(0, tail)?;
+        if field == code {
+            return Some(&tail[..end]);
+        }
+        rest = &tail[end + 1..];
+    }
+    None
+}
+
+/// The `ErrorResponse` `msg` with its position field (`P`, in characters
+/// from 1) moved back by `by` characters: the error of a statement text that
+/// pgshim sent behind a prefix of `by` characters.
+///
+/// # Returns
+/// `None` when `msg` is malformed; the message unchanged in substance when it
+/// has no position.
+pub fn shift_position(msg: &[u8], by: usize) -> Option<BytesMut> {
+    let mut out = BytesMut::with_capacity(msg.len());
+    out.put_u8(*msg.first()?);
+    out.put_i32(0);
+    let mut rest = msg.get(5..)?;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let end = memchr(0, tail)?;
+        let value = &tail[..end];
+        out.put_u8(field);
+        let shifted = (field == b'P')
+            .then(|| std::str::from_utf8(value).ok()?.parse::<usize>().ok())
+            .flatten()
+            .map(|p| p.saturating_sub(by).max(1).to_string());
+        match shifted {
+            Some(p) => out.put_slice(p.as_bytes()),
+            None => out.put_slice(value),
+        }
+        out.put_u8(0);
+        rest = &tail[end + 1..];
+    }
+    out.put_u8(0);
+    patch_len(&mut out, 0);
+    Some(out)
+}
+
 /// Strips `SCRAM-SHA-256-PLUS` from an `AuthenticationSASL` message.
 ///
 /// # Returns
@@ -140,6 +192,29 @@ mod tests {
         assert_eq!(len + 1, out.len());
         let body = &out[5..];
         assert_eq!(body, b"SFATAL\0VFATAL\0C08001\0Mpgshim: nope\0\0");
+    }
+
+    #[test]
+    fn positions_shift_back_and_other_fields_stay() {
+        let mut out = BytesMut::new();
+        write_error_fields(
+            &mut out,
+            Severity::Error,
+            &[
+                (b'C', Some("42601")),
+                (b'M', Some("syntax error")),
+                (b'P', Some("40")),
+            ],
+        );
+        let shifted = shift_position(&out, 30).unwrap();
+        assert_eq!(error_field(&shifted, b'P'), Some(&b"10"[..]));
+        assert_eq!(error_field(&shifted, b'C'), Some(&b"42601"[..]));
+        assert_eq!(error_field(&shifted, b'M'), Some(&b"syntax error"[..]));
+        assert_eq!(shifted.len(), out.len());
+        for cut in 0..out.len() {
+            let _ = shift_position(&out[..cut], 3);
+            let _ = error_field(&out[..cut], b'P');
+        }
     }
 
     fn sasl(mechs: &[&[u8]]) -> Vec<u8> {

@@ -84,6 +84,9 @@ pub enum RefusalKind {
     Unrewritable,
     /// The statement is nested deeper, or is longer, than pgshim builds syntax trees for.
     TooDeep,
+    /// pgshim's parser does not accept the statement. Postgres may reject it
+    /// too (a typo), and then its own error is the one to show.
+    Unparsed,
 }
 
 /// A statement mentions a mapped table but cannot be rewritten safely.
@@ -105,7 +108,7 @@ impl std::fmt::Display for RewriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (rule, reason) = (&self.rule_id, &self.reason);
         match self.kind {
-            RefusalKind::Unrewritable => {
+            RefusalKind::Unrewritable | RefusalKind::Unparsed => {
                 write!(f, "cannot rewrite statement (rule {rule}): {reason}")
             }
             RefusalKind::TooDeep => {
@@ -133,6 +136,14 @@ impl Refuse {
             rule: None,
             reason: reason.into(),
             kind: RefusalKind::Unrewritable,
+        }
+    }
+
+    /// The statement does not tokenize or parse.
+    pub(crate) fn unparsed(reason: impl Into<String>) -> Refuse {
+        Refuse {
+            kind: RefusalKind::Unparsed,
+            ..Refuse::new(reason)
         }
     }
 
@@ -167,7 +178,7 @@ pub fn rewrite(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome,
         return Ok(Outcome::Unchanged);
     }
     let outcome = match rewrite_parsed(sql, rules, catalog) {
-        Err(refuse) if refuse.kind == RefusalKind::Unrewritable => {
+        Err(refuse) if refuse.kind != RefusalKind::TooDeep => {
             rewrite_each(sql, rules, catalog).unwrap_or(Err(refuse))
         }
         other => other,
@@ -286,7 +297,7 @@ fn with_parsed<T>(
         )));
     }
     let (src, tokens) =
-        Source::new(sql).map_err(|e| Refuse::new(format!("does not tokenize: {e}")))?;
+        Source::new(sql).map_err(|e| Refuse::unparsed(format!("does not tokenize: {e}")))?;
     depth::check(&tokens).map_err(|_| Refuse::too_deep(depth::TOO_DEEP))?;
     depth::on_large_stack(|| {
         let statements = Parser::new(&PostgreSqlDialect {})
@@ -295,7 +306,7 @@ fn with_parsed<T>(
             .parse_statements()
             .map_err(|e| match e {
                 ParserError::RecursionLimitExceeded => Refuse::too_deep(depth::TOO_DEEP),
-                e => Refuse::new(format!("does not parse: {e}")),
+                e => Refuse::unparsed(format!("does not parse: {e}")),
             })?;
         f(&src, &statements)
     })

@@ -37,6 +37,7 @@ mod ops_plan;
 mod ops_status;
 mod ops_verify;
 mod pgbench;
+mod postgres_errors;
 mod pre_auth;
 mod protocol;
 mod psql;

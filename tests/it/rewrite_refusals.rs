@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::support::rules::{db_error, extended_rows, simple_rows, Db};
-use crate::support::wire::{self, cstr, message, read_until, send, Message};
+use crate::support::wire::{self, bind_execute, parse, replies, send, sync};
 
 const SETUP: &str = r#"
 CREATE TABLE users (id int PRIMARY KEY, name text, full_name text, "Name" text);
@@ -189,42 +189,6 @@ async fn pass_forwards_unrewritable_statements() {
         .rows;
     assert_eq!(rows.len(), 1);
     assert!(rows[0].contains("\"name\":\"old-1\""), "{rows:?}");
-}
-
-fn parse(sql: &str) -> Vec<u8> {
-    let mut body = cstr("");
-    body.extend(cstr(sql));
-    body.extend(0i16.to_be_bytes());
-    message(b'P', &body)
-}
-
-fn bind_execute() -> Vec<u8> {
-    let mut bind = cstr("");
-    bind.extend(cstr(""));
-    bind.extend([0u8; 6]);
-    let mut execute = cstr("");
-    execute.extend(0i32.to_be_bytes());
-    [message(b'B', &bind), message(b'E', &execute)].concat()
-}
-
-fn sync() -> Vec<u8> {
-    message(b'S', &[])
-}
-
-/// Tags and, for errors, the SQLSTATE, until `syncs` ReadyForQuery.
-async fn replies(s: &mut tokio::net::TcpStream, syncs: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    for _ in 0..syncs {
-        let got: Vec<Message> = read_until(s, |m| m.tag == b'Z').await;
-        for m in got {
-            out.push(match m.tag {
-                b'E' => format!("E{}", wire::fields(&m.body)[&b'C']),
-                b'D' => format!("D{}", String::from_utf8_lossy(&m.body[6..])),
-                t => (t as char).to_string(),
-            });
-        }
-    }
-    out
 }
 
 #[tokio::test]

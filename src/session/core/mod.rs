@@ -46,7 +46,7 @@ use crate::protocol::{
     AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG,
     TERMINATE_TAG,
 };
-use crate::rewrite::{prepared_statement_name, starts_with_prepare, Outcome};
+use crate::rewrite::{prepared_statement_name, starts_with_prepare, Outcome, RefusalKind};
 use pipeline::Pipeline;
 use prepared::{deallocated, Deallocated, Hidden, Prepared, SentCounter, SqlPrepared, Statements};
 use refusals::Refusals;
@@ -55,6 +55,20 @@ use shape::{Describes, ShapeCheck, Verdict};
 
 /// What to tell the user to do about a refused statement.
 const REFUSAL_HINT: &str = "write the statement in a form pgshim can rewrite for the rule's current phase, or set on_unrewritable = \"pass\" in pgshim's config to forward such statements unrewritten";
+
+/// What to send for one statement text pgshim did not forward as it is.
+enum Sql {
+    /// The rewrite.
+    Rewritten(Vec<u8>),
+    /// A stand-in that Postgres fails, for a refused statement.
+    StandIn(Vec<u8>),
+    /// Refused because pgshim's parser does not accept it: Postgres judges
+    /// the text first, so a typo gets Postgres's own error.
+    Judged {
+        /// pgshim's refusal, if Postgres accepts the text.
+        message: String,
+    },
+}
 
 /// What to do with a message from the client.
 #[derive(Debug, PartialEq, Eq)]
@@ -287,9 +301,10 @@ impl Core {
         action
     }
 
-    /// The SQL to send for `sql`, or `None` to send it as it is; refusals
-    /// become a stand-in statement Postgres fails in the same place.
-    fn rewrite(&mut self, sql: &[u8]) -> Option<Vec<u8>> {
+    /// What to send for statement text `sql`, or `None` to send it as it
+    /// is; refusals become a stand-in statement that Postgres fails in the
+    /// same place.
+    fn rewrite(&mut self, sql: &[u8]) -> Option<Sql> {
         let Some(rules) = &self.rules else {
             // Unreachable through the socket code, which hands nothing over
             // before authentication; refused rather than passed, to be safe.
@@ -299,7 +314,7 @@ impl Core {
                 "pgshim: statement received before the session's rules were loaded",
                 "retry the statement",
             );
-            return Some(token.into_bytes());
+            return Some(Sql::StandIn(token.into_bytes()));
         };
         let decision = rules.rewrite(sql, &mut self.tally);
         if decision != Rewrite::Unmapped {
@@ -308,17 +323,28 @@ impl Core {
         }
         match decision {
             Rewrite::Unmapped | Rewrite::Keep => None,
-            Rewrite::Replace(new) => Some(new.into_bytes()),
+            Rewrite::Replace(new) => Some(Sql::Rewritten(new.into_bytes())),
             Rewrite::Refuse(e) => {
-                let token = self.refusals.push(
-                    self.pipeline.next_request(),
-                    CANNOT_REWRITE,
-                    &format!("pgshim: {e}"),
-                    REFUSAL_HINT,
-                );
-                Some(token.into_bytes())
+                let message = format!("pgshim: {e}");
+                let request = self.pipeline.next_request();
+                if e.kind == RefusalKind::Unparsed {
+                    return Some(Sql::Judged { message });
+                }
+                let token = self
+                    .refusals
+                    .push(request, CANNOT_REWRITE, &message, REFUSAL_HINT);
+                Some(Sql::StandIn(token.into_bytes()))
             }
         }
+    }
+
+    /// A stand-in for a statement refused because pgshim's parser does not
+    /// accept it.
+    fn stand_in(&mut self, message: &str) -> Vec<u8> {
+        let request = self.pipeline.next_request();
+        self.refusals
+            .push(request, CANNOT_REWRITE, message, REFUSAL_HINT)
+            .into_bytes()
     }
 
     fn query(&mut self, msg: &[u8]) -> ToServer {
@@ -340,14 +366,20 @@ impl Core {
             }
         }
         self.remember_sql_prepare(sql);
-        match self.rewrite(sql) {
-            None => ToServer::Forward,
-            Some(new_sql) => {
-                let mut out = BytesMut::with_capacity(new_sql.len() + 6);
-                write_query(&mut out, &new_sql);
-                ToServer::Send(out)
+        let new_sql = match self.rewrite(sql) {
+            None => return ToServer::Forward,
+            Some(Sql::Rewritten(text) | Sql::StandIn(text)) => text,
+            // Postgres reads the whole text before running any of it: a
+            // syntax error of its own comes back, or else the failing prefix
+            // stops everything and pgshim refuses the statement.
+            Some(Sql::Judged { message }) => {
+                self.refusals
+                    .push_judged(self.pipeline.next_request(), &message, REFUSAL_HINT, sql)
             }
-        }
+        };
+        let mut out = BytesMut::with_capacity(new_sql.len() + 6);
+        write_query(&mut out, &new_sql);
+        ToServer::Send(out)
     }
 
     /// Remembers a simple query that is exactly one `PREPARE name AS ...`.
@@ -373,7 +405,24 @@ impl Core {
         let Some(body) = parse_body(msg) else {
             return ToServer::Forward;
         };
-        let new_sql = self.rewrite(body.sql);
+        let rewritten = self.rewrite(body.sql);
+        let mut out = BytesMut::new();
+        let new_sql = match rewritten {
+            None => None,
+            Some(Sql::Rewritten(text) | Sql::StandIn(text)) => Some(text),
+            Some(Sql::Judged { message }) => {
+                // Postgres parses and analyses the statement first, as the
+                // unnamed statement, which is closed at once: its own error
+                // reaches the client, and if it has none, the stand-in
+                // behind it fails and pgshim refuses the statement.
+                let pipeline = self.pipeline.next_request();
+                self.hidden.expect_check(&mut self.sent, pipeline);
+                let unnamed = ParseBody { name: b"", ..body };
+                write_parse(&mut out, &unnamed, body.sql);
+                write_close_statement(&mut out, b"");
+                Some(self.stand_in(&message))
+            }
+        };
         if !body.name.is_empty() {
             let sent = new_sql.as_deref().unwrap_or(body.sql);
             let prepared = Prepared {
@@ -389,7 +438,6 @@ impl Core {
         let Some(new_sql) = new_sql else {
             return ToServer::Forward;
         };
-        let mut out = BytesMut::with_capacity(msg.len() + new_sql.len());
         write_parse(&mut out, &body, &new_sql);
         ToServer::Send(out)
     }
@@ -406,9 +454,11 @@ impl Core {
         let Some(prepared) = self.statements.take_stale(name).cloned() else {
             return ToServer::Forward;
         };
-        let new_sql = self
-            .rewrite(&prepared.sql)
-            .unwrap_or_else(|| prepared.sql.to_vec());
+        let new_sql = match self.rewrite(&prepared.sql) {
+            None => prepared.sql.to_vec(),
+            Some(Sql::Rewritten(text) | Sql::StandIn(text)) => text,
+            Some(Sql::Judged { message }) => self.stand_in(&message),
+        };
         if new_sql == prepared.sent {
             return ToServer::Forward;
         }
@@ -565,8 +615,9 @@ impl Core {
                 ToClient::Forward
             }
             ERROR_RESPONSE_TAG => {
-                self.failed = Some(self.pipeline.next_ready());
-                match self.refusals.replace(msg) {
+                let ready = self.pipeline.next_ready();
+                self.failed = Some(ready);
+                match self.refusals.replace(msg, ready) {
                     Some(ours) => ToClient::Send(ours),
                     None => ToClient::Forward,
                 }

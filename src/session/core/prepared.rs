@@ -209,6 +209,31 @@ impl Hidden {
         counter.parses
     }
 
+    /// Registers the replies to a Parse and a Close of the unnamed statement
+    /// that the caller is about to send in pipeline `pipeline`, to have
+    /// Postgres judge a statement without keeping it.
+    ///
+    /// The client's own Parse, already counted, goes after them: the hidden
+    /// Parse takes its place in the count, and the client's the next one.
+    pub(crate) fn expect_check(&mut self, counter: &mut SentCounter, pipeline: u64) {
+        let parse = counter.parses;
+        counter.on_sent(pipeline, PARSE_TAG);
+        counter.on_sent(pipeline, CLOSE_TAG);
+        // An empty name: a skipped check leaves no statement to prepare again.
+        self.queue.push_back(HiddenReply {
+            pipeline,
+            tag: PARSE_COMPLETE_TAG,
+            ordinal: parse,
+            statement: Bytes::new(),
+        });
+        self.queue.push_back(HiddenReply {
+            pipeline,
+            tag: CLOSE_COMPLETE_TAG,
+            ordinal: counter.closes,
+            statement: Bytes::new(),
+        });
+    }
+
     /// Notes `n` simple queries of pgshim's own, sent while the session was
     /// idle, whose replies (up to and including ReadyForQuery) are swallowed.
     pub(crate) fn add_queries(&mut self, n: u32) {

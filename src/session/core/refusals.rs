@@ -16,10 +16,14 @@ use std::sync::OnceLock;
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 
-use crate::protocol::backend::{write_error, write_error_fields, Severity};
+use crate::protocol::backend::{
+    error_field, shift_position, write_error, write_error_fields, Severity,
+};
 
 /// SQLSTATE for a statement pgshim cannot rewrite: feature_not_supported.
 pub(crate) const CANNOT_REWRITE: &str = "0A000";
+/// SQLSTATE of a syntax error.
+const SYNTAX_ERROR: &str = "42601";
 /// Prefix of the stand-in statement.
 const TOKEN_PREFIX: &str = "pgshim_rejected_";
 
@@ -36,6 +40,10 @@ struct Pending {
     /// The ReadyForQuery number that ends the pipeline the statement is in.
     request: u64,
     response: Bytes,
+    /// For a simple query sent behind a failing prefix of this many
+    /// characters so that Postgres judges its syntax first: Postgres's own
+    /// syntax error goes to the client, with its position moved back.
+    prefix: Option<usize>,
 }
 
 // === impl Refusals ===
@@ -48,7 +56,39 @@ impl Refusals {
     pub(crate) fn push(&mut self, request: u64, code: &str, message: &str, hint: &str) -> String {
         let mut response = BytesMut::new();
         write_error(&mut response, Severity::Error, code, message, Some(hint));
-        self.push_response(request, response.freeze())
+        self.push_response(request, response.freeze(), None)
+    }
+
+    /// Registers the refusal of a simple query that pgshim's parser does not
+    /// accept: the query goes to Postgres behind a failing prefix, so
+    /// Postgres's own syntax error, if it finds one, reaches the client
+    /// instead (nothing in the query runs either way).
+    ///
+    /// # Returns
+    /// The query to send in place of `sql`.
+    pub(crate) fn push_judged(
+        &mut self,
+        request: u64,
+        message: &str,
+        hint: &str,
+        sql: &[u8],
+    ) -> Vec<u8> {
+        let mut response = BytesMut::new();
+        write_error(
+            &mut response,
+            Severity::Error,
+            CANNOT_REWRITE,
+            message,
+            Some(hint),
+        );
+        let token = self.push_response(request, response.freeze(), None);
+        let prefix = format!("SELECT {token}(); ");
+        if let Some(last) = self.queue.back_mut() {
+            last.prefix = Some(prefix.len());
+        }
+        let mut out = prefix.into_bytes();
+        out.extend_from_slice(sql);
+        out
     }
 
     /// Registers the failure of a Bind of statement `name`, whose result
@@ -73,10 +113,10 @@ impl Refusals {
                 (b'R', Some("RevalidateCachedQuery")),
             ],
         );
-        self.push_response(request, response.freeze())
+        self.push_response(request, response.freeze(), None)
     }
 
-    fn push_response(&mut self, request: u64, response: Bytes) -> String {
+    fn push_response(&mut self, request: u64, response: Bytes, prefix: Option<usize>) -> String {
         let n = self.next;
         self.next += 1;
         let token = format!("{TOKEN_PREFIX}{}_{n}", nonce());
@@ -84,6 +124,7 @@ impl Refusals {
             token: token.clone(),
             request,
             response,
+            prefix,
         });
         token
     }
@@ -93,15 +134,28 @@ impl Refusals {
         !self.queue.is_empty()
     }
 
-    /// If `error` (a whole ErrorResponse) is Postgres failing one of the
-    /// stand-in statements, returns pgshim's ErrorResponse to send instead.
-    pub(crate) fn replace(&mut self, error: &[u8]) -> Option<Bytes> {
+    /// If `error` (a whole ErrorResponse answering the request that
+    /// ReadyForQuery number `ready` ends) is Postgres failing one of the
+    /// stand-in statements, returns what to send instead: pgshim's
+    /// ErrorResponse, or Postgres's syntax error with its position fixed.
+    pub(crate) fn replace(&mut self, error: &[u8], ready: u64) -> Option<Bytes> {
+        if let Some(at) = self
+            .queue
+            .iter()
+            .position(|p| memmem::find(error, p.token.as_bytes()).is_some())
+        {
+            return Some(self.queue.remove(at)?.response);
+        }
         let at = self
             .queue
             .iter()
-            .position(|p| memmem::find(error, p.token.as_bytes()).is_some())?;
-        let pending = self.queue.remove(at)?;
-        Some(pending.response)
+            .position(|p| p.request == ready && p.prefix.is_some())?;
+        let by = self.queue[at].prefix?;
+        if error_field(error, b'C') != Some(SYNTAX_ERROR.as_bytes()) {
+            return None;
+        }
+        self.queue.remove(at);
+        shift_position(error, by).map(BytesMut::freeze)
     }
 
     /// Drops refusals whose pipeline ended with ReadyForQuery number `readies`.
@@ -152,17 +206,17 @@ mod tests {
             "hint",
         );
         assert!(r.any());
-        let ours = r.replace(&syntax_error(&token)).unwrap();
+        let ours = r.replace(&syntax_error(&token), 1).unwrap();
         assert!(memmem::find(&ours, b"0A000").is_some());
         assert!(!r.any());
-        assert!(r.replace(&syntax_error(&token)).is_none());
+        assert!(r.replace(&syntax_error(&token), 1).is_none());
     }
 
     #[test]
     fn other_errors_pass() {
         let mut r = Refusals::default();
         r.push(1, CANNOT_REWRITE, "m", "h");
-        assert!(r.replace(&syntax_error("something_else")).is_none());
+        assert!(r.replace(&syntax_error("something_else"), 1).is_none());
         assert!(r.any());
     }
 

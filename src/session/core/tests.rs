@@ -2,7 +2,7 @@
 //! for given client and server messages, and a property test that replays
 //! random pipelines against a small model of Postgres's extended protocol.
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::BytesMut;
 
@@ -141,15 +141,27 @@ fn field(error: &[u8], code: u8) -> Option<String> {
 
 // --- fixtures ---
 
+/// Rules, catalog and rewrite cache per phase, built once: building them
+/// parses every transform.
+static DATABASES: LazyLock<[Arc<DbRules>; 3]> = LazyLock::new(|| {
+    ["expand", "migrate", "contract"].map(|phase| {
+        Arc::new(DbRules {
+            rules: rules(phase),
+            state: Ok(catalog()),
+            cache: RewriteCache::new(256),
+        })
+    })
+});
+
 fn session_rules(number: u64, phase: &str) -> SessionRules {
+    let at = ["expand", "migrate", "contract"]
+        .iter()
+        .position(|p| *p == phase)
+        .expect("a phase");
     SessionRules {
         number,
         on_unrewritable: OnUnrewritable::Reject,
-        db: Arc::new(DbRules {
-            rules: rules(phase),
-            state: Ok(catalog()),
-            cache: RewriteCache::new(64),
-        }),
+        db: Arc::clone(&DATABASES[at]),
     }
 }
 
@@ -534,15 +546,19 @@ impl Model {
     /// The server's replies to one message pgshim sent.
     fn answer(&mut self, m: &[u8], out: &mut Vec<Vec<u8>>) {
         let body = &m[5..];
+        // Postgres reads a whole text before running any of it: its own
+        // syntax errors come first.
+        let typo = |text: &str| text.contains("SELEC ") || text.contains("WHER ");
         let fails = |sql: &[u8]| {
             let text = String::from_utf8_lossy(sql);
-            text.contains("pgshim_rejected_") || text.contains("SELEC ")
+            text.contains("pgshim_rejected_") || typo(&text)
         };
         let err = |sql: &[u8]| {
-            if String::from_utf8_lossy(sql).contains("pgshim_rejected_") {
-                syntax_error_for(sql)
+            let text = String::from_utf8_lossy(sql);
+            if typo(&text) {
+                error("42601", "syntax error at or near \"WHER\"")
             } else {
-                error("42601", "syntax error at or near \"SELEC\"")
+                syntax_error_for(sql)
             }
         };
         match m[0] {
@@ -620,6 +636,8 @@ struct Sent {
     requests: u32,
     parses: u32,
     closes: u32,
+    /// Every message the client sent, in order.
+    messages: Vec<Vec<u8>>,
 }
 
 /// What the client was shown in one round.
@@ -630,6 +648,8 @@ struct Seen {
     closes: u32,
     swallowed: u32,
     replaced: u32,
+    /// Tags of every message the client was shown, in order.
+    tags: Vec<u8>,
 }
 
 impl Seen {
@@ -647,6 +667,7 @@ impl Seen {
                     continue;
                 }
             };
+            self.tags.push(shown[0]);
             match shown[0] {
                 READY_FOR_QUERY_TAG => self.readies += 1,
                 PARSE_COMPLETE_TAG => self.parses += 1,
@@ -661,6 +682,58 @@ impl Seen {
     }
 }
 
+/// Checks that `shown` is exactly what a server would answer to `sent`,
+/// message by message: each message gets its own replies or an error, after
+/// which everything up to the next Sync is skipped.
+fn replies_match(sent: &[Vec<u8>], shown: &[u8]) -> Result<(), String> {
+    let mut shown = shown.iter().copied().peekable();
+    let mut failed = false;
+    let mut expect = |want: &[u8], failed: &mut bool| -> Result<(), String> {
+        match shown.next() {
+            Some(ERROR_RESPONSE_TAG) => {
+                *failed = true;
+                Ok(())
+            }
+            Some(t) if want.contains(&t) => Ok(()),
+            other => Err(format!(
+                "expected one of {:?}, got {:?}",
+                want.iter().map(|&b| b as char).collect::<String>(),
+                other.map(char::from)
+            )),
+        }
+    };
+    for m in sent {
+        match m[0] {
+            QUERY_TAG => {
+                expect(&[COMMAND_COMPLETE_TAG], &mut failed)?;
+                failed = false;
+                expect(&[READY_FOR_QUERY_TAG], &mut failed)?;
+            }
+            SYNC_TAG => {
+                failed = false;
+                expect(&[READY_FOR_QUERY_TAG], &mut failed)?;
+            }
+            _ if failed => {}
+            PARSE_TAG => expect(&[PARSE_COMPLETE_TAG], &mut failed)?,
+            BIND_TAG => expect(b"2", &mut failed)?,
+            CLOSE_TAG => expect(&[CLOSE_COMPLETE_TAG], &mut failed)?,
+            b'E' => expect(&[COMMAND_COMPLETE_TAG], &mut failed)?,
+            DESCRIBE_TAG if m[5] == b'S' => {
+                expect(&[PARAMETER_DESCRIPTION_TAG], &mut failed)?;
+                if !failed {
+                    expect(&[ROW_DESCRIPTION_TAG, NO_DATA_TAG], &mut failed)?;
+                }
+            }
+            DESCRIBE_TAG => expect(&[ROW_DESCRIPTION_TAG, NO_DATA_TAG], &mut failed)?,
+            _ => {}
+        }
+    }
+    match shown.next() {
+        None => Ok(()),
+        Some(t) => Err(format!("unexpected {:?} at the end", t as char)),
+    }
+}
+
 #[test]
 fn random_pipelines_keep_reply_bookkeeping_consistent() {
     let statements = [
@@ -669,6 +742,8 @@ fn random_pipelines_keep_reply_bookkeeping_consistent() {
         "INSERT INTO users (email, full_name) VALUES ($1, $2)",
         "COPY users (id, name) FROM STDIN",
         "SELEC oops",
+        "SELECT name FROM users WHER id = 1",
+        "TABLE users",
     ];
     let phases = ["expand", "migrate", "contract"];
     let (mut checks, mut changed) = (0u32, 0u32);
@@ -686,6 +761,7 @@ fn random_pipelines_keep_reply_bookkeeping_consistent() {
                 // A simple query.
                 let sql = statements[rng.below(statements.len() as u64) as usize];
                 sent.requests += 1;
+                sent.messages.push(query(sql));
                 match client(&mut core, &query(sql)) {
                     ToServer::Forward => to_server.push(query(sql)),
                     ToServer::Send(bytes) => to_server.extend(messages(&bytes)),
@@ -716,6 +792,7 @@ fn random_pipelines_keep_reply_bookkeeping_consistent() {
                             }
                         }
                     };
+                    sent.messages.push(m.clone());
                     match client(&mut core, &m) {
                         ToServer::Forward => to_server.push(m),
                         ToServer::Send(bytes) => to_server.extend(messages(&bytes)),
@@ -739,6 +816,7 @@ fn random_pipelines_keep_reply_bookkeeping_consistent() {
                     }
                 }
                 sent.requests += 1;
+                sent.messages.push(sync());
                 assert_eq!(client(&mut core, &sync()), ToServer::Forward);
                 to_server.push(sync());
             }
@@ -747,6 +825,16 @@ fn random_pipelines_keep_reply_bookkeeping_consistent() {
                 model.answer(m, &mut replies);
             }
             seen.deliver(&mut core, replies, seed);
+            if let Err(e) = replies_match(&sent.messages, &seen.tags) {
+                panic!(
+                    "seed {seed}: {e}\nsent {:?}\nshown {:?}",
+                    sent.messages
+                        .iter()
+                        .map(|m| m[0] as char)
+                        .collect::<String>(),
+                    String::from_utf8_lossy(&seen.tags)
+                );
+            }
             assert_eq!(
                 seen.readies, sent.requests,
                 "seed {seed}: ReadyForQuery count"

@@ -257,3 +257,42 @@ pub async fn send(s: &mut TcpStream, bytes: &[u8]) {
     s.write_all(bytes).await.expect("write");
     s.flush().await.expect("flush");
 }
+
+/// `Parse` of the unnamed statement.
+pub fn parse(sql: &str) -> Vec<u8> {
+    let mut body = cstr("");
+    body.extend(cstr(sql));
+    body.extend(0i16.to_be_bytes());
+    message(b'P', &body)
+}
+
+/// `Bind` of the unnamed statement to the unnamed portal, and `Execute`.
+pub fn bind_execute() -> Vec<u8> {
+    let mut bind = cstr("");
+    bind.extend(cstr(""));
+    bind.extend([0u8; 6]);
+    let mut execute = cstr("");
+    execute.extend(0i32.to_be_bytes());
+    [message(b'B', &bind), message(b'E', &execute)].concat()
+}
+
+/// `Sync`.
+pub fn sync() -> Vec<u8> {
+    message(b'S', &[])
+}
+
+/// Tags and, for errors, the SQLSTATE, until `syncs` ReadyForQuery.
+pub async fn replies(s: &mut tokio::net::TcpStream, syncs: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..syncs {
+        let got: Vec<Message> = read_until(s, |m| m.tag == b'Z').await;
+        for m in got {
+            out.push(match m.tag {
+                b'E' => format!("E{}", fields(&m.body)[&b'C']),
+                b'D' => format!("D{}", String::from_utf8_lossy(&m.body[6..])),
+                t => (t as char).to_string(),
+            });
+        }
+    }
+    out
+}
