@@ -172,6 +172,8 @@ impl Session<'_> {
             framer: &mut server_framer,
         };
         let (rejections, hidden) = (Rejections::default(), Hidden::default());
+        let usage_client =
+            crate::usage::Client::new(self.params.application_name.as_deref(), self.peer);
         let down = ToClient {
             shutdown: &self.ctx.shutdown,
             drain_timeout: limits.shutdown_timeout(),
@@ -187,6 +189,7 @@ impl Session<'_> {
             database: &self.params.database,
             rejections: &rejections,
             hidden: &hidden,
+            client: &usage_client,
         };
         let outcome = tokio::select! {
             r = upward.client_to_server(state, up) => r,

@@ -75,6 +75,8 @@ pub struct ToServer<'a> {
     pub rejections: &'a Rejections,
     /// Replies to pgshim's own re-prepares.
     pub hidden: &'a Hidden,
+    /// Who the client is, for the old-name usage report.
+    pub client: &'a crate::usage::Client,
 }
 
 /// Server-to-client extras: shutdown signalling and whether the client is at a
@@ -115,12 +117,14 @@ impl Pump<'_> {
             database,
             rejections,
             hidden,
+            client,
         } = up;
         let rewriter = &mut Rewriter::new(ctx, settings, database).await;
         let shared = Shared {
             state,
             rejections,
             hidden,
+            client,
         };
         loop {
             if let Some(queries) = rewriter.refresh(ctx, settings, &shared).await {

@@ -42,6 +42,8 @@ pub struct Shared<'a> {
     pub rejections: &'a Rejections,
     /// Replies to pgshim's own re-prepares.
     pub hidden: &'a Hidden,
+    /// Who the client is, for the old-name usage report.
+    pub client: &'a crate::usage::Client,
 }
 
 /// One session's rules, statements and counters. Owned by the client
@@ -310,10 +312,14 @@ impl Rewriter {
             self.ddl_sent = is_ddl(sql);
         }
         let started = Instant::now();
-        let outcome = self.rewrite_text(sql);
+        let outcome = self.rewrite_text_with_usage(sql);
         metrics()
             .rewrite_duration
             .record(started.elapsed().as_secs_f64());
+        if let Ok((_, usage)) = &outcome {
+            crate::usage::board().record(usage, shared.client);
+        }
+        let outcome = outcome.map(|(outcome, _)| outcome);
         match outcome {
             Ok(Outcome::Unchanged) => {
                 metrics().statements_passed.increment(1);
@@ -345,6 +351,12 @@ impl Rewriter {
     }
 
     fn rewrite_text(&self, sql: &[u8]) -> Result<Outcome, RewriteError> {
+        self.rewrite_text_with_usage(sql)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// As [`Rewriter::rewrite_text`], with the shapes of the rules the text uses.
+    fn rewrite_text_with_usage(&self, sql: &[u8]) -> crate::rewrite::Classified {
         let first_rule = || {
             self.db
                 .rules
@@ -362,12 +374,16 @@ impl Rewriter {
         })?;
         let catalog = match &self.db.state {
             Ok(catalog) => catalog,
-            Err(reason) => return self.without_catalog(sql, reason),
+            Err(reason) => {
+                return self
+                    .without_catalog(sql, reason)
+                    .map(|outcome| (outcome, crate::rewrite::Usage::default()))
+            }
         };
         let (outcome, lookup) =
             self.db
                 .cache
-                .lookup(sql, self.version.number, &self.db.rules, catalog);
+                .lookup_with_usage(sql, self.version.number, &self.db.rules, catalog);
         let m = metrics();
         match lookup {
             Lookup::Hit => m.cache_hits.increment(1),
