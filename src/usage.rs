@@ -27,6 +27,9 @@ pub mod summary;
 /// How many distinct clients that used the old names are remembered per rule.
 pub const SAMPLE_SIZE: usize = 8;
 
+/// Longest `application_name` kept, in bytes: what Postgres keeps (`NAMEDATALEN - 1`).
+const MAX_APPLICATION_NAME: usize = 63;
+
 /// Who sent a statement, as a session knows it from the startup packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
@@ -101,7 +104,14 @@ struct RuleCounters {
     /// `pgshim_column_usage_last_seen_seconds{rule, shape}`.
     last_seen: [Gauge; 3],
     /// Newest first, distinct by client, at most [`SAMPLE_SIZE`].
-    old_clients: Mutex<Vec<Seen>>,
+    old_clients: Mutex<Vec<Sampled>>,
+}
+
+/// A client in the sample, kept as recorded so a repeat visit allocates nothing.
+#[derive(Debug, Clone)]
+struct Sampled {
+    client: Client,
+    last_seen_ms: u64,
 }
 
 /// The board of this process, counting since its first use (the server touches it at
@@ -123,9 +133,25 @@ fn slot(shape: Shape) -> usize {
 
 impl Client {
     /// The client at `peer` that gave `application_name` at startup.
+    ///
+    /// The name is cleaned much as Postgres cleans it, since `status` prints it on an
+    /// operator's terminal: characters other than printable ASCII become `?`, and it
+    /// is cut to 63 bytes.
     pub fn new(application_name: Option<&str>, peer: SocketAddr) -> Client {
+        let application_name = application_name
+            .unwrap_or_default()
+            .chars()
+            .map(|c| {
+                if c.is_ascii() && !c.is_ascii_control() {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .take(MAX_APPLICATION_NAME)
+            .collect();
         Client {
-            application_name: application_name.unwrap_or_default().to_owned(),
+            application_name,
             addr: peer.ip().to_canonical(),
         }
     }
@@ -220,25 +246,27 @@ impl RuleCounters {
     }
 
     fn saw_old(&self, client: &Client, now_ms: u64) {
-        let addr = client.addr.to_string();
         let mut sample = self
             .old_clients
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let known = sample
-            .iter()
-            .position(|s| s.application_name == client.application_name && s.client_addr == addr);
-        let mut seen = match known {
-            Some(at) => sample.remove(at),
-            None => Seen {
-                application_name: client.application_name.clone(),
-                client_addr: addr,
-                last_seen_ms: now_ms,
-            },
-        };
-        seen.last_seen_ms = seen.last_seen_ms.max(now_ms);
-        sample.insert(0, seen);
-        sample.truncate(SAMPLE_SIZE);
+        match sample.iter().position(|s| &s.client == client) {
+            Some(at) => {
+                let seen = &mut sample[at];
+                seen.last_seen_ms = seen.last_seen_ms.max(now_ms);
+                sample[..=at].rotate_right(1);
+            }
+            None => {
+                sample.insert(
+                    0,
+                    Sampled {
+                        client: client.clone(),
+                        last_seen_ms: now_ms,
+                    },
+                );
+                sample.truncate(SAMPLE_SIZE);
+            }
+        }
     }
 
     fn report(&self) -> RuleReport {
@@ -257,7 +285,13 @@ impl RuleCounters {
                 .old_clients
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+                .iter()
+                .map(|s| Seen {
+                    application_name: s.client.application_name.clone(),
+                    client_addr: s.client.addr.to_string(),
+                    last_seen_ms: s.last_seen_ms,
+                })
+                .collect(),
         }
     }
 }

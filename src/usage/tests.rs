@@ -90,6 +90,14 @@ fn the_sample_is_bounded() {
 }
 
 #[test]
+fn application_names_are_cleaned_as_postgres_does() {
+    let c = client("bill\u{1b}[31mé", "10.0.0.7:1");
+    assert_eq!(c.application_name, "bill?[31m?");
+    let long = "x".repeat(100);
+    assert_eq!(client(&long, "10.0.0.7:1").application_name.len(), 63);
+}
+
+#[test]
 fn ipv4_mapped_addresses_show_as_ipv4() {
     let c = client("x", "[::ffff:10.0.0.7]:5432");
     assert_eq!(c.addr.to_string(), "10.0.0.7");
