@@ -83,7 +83,7 @@ impl RewriteCache {
     /// or `catalog` do.
     ///
     /// # Errors
-    /// As [`rewrite`].
+    /// As [`rewrite`](super::rewrite).
     pub fn get_or_rewrite(
         &self,
         sql: &str,
