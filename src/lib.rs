@@ -16,6 +16,7 @@
 //! - [`rewrite`]: pure SQL rewriting for column mapping rules (no I/O).
 //! - [`catalog`]: reads mapped tables' columns through pgshim's own login.
 //! - [`active`]: the rules in force, versioned, with per-database catalogs.
+//! - [`usage`]: per rule, which clients still name the old columns, the new ones, or `*`.
 //! - [`admin`]: the admin HTTP listener and the Prometheus metrics.
 //! - [`reload`]: hot reload of `proxy.toml` with validation and the phase guard.
 //! - [`ops`]: migration operations (backfill, verify, plan, status) and their `pgshim`
@@ -43,6 +44,7 @@ pub mod reload;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod usage;
 
 pub use config::Config;
 pub use error::Error;

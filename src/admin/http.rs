@@ -176,6 +176,7 @@ fn rules_json(admin: &Admin) -> String {
                 "new": r.new,
                 "phase": r.phase.name(),
                 "force": r.force,
+                "usage": usage_json(&r.id),
             })
         })
         .collect();
@@ -187,6 +188,41 @@ fn rules_json(admin: &Admin) -> String {
         "last_reload_error": admin.reloader.as_ref().and_then(|r| r.last_error()).map(|e| e.to_string()),
     });
     format!("{body}\n")
+}
+
+/// Statements that used each shape of `rule` since start, with ages in seconds, and the
+/// clients that used the old names.
+fn usage_json(rule: &str) -> serde_json::Value {
+    let board = crate::usage::board();
+    let report = board.rule(rule);
+    let now = crate::fleet::unix_ms(std::time::SystemTime::now());
+    let ago = |ms: u64| now.saturating_sub(ms) / 1000;
+    let shape = |c: &crate::usage::ShapeCount| {
+        serde_json::json!({
+            "statements": c.statements,
+            "last_seen_ms": c.last_seen_ms,
+            "last_seen_secs_ago": c.last_seen_ms.map(ago),
+        })
+    };
+    let clients: Vec<_> = report
+        .old_clients
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "application_name": s.application_name,
+                "client_addr": s.client_addr,
+                "last_seen_ms": s.last_seen_ms,
+                "last_seen_secs_ago": ago(s.last_seen_ms),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "since_ms": board.since_ms(),
+        "old": shape(&report.old),
+        "new": shape(&report.new),
+        "star": shape(&report.star),
+        "old_clients": clients,
+    })
 }
 
 /// 200 `ok` when Postgres accepts connections and every rule is active;

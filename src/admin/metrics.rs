@@ -124,6 +124,16 @@ impl StatementOutcome {
     }
 }
 
+/// The handles counting statements that used `shape` (`old`, `new`, `star`) of `rule`,
+/// and holding when the last one was seen; looked up once per rule and kept.
+pub fn column_usage(rule: &str, shape: &'static str) -> (Counter, Gauge) {
+    let _ = metrics();
+    (
+        counter!("pgshim_column_usage_total", "rule" => rule.to_owned(), "shape" => shape),
+        gauge!("pgshim_column_usage_last_seen_seconds", "rule" => rule.to_owned(), "shape" => shape),
+    )
+}
+
 /// Sets the phase gauge of `rule`: 0 expand, 1 migrate, 2 contract.
 pub fn rule_phase(rule: &str, phase: f64) {
     gauge!("pgshim_rule_phase", "rule" => rule.to_owned()).set(phase);
@@ -209,6 +219,15 @@ fn describe() {
     );
     describe_counter!("pgshim_reloads_total", "Config reloads by result");
     describe_gauge!("pgshim_rules_version", "Version of the rules in force");
+    describe_counter!(
+        "pgshim_column_usage_total",
+        "Statements that named a rule's old columns, its new columns, or read or wrote them through * (shape old, new, star), by rule"
+    );
+    describe_gauge!(
+        "pgshim_column_usage_last_seen_seconds",
+        Unit::Seconds,
+        "When a statement last used each shape of a rule (Unix time)"
+    );
     describe_gauge!(
         "pgshim_rule_phase",
         "Phase of each rule: 0 expand, 1 migrate, 2 contract"

@@ -62,6 +62,7 @@ fn print_rule(r: &RuleStatus) {
         println!("  error:    {e}");
     } else {
         print_fleet(r);
+        print_usage(r);
         if !r.without_rule.is_empty() {
             println!(
                 "  note:     registered here without this rule (statements on its table pass unrewritten): {}",
@@ -72,6 +73,25 @@ fn print_rule(r: &RuleStatus) {
     }
     print_progress(r);
     println!("  next:     {}", r.next);
+}
+
+/// `usage:    old names last used 3 min ago by billing-v1 (10.0.0.7); ...`
+fn print_usage(r: &RuleStatus) {
+    if let Some(u) = &r.usage {
+        println!("  usage:    {}", u.line());
+        for c in u.old_clients.iter().skip(1) {
+            let name = if c.application_name.is_empty() {
+                "(no application_name)"
+            } else {
+                &c.application_name
+            };
+            println!(
+                "            also {name} ({}), {} ago",
+                c.client_addr,
+                crate::usage::summary::ago(c.last_seen_secs_ago)
+            );
+        }
+    }
 }
 
 fn print_shapes(r: &RuleStatus) {

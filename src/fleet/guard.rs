@@ -185,6 +185,7 @@ mod tests {
             phases,
             sessions: 0,
             last_reload_error: None,
+            usage: None,
             last_beat: String::new(),
             age_ms: if liveness == Liveness::Live {
                 1_000

@@ -35,11 +35,18 @@ struct Beater {
     ctx: Arc<Context>,
     identity: Identity,
     shared: Arc<Shared>,
-    clients: BTreeMap<String, Client>,
+    clients: BTreeMap<String, Registered>,
     phases: Phases,
     /// The last failure logged per database, so each is logged once.
     failures: BTreeMap<String, String>,
     no_login_logged: bool,
+}
+
+/// An open registry connection.
+struct Registered {
+    client: Client,
+    /// The table has the `usage` column, so beats carry the usage report.
+    usage_column: bool,
 }
 
 // === impl Heartbeat ===
@@ -47,6 +54,8 @@ struct Beater {
 impl Heartbeat {
     /// Starts beating for the server of `ctx`.
     pub fn start(ctx: Arc<Context>, identity: Identity, shared: Arc<Shared>) -> Heartbeat {
+        // Usage is counted from the server's start.
+        let _ = crate::usage::board();
         let stop = CancellationToken::new();
         let beater = Beater {
             ctx,
@@ -135,12 +144,13 @@ impl Beater {
             .cloned()
             .collect();
         for db in left {
-            if let Some(client) = self.clients.remove(&db) {
-                let _ = registry::deregister(&client, &self.identity.instance_id).await;
+            if let Some(open) = self.clients.remove(&db) {
+                let _ = registry::deregister(&open.client, &self.identity.instance_id).await;
             }
         }
         let checksum = self.shared.checksum.load_full();
         let reload_error = self.shared.reload_error.load_full();
+        let usage = usage_json(&rules.rules);
         let beat = Beat {
             instance_id: &self.identity.instance_id,
             version: env!("CARGO_PKG_VERSION"),
@@ -150,6 +160,7 @@ impl Beater {
             phases: &self.phases,
             sessions: self.shared.sessions.load(Ordering::Relaxed),
             last_reload_error: reload_error.as_deref().map(String::as_str),
+            usage: Some(&usage),
         };
         let limit = settings.config.upstream.connect_timeout() + BEAT_TIMEOUT;
         let mut outcomes = Vec::new();
@@ -184,10 +195,10 @@ impl Beater {
     }
 
     async fn deregister_all(&mut self) {
-        for (db, client) in std::mem::take(&mut self.clients) {
+        for (db, open) in std::mem::take(&mut self.clients) {
             let gone = tokio::time::timeout(
                 DEREGISTER_TIMEOUT,
-                registry::deregister(&client, &self.identity.instance_id),
+                registry::deregister(&open.client, &self.identity.instance_id),
             )
             .await;
             match gone {
@@ -204,21 +215,31 @@ impl Beater {
 async fn beat_one(
     settings: &Settings,
     db: &str,
-    client: Option<Client>,
+    open: Option<Registered>,
     beat: &Beat<'_>,
     forget_after_ms: u64,
-) -> Result<Client, String> {
-    let client = match client.filter(|c| !c.is_closed()) {
-        Some(client) => client,
-        None => open(settings, db).await?,
+) -> Result<Registered, String> {
+    let open = match open.filter(|o| !o.client.is_closed()) {
+        Some(open) => open,
+        None => self::open(settings, db).await?,
     };
-    registry::beat(&client, beat, forget_after_ms)
+    let beat = Beat {
+        usage: beat.usage.filter(|_| open.usage_column),
+        ..beat.clone()
+    };
+    registry::beat(&open.client, &beat, forget_after_ms)
         .await
         .map_err(|e| format!("writing this instance's row: {e}"))?;
-    Ok(client)
+    Ok(open)
 }
 
-async fn open(settings: &Settings, db: &str) -> Result<Client, String> {
+/// This instance's usage report for `rules`, as JSON.
+fn usage_json(rules: &crate::rewrite::RuleSet) -> String {
+    let report = crate::usage::board().report(rules.rules().iter().map(|r| r.id.as_str()));
+    serde_json::to_string(&report).unwrap_or_else(|_| "{}".into())
+}
+
+async fn open(settings: &Settings, db: &str) -> Result<Registered, String> {
     let client = crate::catalog::connect(&settings.config.upstream, &settings.upstream, db)
         .await
         .map_err(|e| e.to_string())?;
@@ -234,5 +255,11 @@ async fn open(settings: &Settings, db: &str) -> Result<Client, String> {
             "creating pgshim.instance (pgshim's [upstream] user needs CREATE on the database): {e}"
         )
     })?;
-    Ok(client)
+    let usage_column = registry::ensure_usage_column(&client)
+        .await
+        .map_err(|e| format!("reading the columns of pgshim.instance: {e}"))?;
+    Ok(Registered {
+        client,
+        usage_column,
+    })
 }

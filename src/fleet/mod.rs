@@ -5,7 +5,9 @@
 //! The coordination goes through Postgres itself, the one service every
 //! instance already reaches: every `pgshim serve` writes a row to
 //! `pgshim.instance` ([`registry`]) every `[fleet] heartbeat_ms` (2 s) from a
-//! background task ([`heartbeat`]) and deletes it on a clean shutdown. A row
+//! background task ([`heartbeat`]) and deletes it on a clean shutdown. The row
+//! carries the phases in force and which shapes of each rule clients used
+//! ([`crate::usage`]). A row
 //! older than `stale_after_ms` (10 s) is shown as stale, one older than
 //! `forget_after_ms` (60 s) is ignored. The registry lives in every database
 //! a rule names with `database`, and in the control database (`[fleet]

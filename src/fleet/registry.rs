@@ -24,8 +24,19 @@ CREATE TABLE IF NOT EXISTS pgshim.instance (
     phases          jsonb NOT NULL,
     sessions        bigint NOT NULL,
     last_reload_error text,
-    last_beat       timestamptz NOT NULL DEFAULT now()
+    last_beat       timestamptz NOT NULL DEFAULT now(),
+    usage           jsonb
 );";
+
+/// Whether the registry table has the `usage` column (tables made by older pgshim
+/// versions lack it).
+const HAS_USAGE_SQL: &str = "\
+SELECT EXISTS (SELECT 1 FROM pg_attribute \
+               WHERE attrelid = 'pgshim.instance'::regclass AND attname = 'usage' \
+                 AND NOT attisdropped)";
+
+/// Adds the `usage` column to a table made by an older pgshim version.
+const ADD_USAGE_SQL: &str = "ALTER TABLE pgshim.instance ADD COLUMN IF NOT EXISTS usage jsonb";
 
 const BEAT_SQL: &str = "\
 INSERT INTO pgshim.instance (instance_id, version, started_at, rules_version, config_checksum, \
@@ -37,11 +48,23 @@ ON CONFLICT (instance_id) DO UPDATE SET version = EXCLUDED.version, \
     sessions = EXCLUDED.sessions, last_reload_error = EXCLUDED.last_reload_error, \
     last_beat = now()";
 
+/// [`BEAT_SQL`] that also writes the usage report.
+const BEAT_USAGE_SQL: &str = "\
+INSERT INTO pgshim.instance (instance_id, version, started_at, rules_version, config_checksum, \
+                             phases, sessions, last_reload_error, usage, last_beat) \
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9::text::jsonb, now()) \
+ON CONFLICT (instance_id) DO UPDATE SET version = EXCLUDED.version, \
+    started_at = EXCLUDED.started_at, rules_version = EXCLUDED.rules_version, \
+    config_checksum = EXCLUDED.config_checksum, phases = EXCLUDED.phases, \
+    sessions = EXCLUDED.sessions, last_reload_error = EXCLUDED.last_reload_error, \
+    usage = EXCLUDED.usage, last_beat = now()";
+
 const READ_SQL: &str = "\
 SELECT instance_id, version, started_at::text, rules_version, config_checksum, phases::text, \
        sessions, last_beat::text, \
-       (extract(epoch FROM now() - last_beat) * 1000)::bigint, last_reload_error \
-FROM pgshim.instance ORDER BY instance_id";
+       (extract(epoch FROM now() - last_beat) * 1000)::bigint, last_reload_error, \
+       (to_jsonb(i) -> 'usage')::text \
+FROM pgshim.instance i ORDER BY instance_id";
 
 /// The phase one instance has in force for one rule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,6 +99,9 @@ pub struct Beat<'a> {
     pub sessions: usize,
     /// Why the last reload changed nothing, unless a later one succeeded.
     pub last_reload_error: Option<&'a str>,
+    /// Per rule, which shapes clients used ([`crate::usage::Report`] as JSON); written
+    /// only where the table has the column.
+    pub usage: Option<&'a str>,
 }
 
 /// Whether a row can be trusted.
@@ -107,6 +133,8 @@ pub struct Instance {
     pub sessions: i64,
     /// Why its last reload changed nothing, unless a later one succeeded.
     pub last_reload_error: Option<String>,
+    /// Which shapes of each rule its clients used, when it reports them.
+    pub usage: Option<crate::usage::Report>,
     /// When it last beat.
     pub last_beat: String,
     /// Milliseconds since its last beat (database clock).
@@ -149,6 +177,29 @@ pub async fn ensure(client: &Client) -> Result<(), tokio_postgres::Error> {
     }
 }
 
+/// Adds the `usage` column when the table lacks it (made by an older pgshim).
+///
+/// # Returns
+/// Whether the table has the column now: `false` when it could not be added (the login
+/// does not own the table), and heartbeats then leave usage out.
+///
+/// # Errors
+/// What Postgres said when the table cannot be read.
+pub async fn ensure_usage_column(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    if has_usage_column(client).await? {
+        return Ok(true);
+    }
+    if let Err(e) = client.batch_execute(ADD_USAGE_SQL).await {
+        tracing::warn!(error = %e, "cannot add column usage to pgshim.instance (its owner can: {ADD_USAGE_SQL}); this instance's usage of old and new column names is left out of the registry");
+        return Ok(false);
+    }
+    has_usage_column(client).await
+}
+
+async fn has_usage_column(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client.query_one(HAS_USAGE_SQL, &[]).await?.get(0))
+}
+
 async fn exists(client: &Client) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_one("SELECT to_regclass('pgshim.instance') IS NOT NULL", &[])
@@ -168,21 +219,21 @@ pub async fn beat(
     let phases = serde_json::to_string(beat.phases).unwrap_or_else(|_| "{}".into());
     let rules_version = i64::try_from(beat.rules_version).unwrap_or(i64::MAX);
     let sessions = i64::try_from(beat.sessions).unwrap_or(i64::MAX);
-    client
-        .execute(
-            BEAT_SQL,
-            &[
-                &beat.instance_id,
-                &beat.version,
-                &beat.started_at,
-                &rules_version,
-                &beat.config_checksum,
-                &phases,
-                &sessions,
-                &beat.last_reload_error,
-            ],
-        )
-        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+        &beat.instance_id,
+        &beat.version,
+        &beat.started_at,
+        &rules_version,
+        &beat.config_checksum,
+        &phases,
+        &sessions,
+        &beat.last_reload_error,
+        &beat.usage,
+    ];
+    match beat.usage {
+        Some(_) => client.execute(BEAT_USAGE_SQL, &params).await?,
+        None => client.execute(BEAT_SQL, &params[..8]).await?,
+    };
     let forget = i64::try_from(forget_after_ms).unwrap_or(i64::MAX);
     client
         .execute(
@@ -225,6 +276,7 @@ pub async fn read(
             let age_ms: i64 = r.get(8);
             let liveness = liveness(age_ms, cfg)?;
             let phases: String = r.get(5);
+            let usage: Option<String> = r.get(10);
             Some(Instance {
                 instance_id: r.get(0),
                 version: r.get(1),
@@ -235,6 +287,8 @@ pub async fn read(
                 phases: serde_json::from_str(&phases).unwrap_or_default(),
                 sessions: r.get(6),
                 last_reload_error: r.get(9),
+                // A report this version cannot read counts as none.
+                usage: usage.and_then(|u| serde_json::from_str(&u).ok()),
                 last_beat: r.get(7),
                 age_ms,
                 liveness,

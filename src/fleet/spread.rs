@@ -133,6 +133,7 @@ mod tests {
             phases,
             sessions: 0,
             last_reload_error: None,
+            usage: None,
             last_beat: String::new(),
             age_ms: 0,
             liveness,

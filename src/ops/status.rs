@@ -12,6 +12,7 @@ use crate::fleet::guard::{self, LastVerify};
 use crate::fleet::registry::{self, Instance, Liveness};
 use crate::fleet::registry_database;
 use crate::rewrite::{Phase, Rule, RuleSet};
+use crate::usage::summary::{self, Reported, Summary};
 
 /// One rule's state.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -43,6 +44,9 @@ pub struct RuleStatus {
     /// Live instances registered in the same database whose config lacks this
     /// rule: they pass its table's statements through unrewritten.
     pub without_rule: Vec<String>,
+    /// Which shapes clients used, summed over the live instances that report the rule;
+    /// `None` when the registry could not be read.
+    pub usage: Option<Summary>,
     /// Why `plan --phase contract --apply` would refuse to drop the old columns now.
     pub contract_blocked: Option<String>,
     /// What to do next, as a command or config change.
@@ -167,6 +171,7 @@ async fn inspect(
         .map(|i| InstancePhase::new(i, &target.rule.id))
         .collect();
     st.disagreement = disagreement(&st.phase, &st.instances);
+    st.usage = Some(usage(&fleet, &target.rule.id));
     let Some(client) = clients.get(&target.database) else {
         return Ok(());
     };
@@ -228,6 +233,22 @@ async fn inspect(
         st.contract_blocked = guard::decide(&target.rule.id, &registry_db, &fleet, last).err();
     }
     Ok(())
+}
+
+/// `rule`'s usage over the live instances of `fleet`: stale ones may have stopped
+/// serving, and their counts would make the old names look used.
+fn usage(fleet: &[Instance], rule: &str) -> Summary {
+    let reported = fleet
+        .iter()
+        .filter(|i| i.liveness == Liveness::Live)
+        .filter_map(|i| {
+            Some(Reported {
+                report: i.usage.as_ref()?,
+                age_ms: i.age_ms,
+                started_at: &i.started_at,
+            })
+        });
+    summary::summarize(rule, reported)
 }
 
 /// Which instances have another phase in force than the config says.
@@ -320,6 +341,7 @@ impl RuleStatus {
             instances: Vec::new(),
             disagreement: None,
             without_rule: Vec::new(),
+            usage: None,
             contract_blocked: None,
             next: String::new(),
             error: None,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::fingerprint::{fingerprint, Template};
-use super::{rewrite, Catalog, Outcome, RefusalKind, RewriteError, RuleSet};
+use super::{rewrite_with_usage, Catalog, Outcome, RefusalKind, RewriteError, RuleSet, Usage};
 
 /// Counters readable by the caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +31,17 @@ enum Entry {
     Rewritten(Template),
 }
 
+/// A cached answer and the shapes the statement uses, which do not depend on its
+/// literals, so a hit reports them as the first rewrite did.
+#[derive(Debug)]
+struct Cached {
+    entry: Entry,
+    usage: Usage,
+}
+
+/// What [`RewriteCache::lookup_with_usage`] answers: the rewrite and the shapes used.
+pub type Classified = Result<(Outcome, Usage), RewriteError>;
+
 /// Whether a [`RewriteCache::lookup`] was answered from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -46,7 +57,7 @@ pub enum Lookup {
 /// A bounded cache of rewrites, shared by all sessions.
 #[derive(Debug)]
 pub struct RewriteCache {
-    map: DashMap<(u64, String), Arc<Entry>>,
+    map: DashMap<(u64, String), Arc<Cached>>,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -72,7 +83,7 @@ impl RewriteCache {
     /// or `catalog` do.
     ///
     /// # Errors
-    /// As [`rewrite`].
+    /// As [`rewrite`](super::rewrite).
     pub fn get_or_rewrite(
         &self,
         sql: &str,
@@ -93,6 +104,20 @@ impl RewriteCache {
         rules: &RuleSet,
         catalog: &Catalog,
     ) -> (Result<Outcome, RewriteError>, Lookup) {
+        let (out, lookup) = self.lookup_with_usage(sql, rules_version, rules, catalog);
+        (out.map(|(outcome, _)| outcome), lookup)
+    }
+
+    /// As [`RewriteCache::lookup`], also saying which shape of each rule the statement
+    /// uses (see [`rewrite_with_usage`]); a hit reports what the first rewrite found.
+    pub fn lookup_with_usage(
+        &self,
+        sql: &str,
+        rules_version: u64,
+        rules: &RuleSet,
+        catalog: &Catalog,
+    ) -> (Classified, Lookup) {
+        let rewrite = rewrite_with_usage;
         let miss = |size_change| Lookup::Miss { size_change };
         let Some(fp) = fingerprint(sql) else {
             self.misses.fetch_add(1, Ordering::Relaxed);
@@ -107,11 +132,19 @@ impl RewriteCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let entry = match rewrite(&fp.sentinel_sql, rules, catalog) {
-            Ok(Outcome::Unchanged) => Entry::Unchanged,
-            Ok(Outcome::Rewritten(text)) => match Template::from_rewritten(&text, &fp.literals) {
-                Some(t) => Entry::Rewritten(t),
-                None => return (rewrite(sql, rules, catalog), miss(0)),
+            Ok((Outcome::Unchanged, usage)) => Cached {
+                entry: Entry::Unchanged,
+                usage,
             },
+            Ok((Outcome::Rewritten(text), usage)) => {
+                match Template::from_rewritten(&text, &fp.literals) {
+                    Some(t) => Cached {
+                        entry: Entry::Rewritten(t),
+                        usage,
+                    },
+                    None => return (rewrite(sql, rules, catalog), miss(0)),
+                }
+            }
             // Too deep does not depend on literals: answer at once.
             Err(e) if e.kind == RefusalKind::TooDeep => return (Err(e), miss(0)),
             // Sentinels could in theory trip the parser where the real literal would not:
@@ -127,7 +160,7 @@ impl RewriteCache {
     ///
     /// # Returns
     /// How much the number of entries changed.
-    fn insert(&self, key: (u64, String), entry: Entry) -> isize {
+    fn insert(&self, key: (u64, String), entry: Cached) -> isize {
         let before = self.map.len() as isize;
         if self.map.len() >= self.capacity {
             let drop_count = (self.capacity / 8).max(1);
@@ -160,16 +193,18 @@ impl RewriteCache {
     }
 }
 
-fn answer(entry: &Entry, literals: &[&str]) -> Option<Result<Outcome, RewriteError>> {
-    match entry {
-        Entry::Unchanged => Some(Ok(Outcome::Unchanged)),
-        Entry::Rewritten(t) => t.fill(literals).map(|s| Ok(Outcome::Rewritten(s))),
-    }
+fn answer(cached: &Cached, literals: &[&str]) -> Option<Classified> {
+    let outcome = match &cached.entry {
+        Entry::Unchanged => Outcome::Unchanged,
+        Entry::Rewritten(t) => Outcome::Rewritten(t.fill(literals)?),
+    };
+    Some(Ok((outcome, cached.usage.clone())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rewrite::rewrite;
     use crate::rewrite::tests::support::{catalog, rules};
 
     #[test]

@@ -68,6 +68,7 @@ impl Ctx<'_> {
         first: usize,
         kind: ItemsKind,
     ) -> Result<Labels, Refuse> {
+        self.note_stars(items);
         let mut ranges: Option<Vec<(usize, usize)>> = None;
         let mut labels = Some(Vec::with_capacity(items.len()));
         for (n, item) in items.iter().enumerate() {

@@ -49,17 +49,19 @@ mod source;
 mod sql_prepare;
 mod transform;
 mod update;
+mod usage;
 mod write;
 
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use cache::{CacheStats, Lookup, RewriteCache};
+pub use cache::{CacheStats, Classified, Lookup, RewriteCache};
 pub use catalog::{Catalog, ColumnInfo, TableInfo};
 pub use config::{OneOrMany, RuleConfig};
 pub use prefilter::mentions_mapped_table;
 pub use rules::{Phase, Rule, RuleError, RuleSet, TransformProbe};
 pub use sql_prepare::{prepared_statement_name, starts_with_prepare};
+pub use usage::{RuleUsage, Shape, Usage};
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
@@ -67,6 +69,7 @@ use sqlparser::parser::{Parser, ParserError};
 use edits::Edits;
 use read::Ctx;
 use source::Source;
+use usage::UsageSet;
 
 /// What [`rewrite`] did with a statement text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,22 +177,37 @@ impl Refuse {
 /// [`Outcome::Unchanged`] when nothing needs rewriting (always for texts that fail the
 /// prefilter), else the rewritten text.
 pub fn rewrite(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome, RewriteError> {
+    rewrite_with_usage(sql, rules, catalog).map(|(outcome, _)| outcome)
+}
+
+/// As [`rewrite`], also saying which shape of each rule the text uses (old names, new
+/// names, `*`), whether or not it needed a rewrite.
+///
+/// # Errors
+/// As [`rewrite`].
+pub fn rewrite_with_usage(
+    sql: &str,
+    rules: &RuleSet,
+    catalog: &Catalog,
+) -> Result<(Outcome, Usage), RewriteError> {
     if !mentions_mapped_table(sql.as_bytes(), rules) {
-        return Ok(Outcome::Unchanged);
+        return Ok((Outcome::Unchanged, Usage::default()));
     }
-    let outcome = match rewrite_parsed(sql, rules, catalog) {
+    let outcome = match parsed_with_usage(sql, rules, catalog) {
         Err(refuse) if refuse.kind != RefusalKind::TooDeep => {
             rewrite_each(sql, rules, catalog).unwrap_or(Err(refuse))
         }
         other => other,
     };
-    outcome.map_err(|refuse| RewriteError {
-        rule_id: refuse
-            .rule
-            .unwrap_or_else(|| first_mentioned_rule(sql, rules)),
-        reason: refuse.reason,
-        kind: refuse.kind,
-    })
+    outcome
+        .map(|(outcome, usage)| (outcome, usage.freeze()))
+        .map_err(|refuse| RewriteError {
+            rule_id: refuse
+                .rule
+                .unwrap_or_else(|| first_mentioned_rule(sql, rules)),
+            reason: refuse.reason,
+            kind: refuse.kind,
+        })
 }
 
 /// Rewrites the statements of a multi-statement text one by one, parsing only those
@@ -200,21 +218,27 @@ pub fn rewrite(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome,
 /// # Returns
 /// `None` when the text is one statement, or does not tokenize: the whole-text
 /// answer stands.
-fn rewrite_each(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Option<Result<Outcome, Refuse>> {
+fn rewrite_each(
+    sql: &str,
+    rules: &RuleSet,
+    catalog: &Catalog,
+) -> Option<Result<(Outcome, UsageSet), Refuse>> {
     let (src, _) = Source::new(sql).ok()?;
     let ranges = src.statement_ranges();
     if ranges.len() < 2 {
         return None;
     }
     let mut edits = Edits::default();
+    let mut usage = UsageSet::default();
     for (start, end) in ranges {
         let text = &sql[start..end];
         if !mentions_mapped_table(text.as_bytes(), rules) {
             continue;
         }
-        match rewrite_parsed(text, rules, catalog) {
-            Ok(Outcome::Unchanged) => {}
-            Ok(Outcome::Rewritten(new)) => {
+        match parsed_with_usage(text, rules, catalog) {
+            Ok((Outcome::Unchanged, used)) => usage.merge(used),
+            Ok((Outcome::Rewritten(new), used)) => {
+                usage.merge(used);
                 if let Err(e) = edits.replace(start, end, new) {
                     return Some(Err(e));
                 }
@@ -223,22 +247,36 @@ fn rewrite_each(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Option<Result<
         }
     }
     if edits.is_empty() {
-        return Some(Ok(Outcome::Unchanged));
+        return Some(Ok((Outcome::Unchanged, usage)));
     }
-    Some(edits.apply(sql).map(Outcome::Rewritten))
+    Some(
+        edits
+            .apply(sql)
+            .map(|text| (Outcome::Rewritten(text), usage)),
+    )
 }
 
 fn rewrite_parsed(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome, Refuse> {
+    parsed_with_usage(sql, rules, catalog).map(|(outcome, _)| outcome)
+}
+
+/// As [`rewrite_parsed`], with the shapes the text uses.
+fn parsed_with_usage(
+    sql: &str,
+    rules: &RuleSet,
+    catalog: &Catalog,
+) -> Result<(Outcome, UsageSet), Refuse> {
     with_parsed(sql, |src, statements| {
         let mut ctx = Ctx::new(src, rules, catalog);
         for statement in statements {
             ctx.walk_statement(statement)?;
         }
+        let usage = ctx.take_usage();
         let edits: Edits = ctx.into_edits();
         if edits.is_empty() {
-            return Ok(Outcome::Unchanged);
+            return Ok((Outcome::Unchanged, usage));
         }
-        Ok(Outcome::Rewritten(edits.apply(sql)?))
+        Ok((Outcome::Rewritten(edits.apply(sql)?), usage))
     })
 }
 

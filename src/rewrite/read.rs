@@ -38,6 +38,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) ctes: Vec<(String, Labels)>,
     /// Counter for generated relation names (`pgshim_s1`, ...).
     pub generated: usize,
+    /// The shapes of the rules' columns the statement names.
+    pub(crate) usage: super::usage::UsageSet,
 }
 
 /// Parts of a `FROM` clause that must be walked once its scope is pushed.
@@ -133,6 +135,7 @@ impl<'a> Ctx<'a> {
             scopes: Vec::new(),
             ctes: Vec::new(),
             generated: 0,
+            usage: Default::default(),
         }
     }
 
@@ -142,6 +145,7 @@ impl<'a> Ctx<'a> {
 
     /// Walk one statement; returns its output labels (for data-modifying CTEs).
     pub fn walk_statement(&mut self, statement: &Statement) -> Result<Labels, Refuse> {
+        self.note_targets(statement);
         match statement {
             Statement::Query(q) => self.walk_query(q),
             Statement::Insert(i) => insert::walk(self, i),
@@ -343,7 +347,9 @@ impl<'a> Ctx<'a> {
     }
 
     fn on_expr(&mut self, expr: &Expr) -> Result<Walked, Refuse> {
+        self.note_expr(expr);
         if let Some((start, end, text)) = predicate::rewrite(self, expr)? {
+            self.note_refs_in(expr);
             self.edits.replace(start, end, text)?;
             return Ok(Walked::Whole);
         }

@@ -159,6 +159,8 @@ impl Session<'_> {
             buf: &mut server_buf,
             framer: &mut server_framer,
         };
+        let usage_client =
+            crate::usage::Client::new(self.params.application_name.as_deref(), self.peer);
         let down = ToClientSide {
             shutdown: &self.ctx.shutdown,
             drain_timeout: limits.shutdown_timeout(),
@@ -169,6 +171,7 @@ impl Session<'_> {
             ctx: self.ctx,
             settings: self.settings,
             database: &self.params.database,
+            client: &usage_client,
         };
         let outcome = tokio::select! {
             r = upward.client_to_server(link, up) => r,

@@ -147,6 +147,8 @@ pub(crate) struct ToServerSide<'a> {
     pub settings: &'a Settings,
     /// The database the session is in.
     pub database: &'a str,
+    /// Who the client is, for the old-name usage board.
+    pub client: &'a crate::usage::Client,
 }
 
 /// Server-to-client extras: shutdown signalling.
@@ -235,7 +237,7 @@ impl Pump<'_> {
                             }
                         }
                     }
-                    publish(&mut core);
+                    publish(&mut core, up.client);
                     found
                 };
                 let Found::Replace { len, action } = found else {
@@ -528,8 +530,8 @@ async fn refresh(link: &Link, up: &ToServerSide<'_>) -> Option<BytesMut> {
     link.core().take_rules(SessionRules::new(&version, db))
 }
 
-/// Publishes what the core counted as metrics.
-fn publish(core: &mut Core) {
+/// Publishes what the core counted: metrics, and old-name usage by `client`.
+fn publish(core: &mut Core, client: &crate::usage::Client) {
     if core.tally.is_empty() {
         return;
     }
@@ -560,6 +562,9 @@ fn publish(core: &mut Core) {
                 metrics::rewrite_by_rule(&rule.id, rule.phase.name(), *count);
             }
         }
+    }
+    for usage in &tally.usage {
+        crate::usage::board().record(usage, client);
     }
     core.tally.clear();
 }

@@ -59,3 +59,4 @@ mod startup_silence;
 mod tls;
 mod upstream;
 mod upstream_down_at_start;
+mod usage;

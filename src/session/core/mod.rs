@@ -46,7 +46,7 @@ use crate::protocol::{
     AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG,
     TERMINATE_TAG,
 };
-use crate::rewrite::{prepared_statement_name, starts_with_prepare, Outcome, RefusalKind};
+use crate::rewrite::{prepared_statement_name, starts_with_prepare, Outcome, RefusalKind, Usage};
 use pipeline::Pipeline;
 use prepared::{deallocated, Deallocated, Hidden, Prepared, SentCounter, SqlPrepared, Statements};
 use refusals::Refusals;
@@ -249,7 +249,11 @@ impl Core {
             PARSE_TAG => true,
             QUERY_TAG => active || !self.statements.is_empty(),
             CLOSE_TAG => !self.statements.is_empty(),
-            BIND_TAG => self.statements.any_stale() || self.statements.any_changed(),
+            BIND_TAG => {
+                self.statements.any_stale()
+                    || self.statements.any_changed()
+                    || self.statements.any_usage()
+            }
             // Every Describe of a statement is answered by a
             // ParameterDescription, which places the descriptions that follow.
             DESCRIBE_TAG => self.rules.is_some(),
@@ -277,7 +281,13 @@ impl Core {
             QUERY_TAG => self.query(msg),
             PARSE_TAG => self.parse(msg),
             BIND_TAG => match bind_statement(msg) {
-                Some(name) => self.before_use(name, msg),
+                Some(name) => {
+                    let action = self.before_use(name, msg);
+                    if let Some(usage) = self.statements.usage(name) {
+                        self.tally.usage.push(usage.clone());
+                    }
+                    action
+                }
                 None => ToServer::Forward,
             },
             DESCRIBE_TAG => match statement_target(msg) {
@@ -303,8 +313,8 @@ impl Core {
 
     /// What to send for statement text `sql`, or `None` to send it as it
     /// is; refusals become a stand-in statement that Postgres fails in the
-    /// same place.
-    fn rewrite(&mut self, sql: &[u8]) -> Option<Sql> {
+    /// same place. Also says which shapes of the rules the statement uses.
+    fn rewrite(&mut self, sql: &[u8]) -> (Option<Sql>, Usage) {
         let Some(rules) = &self.rules else {
             // Unreachable through the socket code, which hands nothing over
             // before authentication; refused rather than passed, to be safe.
@@ -314,27 +324,36 @@ impl Core {
                 "pgshim: statement received before the session's rules were loaded",
                 "retry the statement",
             );
-            return Some(Sql::StandIn(token.into_bytes()));
+            return (Some(Sql::StandIn(token.into_bytes())), Usage::default());
         };
-        let decision = rules.rewrite(sql, &mut self.tally);
+        let (decision, usage) = rules.rewrite(sql, &mut self.tally);
         if decision != Rewrite::Unmapped {
             // DDL naming a mapped table: the catalog is read afresh once it has run.
             self.ddl_sent |= is_ddl(sql);
         }
-        match decision {
+        let sql = match decision {
             Rewrite::Unmapped | Rewrite::Keep => None,
             Rewrite::Replace(new) => Some(Sql::Rewritten(new.into_bytes())),
+            Rewrite::Refuse(e) if e.kind == RefusalKind::Unparsed => Some(Sql::Judged {
+                message: format!("pgshim: {e}"),
+            }),
             Rewrite::Refuse(e) => {
-                let message = format!("pgshim: {e}");
-                let request = self.pipeline.next_request();
-                if e.kind == RefusalKind::Unparsed {
-                    return Some(Sql::Judged { message });
-                }
-                let token = self
-                    .refusals
-                    .push(request, CANNOT_REWRITE, &message, REFUSAL_HINT);
+                let token = self.refusals.push(
+                    self.pipeline.next_request(),
+                    CANNOT_REWRITE,
+                    &format!("pgshim: {e}"),
+                    REFUSAL_HINT,
+                );
                 Some(Sql::StandIn(token.into_bytes()))
             }
+        };
+        (sql, usage)
+    }
+
+    /// Counts one run of a statement that used `usage`.
+    fn count_usage(&mut self, usage: Usage) {
+        if !usage.is_empty() {
+            self.tally.usage.push(usage);
         }
     }
 
@@ -366,7 +385,9 @@ impl Core {
             }
         }
         self.remember_sql_prepare(sql);
-        let new_sql = match self.rewrite(sql) {
+        let (rewritten, usage) = self.rewrite(sql);
+        self.count_usage(usage);
+        let new_sql = match rewritten {
             None => return ToServer::Forward,
             Some(Sql::Rewritten(text) | Sql::StandIn(text)) => text,
             // Postgres reads the whole text before running any of it: a
@@ -405,7 +426,7 @@ impl Core {
         let Some(body) = parse_body(msg) else {
             return ToServer::Forward;
         };
-        let rewritten = self.rewrite(body.sql);
+        let (rewritten, usage) = self.rewrite(body.sql);
         let mut out = BytesMut::new();
         let new_sql = match rewritten {
             None => None,
@@ -431,9 +452,13 @@ impl Core {
                 sent: Bytes::copy_from_slice(sent),
                 described: None,
                 result_changed: false,
+                usage,
             };
             self.statements
                 .insert(Bytes::copy_from_slice(body.name), prepared);
+        } else {
+            // The unnamed statement runs once, right after.
+            self.count_usage(usage);
         }
         let Some(new_sql) = new_sql else {
             return ToServer::Forward;
@@ -454,7 +479,8 @@ impl Core {
         let Some(prepared) = self.statements.take_stale(name).cloned() else {
             return ToServer::Forward;
         };
-        let new_sql = match self.rewrite(&prepared.sql) {
+        let (rewritten, usage) = self.rewrite(&prepared.sql);
+        let new_sql = match rewritten {
             None => prepared.sql.to_vec(),
             Some(Sql::Rewritten(text) | Sql::StandIn(text)) => text,
             Some(Sql::Judged { message }) => self.stand_in(&message),
@@ -498,6 +524,7 @@ impl Core {
             name.clone(),
             Prepared {
                 sent: Bytes::from(new_sql),
+                usage,
                 ..prepared
             },
         );

@@ -13,6 +13,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 
+use crate::rewrite::Usage;
+
 use crate::protocol::backend::{CLOSE_COMPLETE_TAG, PARSE_COMPLETE_TAG};
 use crate::protocol::frontend::{CLOSE_TAG, PARSE_TAG};
 
@@ -31,6 +33,8 @@ pub(crate) struct Prepared {
     /// Prepared again under new rules with other result columns: every Bind
     /// fails until the client prepares it again, as with Postgres.
     pub(crate) result_changed: bool,
+    /// Which shapes of the rules the statement uses, counted at each Bind.
+    pub(crate) usage: Usage,
 }
 
 /// The session's named statements.
@@ -41,6 +45,8 @@ pub(crate) struct Statements {
     stale: HashSet<Bytes>,
     /// How many statements have `result_changed` set.
     changed: usize,
+    /// How many statements use a mapped table's columns.
+    with_usage: usize,
 }
 
 // === impl Statements ===
@@ -49,11 +55,16 @@ impl Statements {
     /// Remembers `name` (a new Parse replaces an older one of the same name).
     pub(crate) fn insert(&mut self, name: Bytes, prepared: Prepared) {
         self.stale.remove(&name);
-        let added = usize::from(prepared.result_changed);
+        let added = (
+            usize::from(prepared.result_changed),
+            usize::from(!prepared.usage.is_empty()),
+        );
         if let Some(old) = self.by_name.insert(name, prepared) {
             self.changed -= usize::from(old.result_changed);
+            self.with_usage -= usize::from(!old.usage.is_empty());
         }
-        self.changed += added;
+        self.changed += added.0;
+        self.with_usage += added.1;
     }
 
     /// Forgets `name` (Close, DEALLOCATE).
@@ -61,6 +72,7 @@ impl Statements {
         self.stale.remove(name);
         if let Some(old) = self.by_name.remove(name) {
             self.changed -= usize::from(old.result_changed);
+            self.with_usage -= usize::from(!old.usage.is_empty());
         }
     }
 
@@ -69,6 +81,7 @@ impl Statements {
         self.stale.clear();
         self.by_name.clear();
         self.changed = 0;
+        self.with_usage = 0;
     }
 
     /// Records the description the client was shown for `name`.
@@ -76,6 +89,20 @@ impl Statements {
         if let Some(p) = self.by_name.get_mut(name) {
             p.described = Some(shown);
         }
+    }
+
+    /// True when some statement uses a mapped table's columns, so each Bind
+    /// is counted.
+    pub(crate) fn any_usage(&self) -> bool {
+        self.with_usage > 0
+    }
+
+    /// The shapes statement `name` uses.
+    pub(crate) fn usage(&self, name: &[u8]) -> Option<&Usage> {
+        self.by_name
+            .get(name)
+            .map(|p| &p.usage)
+            .filter(|u| !u.is_empty())
     }
 
     /// True when some statement's result changed under new rules.
@@ -430,6 +457,7 @@ mod tests {
             sent: Bytes::new(),
             described: None,
             result_changed: false,
+            usage: Usage::default(),
         };
         s.insert(Bytes::from_static(b"a"), p);
         s.mark_all_stale();

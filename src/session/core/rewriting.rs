@@ -14,7 +14,7 @@ pub(crate) use crate::admin::metrics::StatementOutcome;
 use crate::config::OnUnrewritable;
 use crate::rewrite::{
     first_mentioned_rule, mentions_mapped_table, names_mapped_table, Lookup, Outcome, RefusalKind,
-    RewriteError, RuleSet,
+    RewriteError, RuleSet, Usage,
 };
 
 /// The rules a session applies: one version, for the session's database.
@@ -58,6 +58,9 @@ pub(crate) struct Tally {
     pub(crate) rewrite_seconds: Vec<f64>,
     /// Rewrites per rule, by index in the session's rule set.
     pub(crate) by_rule: Vec<u64>,
+    /// Which shapes of the rules each statement run used (old names, new
+    /// names, `*`); the capacity is reused between publishes.
+    pub(crate) usage: Vec<Usage>,
 }
 
 // === impl SessionRules ===
@@ -83,14 +86,31 @@ impl SessionRules {
     }
 
     /// Decides what to send for statement text `sql`.
-    pub(crate) fn rewrite(&self, sql: &[u8], tally: &mut Tally) -> Rewrite {
+    ///
+    /// # Returns
+    /// The decision, and which shapes of the rules the statement uses.
+    pub(crate) fn rewrite(&self, sql: &[u8], tally: &mut Tally) -> (Rewrite, Usage) {
         if !self.active() || !mentions_mapped_table(sql, &self.db.rules) {
             tally.count(StatementOutcome::PassedThrough);
-            return Rewrite::Unmapped;
+            return (Rewrite::Unmapped, Usage::default());
         }
         let started = Instant::now();
-        let outcome = self.rewrite_text(sql, tally);
+        let outcome = self.rewrite_with_usage(sql, tally);
         tally.rewrite_seconds.push(started.elapsed().as_secs_f64());
+        let (outcome, usage) = match outcome {
+            Ok((outcome, usage)) => (Ok(outcome), usage),
+            Err(e) => (Err(e), Usage::default()),
+        };
+        (self.decide(sql, outcome, tally), usage)
+    }
+
+    /// Counts and logs what happens to a statement text.
+    fn decide(
+        &self,
+        sql: &[u8],
+        outcome: Result<Outcome, RewriteError>,
+        tally: &mut Tally,
+    ) -> Rewrite {
         match outcome {
             Ok(Outcome::Unchanged) => {
                 tally.count(StatementOutcome::PassedThrough);
@@ -124,6 +144,16 @@ impl SessionRules {
         sql: &[u8],
         tally: &mut Tally,
     ) -> Result<Outcome, RewriteError> {
+        self.rewrite_with_usage(sql, tally)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// As [`SessionRules::rewrite_text`], with the shapes the statement uses.
+    fn rewrite_with_usage(
+        &self,
+        sql: &[u8],
+        tally: &mut Tally,
+    ) -> Result<(Outcome, Usage), RewriteError> {
         let sql = std::str::from_utf8(sql).map_err(|_| RewriteError {
             rule_id: first_mentioned_rule(&String::from_utf8_lossy(sql), &self.db.rules),
             reason:
@@ -133,12 +163,16 @@ impl SessionRules {
         })?;
         let catalog = match &self.db.state {
             Ok(catalog) => catalog,
-            Err(reason) => return self.without_catalog(sql, reason),
+            Err(reason) => {
+                return self
+                    .without_catalog(sql, reason)
+                    .map(|outcome| (outcome, Usage::default()))
+            }
         };
-        let (outcome, lookup) = self
-            .db
-            .cache
-            .lookup(sql, self.number, &self.db.rules, catalog);
+        let (outcome, lookup) =
+            self.db
+                .cache
+                .lookup_with_usage(sql, self.number, &self.db.rules, catalog);
         match lookup {
             Lookup::Hit => tally.cache_hits += 1,
             Lookup::Miss { size_change } => {
@@ -200,6 +234,7 @@ impl Tally {
             && self.cache_hits == 0
             && self.cache_misses == 0
             && self.rewrite_seconds.is_empty()
+            && self.usage.is_empty()
     }
 
     /// Forgets the counts, keeping allocations.
@@ -211,5 +246,6 @@ impl Tally {
         self.cache_size_change = 0;
         self.rewrite_seconds.clear();
         self.by_rule.iter_mut().for_each(|n| *n = 0);
+        self.usage.clear();
     }
 }
