@@ -49,6 +49,16 @@ JOIN unnest($1::text[], $2::text[]) AS t(nspname, relname) \
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
 ORDER BY n.nspname, c.relname, a.attnum";
 
+/// Relations that share a name with a mapped table, in any schema but the
+/// temporary ones: an unqualified name resolves through the search path to
+/// one of them.
+const RELATIONS_SQL: &str = "\
+SELECT n.nspname::text, c.relname::text \
+FROM pg_catalog.pg_class c \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+WHERE c.relname = ANY($1::text[]) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+  AND n.nspname !~ '^pg_(toast_)?temp_'";
+
 /// Opens a connection to `database` as pgshim's own login.
 ///
 /// # Errors
@@ -132,6 +142,15 @@ pub async fn read(
         }
     }
     let mut catalog = Catalog::new(infos);
+    let relations = client
+        .query(RELATIONS_SQL, &[&names])
+        .await
+        .map_err(|source| CatalogError::Query {
+            database: database.to_owned(),
+            user: cfg.user.clone().unwrap_or_default(),
+            source,
+        })?;
+    catalog.set_relations(relations.iter().map(|r| (r.get(0), r.get(1))).collect());
     for probe in rules.transform_probes() {
         let key = (
             probe.schema.clone(),

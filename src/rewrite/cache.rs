@@ -1,6 +1,6 @@
 //! Bounded rewrite cache keyed on a literal-insensitive fingerprint.
 //!
-//! Keys are `(rules_version, fingerprint key)`. A hit splices the statement's own literals
+//! Keys are `(rules_version, search path, fingerprint key)`. A hit splices the statement's own literals
 //! into the cached template, so `... WHERE aid = 1` and `... WHERE aid = 2` share one entry.
 //! The map is a `DashMap` (sharded locks, no global lock on the hot path); when full, an
 //! arbitrary eighth of the entries is dropped, which is cheap and good enough for a working
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::fingerprint::{fingerprint, Template};
-use super::{rewrite_with_usage, Catalog, Outcome, RefusalKind, RewriteError, RuleSet, Usage};
+use super::{rewrite_in, Catalog, Outcome, RefusalKind, RewriteError, RuleSet, SearchPath, Usage};
 
 /// Counters readable by the caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,6 +42,9 @@ struct Cached {
 /// What [`RewriteCache::lookup_with_usage`] answers: the rewrite and the shapes used.
 pub type Classified = Result<(Outcome, Usage), RewriteError>;
 
+/// Rules version, search path and fingerprint of a statement.
+type Key = (u64, u64, String);
+
 /// Whether a [`RewriteCache::lookup`] was answered from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -57,7 +60,7 @@ pub enum Lookup {
 /// A bounded cache of rewrites, shared by all sessions.
 #[derive(Debug)]
 pub struct RewriteCache {
-    map: DashMap<(u64, String), Arc<Cached>>,
+    map: DashMap<Key, Arc<Cached>>,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -109,7 +112,8 @@ impl RewriteCache {
     }
 
     /// As [`RewriteCache::lookup`], also saying which shape of each rule the statement
-    /// uses (see [`rewrite_with_usage`]); a hit reports what the first rewrite found.
+    /// uses (see [`rewrite_with_usage`](super::rewrite_with_usage)); a hit reports what
+    /// the first rewrite found.
     pub fn lookup_with_usage(
         &self,
         sql: &str,
@@ -117,13 +121,27 @@ impl RewriteCache {
         rules: &RuleSet,
         catalog: &Catalog,
     ) -> (Classified, Lookup) {
-        let rewrite = rewrite_with_usage;
+        self.lookup_in(sql, rules_version, rules, catalog, SearchPath::public())
+    }
+
+    /// As [`RewriteCache::lookup_with_usage`], resolving unqualified table names
+    /// through the session's search path `path` (part of the cache key).
+    pub fn lookup_in(
+        &self,
+        sql: &str,
+        rules_version: u64,
+        rules: &RuleSet,
+        catalog: &Catalog,
+        path: &SearchPath,
+    ) -> (Classified, Lookup) {
+        let rewrite =
+            |sql: &str, rules: &RuleSet, catalog: &Catalog| rewrite_in(sql, rules, catalog, path);
         let miss = |size_change| Lookup::Miss { size_change };
         let Some(fp) = fingerprint(sql) else {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return (rewrite(sql, rules, catalog), miss(0));
         };
-        let key = (rules_version, fp.key);
+        let key = (rules_version, path.key(), fp.key);
         if let Some(entry) = self.map.get(&key).map(|e| Arc::clone(e.value())) {
             if let Some(out) = answer(&entry, &fp.literals) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -160,11 +178,11 @@ impl RewriteCache {
     ///
     /// # Returns
     /// How much the number of entries changed.
-    fn insert(&self, key: (u64, String), entry: Cached) -> isize {
+    fn insert(&self, key: Key, entry: Cached) -> isize {
         let before = self.map.len() as isize;
         if self.map.len() >= self.capacity {
             let drop_count = (self.capacity / 8).max(1);
-            let victims: Vec<(u64, String)> = self
+            let victims: Vec<Key> = self
                 .map
                 .iter()
                 .take(drop_count)

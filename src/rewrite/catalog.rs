@@ -39,6 +39,10 @@ pub struct Catalog {
     /// `(schema, table, column)` whose rule computes values the column cannot hold,
     /// with Postgres's reason.
     type_errors: HashMap<(String, String, String), String>,
+    /// `(schema, name)` of every relation that shares a name with a mapped
+    /// table, temporary ones left out: unqualified names resolve through
+    /// them. `None` when not read, and then only mapped tables count.
+    relations: Option<HashSet<(String, String)>>,
 }
 
 // === impl TableInfo ===
@@ -86,6 +90,21 @@ impl Catalog {
             tables,
             retyped: HashSet::new(),
             type_errors: HashMap::new(),
+            relations: None,
+        }
+    }
+
+    /// Records the relations that share a name with a mapped table.
+    pub fn set_relations(&mut self, relations: Vec<(String, String)>) {
+        self.relations = Some(relations.into_iter().collect());
+    }
+
+    /// Whether schema `schema` has a relation called `name`.
+    pub fn has_relation(&self, schema: &str, name: &str) -> bool {
+        let key = (schema.to_owned(), name.to_owned());
+        match &self.relations {
+            Some(relations) => relations.contains(&key),
+            None => self.tables.contains_key(&key),
         }
     }
 

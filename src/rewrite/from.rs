@@ -42,7 +42,7 @@ impl Ctx<'_> {
         let parts: Vec<String> = name_parts(name)?.into_iter().map(normalize).collect();
         let (schema, table) = match parts.as_slice() {
             [t] if self.ctes.iter().any(|(c, _)| c == t) => return None,
-            [t] => ("public".to_owned(), t.clone()),
+            [t] => (self.search_path.resolve(t, self.catalog)?, t.clone()),
             [.., s, t] => (s.clone(), t.clone()),
             [] => return None,
         };
@@ -60,7 +60,12 @@ impl Ctx<'_> {
             .collect();
         let refname = alias.map(normalize).or_else(|| parts.last().cloned());
         let full_name = match (alias, parts.as_slice()) {
-            (None, [t]) => Some(("public".to_owned(), t.clone())),
+            (None, [t]) => Some((
+                self.search_path
+                    .resolve(t, self.catalog)
+                    .unwrap_or_else(|| "public".to_owned()),
+                t.clone(),
+            )),
             (None, [.., s, t]) => Some((s.clone(), t.clone())),
             _ => None,
         };

@@ -53,11 +53,11 @@ pub(crate) fn walk(ctx: &mut Ctx<'_>, f: &CreateFunction) -> Result<Labels, Refu
         .as_ref()
         .map_or_else(|| "sql".to_owned(), |l| l.value.to_ascii_lowercase());
     let rewritten = match language.as_str() {
-        "sql" => rewrite_parsed(text, ctx.rules, ctx.catalog).map(|o| match o {
+        "sql" => rewrite_parsed(text, ctx.rules, ctx.catalog, &ctx.search_path).map(|o| match o {
             Outcome::Unchanged => None,
             Outcome::Rewritten(new) => Some(new),
         }),
-        "plpgsql" => plpgsql::rewrite_body(text, ctx.rules, ctx.catalog),
+        "plpgsql" => plpgsql::rewrite_body(text, ctx.rules, ctx.catalog, &ctx.search_path),
         _ => {
             return Err(refuse(
                 ctx,

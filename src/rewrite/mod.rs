@@ -45,6 +45,7 @@ mod prefilter;
 mod read;
 mod rules;
 mod scope;
+mod search_path;
 mod source;
 mod sql_prepare;
 mod transform;
@@ -60,6 +61,7 @@ pub use catalog::{Catalog, ColumnInfo, TableInfo};
 pub use config::{OneOrMany, RuleConfig};
 pub use prefilter::mentions_mapped_table;
 pub use rules::{Phase, Rule, RuleError, RuleSet, TransformProbe};
+pub use search_path::SearchPath;
 pub use sql_prepare::{prepared_statement_name, starts_with_prepare};
 pub use usage::{RuleUsage, Shape, Usage};
 
@@ -190,12 +192,26 @@ pub fn rewrite_with_usage(
     rules: &RuleSet,
     catalog: &Catalog,
 ) -> Result<(Outcome, Usage), RewriteError> {
+    rewrite_in(sql, rules, catalog, SearchPath::public())
+}
+
+/// As [`rewrite_with_usage`], resolving unqualified table names through `path`,
+/// the session's search path.
+///
+/// # Errors
+/// As [`rewrite`].
+pub fn rewrite_in(
+    sql: &str,
+    rules: &RuleSet,
+    catalog: &Catalog,
+    path: &SearchPath,
+) -> Result<(Outcome, Usage), RewriteError> {
     if !mentions_mapped_table(sql.as_bytes(), rules) {
         return Ok((Outcome::Unchanged, Usage::default()));
     }
-    let outcome = match parsed_with_usage(sql, rules, catalog) {
+    let outcome = match parsed_with_usage(sql, rules, catalog, path) {
         Err(refuse) if refuse.kind != RefusalKind::TooDeep => {
-            rewrite_each(sql, rules, catalog).unwrap_or(Err(refuse))
+            rewrite_each(sql, rules, catalog, path).unwrap_or(Err(refuse))
         }
         other => other,
     };
@@ -222,6 +238,7 @@ fn rewrite_each(
     sql: &str,
     rules: &RuleSet,
     catalog: &Catalog,
+    path: &SearchPath,
 ) -> Option<Result<(Outcome, UsageSet), Refuse>> {
     let (src, _) = Source::new(sql).ok()?;
     let ranges = src.statement_ranges();
@@ -230,12 +247,16 @@ fn rewrite_each(
     }
     let mut edits = Edits::default();
     let mut usage = UsageSet::default();
+    let mut path = path.clone();
     for (start, end) in ranges {
         let text = &sql[start..end];
         if !mentions_mapped_table(text.as_bytes(), rules) {
+            if let Some(after) = set_search_path(text, &path) {
+                path = after;
+            }
             continue;
         }
-        match parsed_with_usage(text, rules, catalog) {
+        match parsed_with_usage(text, rules, catalog, &path) {
             Ok((Outcome::Unchanged, used)) => usage.merge(used),
             Ok((Outcome::Rewritten(new), used)) => {
                 usage.merge(used);
@@ -256,8 +277,29 @@ fn rewrite_each(
     )
 }
 
-fn rewrite_parsed(sql: &str, rules: &RuleSet, catalog: &Catalog) -> Result<Outcome, Refuse> {
-    parsed_with_usage(sql, rules, catalog).map(|(outcome, _)| outcome)
+fn rewrite_parsed(
+    sql: &str,
+    rules: &RuleSet,
+    catalog: &Catalog,
+    path: &SearchPath,
+) -> Result<Outcome, Refuse> {
+    parsed_with_usage(sql, rules, catalog, path).map(|(outcome, _)| outcome)
+}
+
+/// The search path after `text`, when it is a `SET search_path` statement.
+fn set_search_path(text: &str, path: &SearchPath) -> Option<SearchPath> {
+    let bytes = text.as_bytes();
+    let mentions = bytes
+        .windows(b"search_path".len())
+        .any(|w| w.eq_ignore_ascii_case(b"search_path"));
+    if !mentions {
+        return None;
+    }
+    with_parsed(text, |_, statements| {
+        Ok(statements.iter().fold(None, |_, s| path.after(s)))
+    })
+    .ok()
+    .flatten()
 }
 
 /// As [`rewrite_parsed`], with the shapes the text uses.
@@ -265,11 +307,16 @@ fn parsed_with_usage(
     sql: &str,
     rules: &RuleSet,
     catalog: &Catalog,
+    path: &SearchPath,
 ) -> Result<(Outcome, UsageSet), Refuse> {
     with_parsed(sql, |src, statements| {
-        let mut ctx = Ctx::new(src, rules, catalog);
+        let mut ctx = Ctx::new(src, rules, catalog, path.clone());
         for statement in statements {
             ctx.walk_statement(statement)?;
+            // A `SET search_path` applies to the statements after it.
+            if let Some(after) = ctx.search_path.after(statement) {
+                ctx.search_path = after;
+            }
         }
         let usage = ctx.take_usage();
         let edits: Edits = ctx.into_edits();

@@ -13,7 +13,7 @@ use sqlparser::tokenizer::Token;
 use super::edits::Edits;
 use super::prefilter::mentions_mapped_table;
 use super::source::{Source, Tok};
-use super::{rewrite_parsed, Catalog, Outcome, Refuse, RuleSet};
+use super::{rewrite_parsed, Catalog, Outcome, Refuse, RuleSet, SearchPath};
 
 /// Keywords that start a plain SQL statement the rewriter handles.
 const SQL_STARTS: [Keyword; 5] = [
@@ -35,6 +35,7 @@ pub(crate) fn rewrite_body(
     body: &str,
     rules: &RuleSet,
     catalog: &Catalog,
+    path: &SearchPath,
 ) -> Result<Option<String>, Refuse> {
     let (src, _) =
         Source::new(body).map_err(|e| Refuse::new(format!("the body does not tokenize: {e}")))?;
@@ -52,7 +53,7 @@ pub(crate) fn rewrite_body(
         }
         let sql_end = into_clause(&src, first, last)?.unwrap_or(last);
         let (start, end) = src.range(first, sql_end);
-        match rewrite_parsed(&body[start..end], rules, catalog)? {
+        match rewrite_parsed(&body[start..end], rules, catalog, path)? {
             Outcome::Unchanged => {}
             Outcome::Rewritten(new) => edits.replace(start, end, new)?,
         }
@@ -149,7 +150,7 @@ mod tests {
     #[test]
     fn sequelize_find_or_create_body_is_rewritten() {
         let body = " BEGIN INSERT INTO \"users\" (\"id\",\"name\") VALUES (DEFAULT,'Ann') RETURNING * INTO response; EXCEPTION WHEN unique_violation THEN GET STACKED DIAGNOSTICS sequelize_caught_exception = PG_EXCEPTION_DETAIL; END ";
-        let out = rewrite_body(body, &rules("expand"), &catalog())
+        let out = rewrite_body(body, &rules("expand"), &catalog(), SearchPath::public())
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -166,12 +167,17 @@ mod tests {
             "BEGIN SELECT name INTO v FROM users; END",
         ] {
             assert!(
-                rewrite_body(body, &rules("expand"), &catalog()).is_err(),
+                rewrite_body(body, &rules("expand"), &catalog(), SearchPath::public()).is_err(),
                 "{body}"
             );
         }
         assert_eq!(
-            rewrite_body("BEGIN PERFORM 1; END", &rules("expand"), &catalog()),
+            rewrite_body(
+                "BEGIN PERFORM 1; END",
+                &rules("expand"),
+                &catalog(),
+                SearchPath::public()
+            ),
             Ok(None)
         );
     }

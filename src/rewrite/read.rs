@@ -40,6 +40,8 @@ pub(crate) struct Ctx<'a> {
     pub generated: usize,
     /// The shapes of the rules' columns the statement names.
     pub(crate) usage: super::usage::UsageSet,
+    /// How unqualified table names resolve.
+    pub(crate) search_path: super::SearchPath,
 }
 
 /// Parts of a `FROM` clause that must be walked once its scope is pushed.
@@ -126,8 +128,14 @@ pub(crate) fn name_parts(name: &ObjectName) -> Option<Vec<&Ident>> {
 // === impl Ctx ===
 
 impl<'a> Ctx<'a> {
-    pub fn new(src: &'a Source<'a>, rules: &'a RuleSet, catalog: &'a Catalog) -> Ctx<'a> {
+    pub fn new(
+        src: &'a Source<'a>,
+        rules: &'a RuleSet,
+        catalog: &'a Catalog,
+        search_path: super::SearchPath,
+    ) -> Ctx<'a> {
         Ctx {
+            search_path,
             src,
             rules,
             catalog,

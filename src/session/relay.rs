@@ -62,8 +62,11 @@ pub(crate) struct Link {
     /// Woken when the first ReadyForQuery arrives: the client direction holds
     /// everything but authentication messages until then.
     authenticated: Notify,
-    /// Woken when the check of a re-prepared statement has its verdict.
-    verdict: Notify,
+    /// Woken by the server direction after each batch while the client
+    /// direction waits for the server (see [`Link::wait_for`]).
+    progress: Notify,
+    /// True while the client direction waits in [`Link::wait_for`].
+    waiting: AtomicBool,
     /// False while a write to the client is in progress or a message is
     /// partly sent, so pgshim must not write a message of its own.
     client_at_boundary: AtomicBool,
@@ -111,17 +114,41 @@ impl Link {
         }
     }
 
-    /// Completes once the open check has its verdict.
-    async fn wait_verdict(&self) {
-        loop {
-            let notified = self.verdict.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.core().verdict_ready() {
-                return;
+    /// Completes once `ready` holds for the core, or after `timeout`.
+    ///
+    /// # Returns
+    /// False when it gave up waiting.
+    async fn wait_for(&self, timeout: Duration, ready: impl Fn(&Core) -> bool) -> bool {
+        self.waiting.store(true, Relaxed);
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                let notified = self.progress.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if ready(&self.core()) {
+                    return;
+                }
+                notified.await;
             }
-            notified.await;
+        })
+        .await;
+        self.waiting.store(false, Relaxed);
+        waited.is_ok()
+    }
+
+    /// Sends pgshim's query for the session's search path when it is due,
+    /// and waits for its answer, so the next statement is rewritten with it.
+    async fn read_search_path(&self, pump: &mut Pump<'_>, addr: &str) -> Result<(), Error> {
+        let Some(probe) = self.core().probe_now() else {
+            return Ok(());
+        };
+        pump.write_flushed(&probe)
+            .await
+            .map_err(|e| lost(addr, &e))?;
+        if !self.wait_for(CHECK_TIMEOUT, Core::probed).await {
+            tracing::warn!("no answer to pgshim's query of the session's search_path within 5 s; statements go on with the path known before");
         }
+        Ok(())
     }
 }
 
@@ -161,13 +188,17 @@ pub(crate) struct ToClientSide<'a> {
     pub upstream: &'a str,
 }
 
-/// What a scan under the lock found: a message to replace, or the end of
-/// what is buffered.
+/// What a scan under the lock found: a message to replace, a point to
+/// wait at, or the end of what is buffered.
 enum Found<T> {
     /// Everything complete before `off` can be forwarded as it is.
     End,
-    /// The message of `len` bytes at `off` is replaced by `action`.
-    Replace { len: usize, action: T },
+    /// Everything before `off` is forwarded; then the session waits for the
+    /// server before going on (see [`Core::take_settle`]).
+    Settle,
+    /// The message of `len` bytes at `off` is replaced by `action`, then the
+    /// session waits for the server if `settle`.
+    Replace { len: usize, action: T, settle: bool },
 }
 
 // === impl Pump ===
@@ -205,6 +236,7 @@ impl Pump<'_> {
                     .await
                     .map_err(|e| lost(addr, &e))?;
             }
+            link.read_search_path(&mut self, addr).await?;
             let (mut off, mut terminated) = (0, false);
             loop {
                 let found = {
@@ -224,12 +256,20 @@ impl Pump<'_> {
                                 off += len;
                             }
                             Frame::Whole(h) => {
-                                match core.client_message(&self.buf[off..off + h.total_len]) {
-                                    ToServer::Forward => off += h.total_len,
+                                let action = core.client_message(&self.buf[off..off + h.total_len]);
+                                let settle = core.take_settle();
+                                match action {
+                                    ToServer::Forward if !settle => off += h.total_len,
+                                    ToServer::Forward => {
+                                        off += h.total_len;
+                                        found = Found::Settle;
+                                        break;
+                                    }
                                     action => {
                                         found = Found::Replace {
                                             len: h.total_len,
                                             action,
+                                            settle,
                                         };
                                         break;
                                     }
@@ -240,8 +280,14 @@ impl Pump<'_> {
                     publish(&mut core, up.client);
                     found
                 };
-                let Found::Replace { len, action } = found else {
-                    break;
+                let (len, action, settle) = match found {
+                    Found::End => break,
+                    Found::Settle => (0, ToServer::Forward, true),
+                    Found::Replace {
+                        len,
+                        action,
+                        settle,
+                    } => (len, action, settle),
                 };
                 self.forward(off).await.map_err(|e| lost(addr, &e))?;
                 self.buf.advance(len);
@@ -263,10 +309,7 @@ impl Pump<'_> {
                                 .await
                                 .map_err(|e| lost(addr, &e))?;
                             sent += bytes.len();
-                            if tokio::time::timeout(CHECK_TIMEOUT, link.wait_verdict())
-                                .await
-                                .is_err()
-                            {
+                            if !link.wait_for(CHECK_TIMEOUT, Core::verdict_ready).await {
                                 tracing::warn!("no answer to pgshim's check of a re-prepared statement within 5 s; the client's message goes on unchecked");
                             }
                             action = link.core().after_check();
@@ -274,6 +317,13 @@ impl Pump<'_> {
                     }
                 }
                 self.count_from_client(link, sent);
+                if settle {
+                    // A statement that may change the search path: the ones
+                    // behind it wait until it ran and the path is read again.
+                    if link.wait_for(CHECK_TIMEOUT, Core::settled).await {
+                        link.read_search_path(&mut self, addr).await?;
+                    }
+                }
             }
             self.forward(off).await.map_err(|e| lost(addr, &e))?;
             self.count_from_client(link, off);
@@ -437,6 +487,7 @@ impl Pump<'_> {
                                     found = Found::Replace {
                                         len: h.total_len,
                                         action,
+                                        settle: false,
                                     };
                                     break;
                                 }
@@ -448,12 +499,12 @@ impl Pump<'_> {
                     // A stored permit: the client direction may start waiting later.
                     link.authenticated.notify_one();
                 }
-                if core.checking() && core.verdict_ready() {
-                    link.verdict.notify_one();
+                if link.waiting.load(Relaxed) {
+                    link.progress.notify_one();
                 }
                 found
             };
-            let Found::Replace { len, action } = found else {
+            let Found::Replace { len, action, .. } = found else {
                 break;
             };
             self.send_to_client(off, link).await?;

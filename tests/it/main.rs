@@ -53,6 +53,7 @@ mod rewrite_phases;
 mod rewrite_refusals;
 mod rewrite_types;
 mod rewrite_writes;
+mod search_path;
 mod server_fatal;
 mod shutdown;
 mod startup_silence;

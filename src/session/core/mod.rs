@@ -21,6 +21,7 @@ mod pipeline;
 mod prepared;
 mod refusals;
 mod rewriting;
+mod search;
 mod shape;
 #[cfg(test)]
 mod tests;
@@ -46,11 +47,14 @@ use crate::protocol::{
     AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG,
     TERMINATE_TAG,
 };
-use crate::rewrite::{prepared_statement_name, starts_with_prepare, Outcome, RefusalKind, Usage};
+use crate::rewrite::{
+    prepared_statement_name, starts_with_prepare, Outcome, RefusalKind, SearchPath, Usage,
+};
 use pipeline::Pipeline;
 use prepared::{deallocated, Deallocated, Hidden, Prepared, SentCounter, SqlPrepared, Statements};
 use refusals::Refusals;
 use rewriting::Rewrite;
+use search::Probe;
 use shape::{Describes, ShapeCheck, Verdict};
 
 /// What to tell the user to do about a refused statement.
@@ -122,6 +126,19 @@ pub(crate) struct Core {
     /// The pipeline in which the server last sent an ErrorResponse: it
     /// skips everything else in it.
     failed: Option<u64>,
+    /// How unqualified table names resolve in this session.
+    search_path: SearchPath,
+    /// The search path may have changed: ask Postgres before the next
+    /// statement is rewritten.
+    probe_due: bool,
+    /// A statement that may change the search path ran inside a transaction
+    /// block: the path is asked again when the block ends.
+    path_changed_in_tx: bool,
+    /// The hidden query reading the search path, while it is answered.
+    probe: Option<Probe>,
+    /// A simple query that may change the search path was just passed: the
+    /// socket code stops there until it is answered and the path is read.
+    settle: bool,
     /// The client sent DDL naming a mapped table: the catalog is read afresh
     /// once the session is idle again (the DDL has run, or rolled back).
     ddl_sent: bool,
@@ -180,7 +197,42 @@ impl Core {
 
     /// True when the session is idle, so it may take new rules.
     pub(crate) fn idle(&self) -> bool {
-        self.activity() == Activity::Idle && self.check.is_none()
+        self.activity() == Activity::Idle && self.check.is_none() && self.probe.is_none()
+    }
+
+    /// The hidden query that reads the search path, when it is due and
+    /// nothing else is in flight; the socket code sends it and waits for
+    /// [`Core::probed`] before handing over more client messages.
+    pub(crate) fn probe_now(&mut self) -> Option<BytesMut> {
+        let rules = self.rules.as_ref().filter(|r| r.active())?;
+        let ready = self.probe_due
+            && self.probe.is_none()
+            && self.check.is_none()
+            && self.pipeline.quiet()
+            && !self.hidden.queries_pending()
+            && self.pipeline.tx_status() != Some(crate::protocol::TxStatus::Failed);
+        if !ready {
+            return None;
+        }
+        self.probe_due = false;
+        self.probe = Some(Probe::default());
+        Some(search::probe_query(rules.rules()))
+    }
+
+    /// True when no probe of the search path is being answered.
+    pub(crate) fn probed(&self) -> bool {
+        self.probe.is_none()
+    }
+
+    /// True once a simple query that may change the search path was passed
+    /// (reset by the call): the socket code waits until it is answered.
+    pub(crate) fn take_settle(&mut self) -> bool {
+        std::mem::take(&mut self.settle)
+    }
+
+    /// True when every request sent has been answered.
+    pub(crate) fn settled(&self) -> bool {
+        self.pipeline.in_flight() == 0
     }
 
     /// Whether DDL naming a mapped table was sent since the last call.
@@ -203,6 +255,8 @@ impl Core {
                 "session takes new rules"
             );
         }
+        // New rules may map other names: read the path and temporary tables again.
+        self.probe_due = rules.active();
         self.rules = Some(rules);
         if first {
             return None;
@@ -221,7 +275,11 @@ impl Core {
         }
         let mut out = BytesMut::new();
         for prepared in self.sql_prepared.values() {
-            let text = match rules.rewrite_text(prepared.text.as_bytes(), &mut self.tally) {
+            let text = match rules.rewrite_text(
+                prepared.text.as_bytes(),
+                &self.search_path,
+                &mut self.tally,
+            ) {
                 Ok(Outcome::Unchanged) => prepared.text.clone(),
                 Ok(Outcome::Rewritten(new)) => new,
                 Err(e) => {
@@ -326,7 +384,11 @@ impl Core {
             );
             return (Some(Sql::StandIn(token.into_bytes())), Usage::default());
         };
-        let (decision, usage) = rules.rewrite(sql, &mut self.tally);
+        if rules.active() && search::may_change_path(sql) {
+            self.probe_due = true;
+            self.path_changed_in_tx = true;
+        }
+        let (decision, usage) = rules.rewrite(sql, &self.search_path, &mut self.tally);
         if decision != Rewrite::Unmapped {
             // DDL naming a mapped table: the catalog is read afresh once it has run.
             self.ddl_sent |= is_ddl(sql);
@@ -385,7 +447,11 @@ impl Core {
             }
         }
         self.remember_sql_prepare(sql);
+        // Pipelined behind nothing, the query's answer is sure to come: the
+        // statements behind it wait for it and for the path it leaves.
+        let quiet = self.pipeline.quiet();
         let (rewritten, usage) = self.rewrite(sql);
+        self.settle = self.probe_due && quiet;
         self.count_usage(usage);
         let new_sql = match rewritten {
             None => return ToServer::Forward,
@@ -543,6 +609,7 @@ impl Core {
     }
 
     /// True while a check started by [`ToServer::SendAndCheck`] is open.
+    #[cfg(test)]
     pub(crate) fn checking(&self) -> bool {
         self.check.is_some()
     }
@@ -594,6 +661,7 @@ impl Core {
         match tag {
             READY_FOR_QUERY_TAG => true,
             AUTHENTICATION_TAG => !self.authenticated(),
+            _ if self.probe.is_some() && Probe::answers(tag) => true,
             ERROR_RESPONSE_TAG => {
                 self.refusals.any() || self.hidden.queries_pending() || self.check.is_some()
             }
@@ -630,6 +698,19 @@ impl Core {
                 tracing::warn!(error = %String::from_utf8_lossy(msg), "re-preparing a SQL prepared statement under new rules failed");
             }
             return ToClient::Swallow;
+        }
+        if let Some(probe) = &mut self.probe {
+            if Probe::answers(tag) {
+                if let Some(done) = probe.on_server(msg) {
+                    self.probe = None;
+                    match done {
+                        Some(path) => self.search_path = path,
+                        // Asked again once the transaction is over.
+                        None => self.path_changed_in_tx = true,
+                    }
+                }
+                return ToClient::Swallow;
+            }
         }
         if let Some(check) = &mut self.check {
             if check.on_server(self.pipeline.next_ready(), msg) {
@@ -680,6 +761,11 @@ impl Core {
         let first = self.pipeline.on_ready_for_query(msg.get(5).copied());
         if first {
             return;
+        }
+        // `SET LOCAL`, and anything rolled back, ends with its transaction.
+        if self.path_changed_in_tx && self.activity() == Activity::Idle {
+            self.path_changed_in_tx = false;
+            self.probe_due = true;
         }
         if self.refusals.any() {
             self.refusals.expire(self.pipeline.readies());

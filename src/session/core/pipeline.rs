@@ -86,13 +86,19 @@ impl Pipeline {
     }
 
     /// Transaction status from the last ReadyForQuery.
-    #[cfg(test)]
     pub(crate) fn tx_status(&self) -> Option<TxStatus> {
         self.tx
     }
 
+    /// True when everything the client sent has been answered: no request in
+    /// flight, and no extended-protocol message waiting for its Sync (a
+    /// statement pgshim sends of its own now cannot land inside the client's
+    /// pipeline or a COPY).
+    pub(crate) fn quiet(&self) -> bool {
+        self.tx.is_some() && !self.dirty && self.in_flight() == 0
+    }
+
     /// Requests sent and not yet answered.
-    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> u64 {
         self.requests.saturating_sub(self.readies)
     }

@@ -14,7 +14,7 @@ pub(crate) use crate::admin::metrics::StatementOutcome;
 use crate::config::OnUnrewritable;
 use crate::rewrite::{
     first_mentioned_rule, mentions_mapped_table, names_mapped_table, Lookup, Outcome, RefusalKind,
-    RewriteError, RuleSet, Usage,
+    RewriteError, RuleSet, SearchPath, Usage,
 };
 
 /// The rules a session applies: one version, for the session's database.
@@ -89,13 +89,18 @@ impl SessionRules {
     ///
     /// # Returns
     /// The decision, and which shapes of the rules the statement uses.
-    pub(crate) fn rewrite(&self, sql: &[u8], tally: &mut Tally) -> (Rewrite, Usage) {
+    pub(crate) fn rewrite(
+        &self,
+        sql: &[u8],
+        path: &SearchPath,
+        tally: &mut Tally,
+    ) -> (Rewrite, Usage) {
         if !self.active() || !mentions_mapped_table(sql, &self.db.rules) {
             tally.count(StatementOutcome::PassedThrough);
             return (Rewrite::Unmapped, Usage::default());
         }
         let started = Instant::now();
-        let outcome = self.rewrite_with_usage(sql, tally);
+        let outcome = self.rewrite_with_usage(sql, path, tally);
         tally.rewrite_seconds.push(started.elapsed().as_secs_f64());
         let (outcome, usage) = match outcome {
             Ok((outcome, usage)) => (Ok(outcome), usage),
@@ -142,9 +147,10 @@ impl SessionRules {
     pub(crate) fn rewrite_text(
         &self,
         sql: &[u8],
+        path: &SearchPath,
         tally: &mut Tally,
     ) -> Result<Outcome, RewriteError> {
-        self.rewrite_with_usage(sql, tally)
+        self.rewrite_with_usage(sql, path, tally)
             .map(|(outcome, _)| outcome)
     }
 
@@ -152,6 +158,7 @@ impl SessionRules {
     fn rewrite_with_usage(
         &self,
         sql: &[u8],
+        path: &SearchPath,
         tally: &mut Tally,
     ) -> Result<(Outcome, Usage), RewriteError> {
         let sql = std::str::from_utf8(sql).map_err(|_| RewriteError {
@@ -172,7 +179,7 @@ impl SessionRules {
         let (outcome, lookup) =
             self.db
                 .cache
-                .lookup_with_usage(sql, self.number, &self.db.rules, catalog);
+                .lookup_in(sql, self.number, &self.db.rules, catalog, path);
         match lookup {
             Lookup::Hit => tally.cache_hits += 1,
             Lookup::Miss { size_change } => {

@@ -892,3 +892,51 @@ fn tally_counts_outcomes_once() {
     t.clear();
     assert!(t.is_empty());
 }
+
+// --- search path ---
+
+#[test]
+fn the_search_path_is_read_before_statements_and_after_a_change() {
+    let mut core = ready_core("expand");
+    let probe = core.probe_now().expect("a probe at the start");
+    assert_eq!(tags(&probe), vec![QUERY_TAG]);
+    assert!(core.probe_now().is_none(), "one at a time");
+    let answer = [
+        row_description(&[("current_schemas", 1009, -1), ("array", 1009, -1)]),
+        search::data_row_message(&["{app,public}", "{}"]),
+        command_complete("SELECT 1"),
+        ready(b'I'),
+    ];
+    for m in &answer {
+        assert_eq!(server(&mut core, m), ToClient::Swallow);
+    }
+    assert!(core.probed());
+    assert_eq!(core.search_path.schemas(), ["app", "public"]);
+    assert_eq!(core.activity(), Activity::Idle);
+    // A statement that may change it: the next batch waits for a new probe.
+    client(&mut core, &query("SET search_path TO public"));
+    assert!(core.take_settle());
+    assert!(core.probe_now().is_none(), "not while the SET is in flight");
+    server(&mut core, &command_complete("SET"));
+    server(&mut core, &ready(b'I'));
+    assert!(core.settled());
+    assert!(core.probe_now().is_some());
+}
+
+#[test]
+fn a_failed_probe_keeps_the_path_and_asks_again_after_the_transaction() {
+    let mut core = ready_core("expand");
+    client(&mut core, &query("BEGIN"));
+    server(&mut core, &command_complete("BEGIN"));
+    server(&mut core, &ready(b'T'));
+    assert!(core.probe_now().is_some());
+    for m in [error("57014", "canceled"), ready(b'E')] {
+        assert_eq!(server(&mut core, &m), ToClient::Swallow);
+    }
+    assert_eq!(core.search_path.schemas(), ["public"]);
+    assert!(core.probe_now().is_none(), "not in a failed transaction");
+    client(&mut core, &query("ROLLBACK"));
+    server(&mut core, &command_complete("ROLLBACK"));
+    server(&mut core, &ready(b'I'));
+    assert!(core.probe_now().is_some());
+}

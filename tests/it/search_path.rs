@@ -1,0 +1,179 @@
+//! Unqualified names resolve through the session's real search path: startup
+//! `options`, database defaults, `SET`, `SET LOCAL`, `set_config()`, a `SET`
+//! earlier in the same text; a temporary table that shadows a mapped table
+//! is not mapped.
+use crate::support::connect;
+use crate::support::pg::TRUST_USER;
+use crate::support::rules::{simple_rows, Db};
+use crate::support::within;
+
+/// A mapped `app.users` and an unmapped `public.users` of another shape.
+const SETUP: &str = "CREATE SCHEMA app;
+CREATE TABLE app.users (id serial PRIMARY KEY, name text, full_name text, email text);
+CREATE TABLE public.users (id serial PRIMARY KEY, label text);";
+
+const RULE: &str = "[[rule]]\nid = \"app-users\"\ntable = \"app.users\"\nold = \"name\"\nnew = \"full_name\"\nphase = \"expand\"\n";
+
+/// Both shapes of the row with `email`, read directly.
+async fn stored(db: &Db, email: &str) -> Vec<String> {
+    db.physical(&format!(
+        "SELECT name, full_name FROM app.users WHERE email = '{email}'"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn set_search_path_in_every_form_reaches_the_mapped_table() {
+    let db = Db::create("sp_set", SETUP).await;
+    let proxy = db.proxy(RULE).start().await;
+    let client = db.through(&proxy).await;
+    // On the default path, `users` is public.users: not mapped, untouched.
+    simple_rows(&client, "INSERT INTO users (label) VALUES ('p')")
+        .await
+        .unwrap();
+    assert_eq!(db.physical("SELECT label FROM public.users").await, ["p"]);
+
+    client
+        .batch_execute("SET search_path TO app")
+        .await
+        .unwrap();
+    simple_rows(
+        &client,
+        "INSERT INTO users (email, full_name) VALUES ('set@x', 'Set New')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored(&db, "set@x").await, ["Set New|Set New"]);
+    // Extended protocol too.
+    client
+        .execute(
+            "INSERT INTO users (email, name) VALUES ($1, $2)",
+            &[&"ext@x", &"Ext Old"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored(&db, "ext@x").await, ["Ext Old|Ext Old"]);
+
+    client.batch_execute("RESET search_path").await.unwrap();
+    simple_rows(&client, "INSERT INTO users (label) VALUES ('q')")
+        .await
+        .unwrap();
+
+    // SET LOCAL lasts until the end of the transaction.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("SET LOCAL search_path TO app")
+        .await
+        .unwrap();
+    simple_rows(
+        &client,
+        "INSERT INTO users (email, full_name) VALUES ('local@x', 'Lo Cal')",
+    )
+    .await
+    .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(stored(&db, "local@x").await, ["Lo Cal|Lo Cal"]);
+    simple_rows(&client, "INSERT INTO users (label) VALUES ('r')")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.physical("SELECT label FROM public.users ORDER BY label")
+            .await,
+        ["p", "q", "r"]
+    );
+
+    // set_config(), then a SET earlier in the same text.
+    simple_rows(&client, "SELECT set_config('search_path', 'app', false)")
+        .await
+        .unwrap();
+    simple_rows(
+        &client,
+        "INSERT INTO users (email, full_name) VALUES ('cfg@x', 'Con Fig')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored(&db, "cfg@x").await, ["Con Fig|Con Fig"]);
+    client.batch_execute("RESET search_path").await.unwrap();
+    simple_rows(
+        &client,
+        "SET search_path TO app; INSERT INTO users (email, full_name) VALUES ('same@x', 'Same Text')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored(&db, "same@x").await, ["Same Text|Same Text"]);
+}
+
+#[tokio::test]
+async fn startup_options_and_database_defaults_count() {
+    let db = Db::create("sp_start", SETUP).await;
+    let proxy = db.proxy(RULE).start().await;
+    let mut cfg = proxy.config(TRUST_USER, None);
+    cfg.dbname(&db.name).options("-c search_path=app");
+    let client = within(20, "connect", connect(&cfg)).await.unwrap();
+    client
+        .execute(
+            "INSERT INTO users (email, full_name) VALUES ($1, $2)",
+            &[&"opt@x", &"Op Tion"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored(&db, "opt@x").await, ["Op Tion|Op Tion"]);
+
+    db.direct()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET search_path = app",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let client = db.through(&proxy).await;
+    simple_rows(
+        &client,
+        "INSERT INTO users (email, name) VALUES ('dflt@x', 'De Fault')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored(&db, "dflt@x").await, ["De Fault|De Fault"]);
+}
+
+#[tokio::test]
+async fn a_temporary_table_shadows_the_mapped_one() {
+    let db = Db::create("sp_temp", SETUP).await;
+    let proxy = db.proxy(RULE).start().await;
+    let client = db.through(&proxy).await;
+    client
+        .batch_execute("SET search_path TO app")
+        .await
+        .unwrap();
+    client
+        .batch_execute("CREATE TEMP TABLE users (id int, full_name text)")
+        .await
+        .unwrap();
+    // Goes to the temporary table as written (it has no `name` to mirror into).
+    simple_rows(
+        &client,
+        "INSERT INTO users (id, full_name) VALUES (1, 'Tmp')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        simple_rows(&client, "SELECT full_name FROM users")
+            .await
+            .unwrap()
+            .0,
+        ["Tmp"]
+    );
+    assert!(db.physical("SELECT * FROM app.users").await.is_empty());
+    client
+        .batch_execute("DROP TABLE pg_temp.users")
+        .await
+        .unwrap();
+    simple_rows(
+        &client,
+        "INSERT INTO users (email, full_name) VALUES ('back@x', 'Ba Ck')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored(&db, "back@x").await, ["Ba Ck|Ba Ck"]);
+}
