@@ -11,9 +11,10 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::catalog::{self, CatalogError};
-use crate::config::{Config, OnUnrewritable, UpstreamConfig};
+use crate::config::{OnUnrewritable, UpstreamConfig};
 use crate::net::upstream::Upstream;
 use crate::rewrite::{Catalog, RewriteCache, RuleError, RuleSet};
+use crate::settings::Settings;
 
 pub mod databases;
 mod pending;
@@ -53,6 +54,9 @@ pub struct RulesVersion {
     pub rules: RuleSet,
     /// What to do with statements that cannot be rewritten.
     pub on_unrewritable: OnUnrewritable,
+    /// The settings these rules were checked with; catalogs are read with
+    /// their login.
+    pub settings: Arc<Settings>,
     databases: Databases,
 }
 
@@ -81,10 +85,10 @@ impl LiveRules {
     ///
     /// # Errors
     /// [`ActivateError`] naming the rule and the problem.
-    pub async fn load(config: &Config, upstream: &Upstream) -> Result<LiveRules, ActivateError> {
-        let version = RulesVersion::new(config, 1)?;
+    pub async fn load(settings: Arc<Settings>) -> Result<LiveRules, ActivateError> {
+        let version = RulesVersion::new(settings, 1)?;
         for database in version.named() {
-            let loaded = version.check(&database, &config.upstream, upstream).await;
+            let loaded = version.check(&database).await;
             match (&loaded.failure, &loaded.db.state) {
                 (Some(f), Err(reason)) if f.kind == FailureKind::Unreachable => {
                     tracing::warn!(database, reason = %reason, "Postgres unreachable: rules for this database wait for their catalog check, retried in the background");
@@ -136,14 +140,10 @@ impl RulesVersion {
     ///
     /// # Errors
     /// [`ActivateError`] naming the rule and the problem.
-    pub async fn load(
-        config: &Config,
-        upstream: &Upstream,
-        number: u64,
-    ) -> Result<RulesVersion, ActivateError> {
-        let version = RulesVersion::new(config, number)?;
+    pub async fn load(settings: Arc<Settings>, number: u64) -> Result<RulesVersion, ActivateError> {
+        let version = RulesVersion::new(settings, number)?;
         for database in version.named() {
-            let loaded = version.check(&database, &config.upstream, upstream).await;
+            let loaded = version.check(&database).await;
             if let Err(reason) = &loaded.db.state {
                 return Err(ActivateError::Catalog {
                     database,
@@ -161,12 +161,7 @@ impl RulesVersion {
     /// [`ActivateError::Catalog`] for the first database where the check
     /// fails, unless `old`'s rules had already failed there or the database
     /// no longer exists.
-    pub async fn check_served(
-        &self,
-        old: &RulesVersion,
-        cfg: &UpstreamConfig,
-        upstream: &Upstream,
-    ) -> Result<(), ActivateError> {
+    pub async fn check_served(&self, old: &RulesVersion) -> Result<(), ActivateError> {
         let mut served = old.databases.names();
         served.sort_unstable();
         for database in served {
@@ -175,7 +170,7 @@ impl RulesVersion {
             {
                 continue;
             }
-            let loaded = self.check(&database, cfg, upstream).await;
+            let loaded = self.check(&database).await;
             let (Some(failure), Err(reason)) = (loaded.failure, &loaded.db.state) else {
                 continue;
             };
@@ -233,6 +228,17 @@ impl RulesVersion {
             .collect()
     }
 
+    /// Sets the rules gauges: the version, and each rule's phase.
+    pub fn publish_metrics(&self) {
+        let m = crate::metrics::metrics();
+        m.rules_version.set(self.number as f64);
+        // A new version starts with empty rewrite caches.
+        m.cache_size.set(0.0);
+        for rule in self.rules.rules() {
+            crate::metrics::rule_phase(&rule.id, f64::from(rule.phase.rank()));
+        }
+    }
+
     /// How many databases this version holds state for.
     pub fn databases_held(&self) -> usize {
         self.databases.count()
@@ -242,12 +248,7 @@ impl RulesVersion {
     /// that failed is remembered for [`databases::FAILURE_TTL`] and then
     /// retried by the next session; until then statements that touch the
     /// rules' tables are refused with the reason.
-    pub async fn for_database(
-        &self,
-        database: &str,
-        cfg: &UpstreamConfig,
-        upstream: &Upstream,
-    ) -> Arc<DbRules> {
+    pub async fn for_database(&self, database: &str) -> Arc<DbRules> {
         let slot = self.databases.slot(database);
         if let Some(db) = slot.fresh() {
             return db;
@@ -256,15 +257,17 @@ impl RulesVersion {
         if let Some(db) = slot.fresh() {
             return db;
         }
-        self.load_into(&slot, database, cfg, upstream).await.db
+        self.load_into(&slot, database).await.db
     }
 
-    fn new(config: &Config, number: u64) -> Result<RulesVersion, ActivateError> {
+    fn new(settings: Arc<Settings>, number: u64) -> Result<RulesVersion, ActivateError> {
+        let config = &settings.config;
         Ok(RulesVersion {
             number,
             loaded_at: SystemTime::now(),
             rules: RuleSet::from_configs(&config.rule)?,
             on_unrewritable: config.on_unrewritable,
+            settings: Arc::clone(&settings),
             databases: Databases::default(),
         })
     }
@@ -282,6 +285,7 @@ impl RulesVersion {
             loaded_at: SystemTime::now(),
             rules: self.rules.clone(),
             on_unrewritable: self.on_unrewritable,
+            settings: Arc::clone(&self.settings),
             databases: Databases::default(),
         };
         for database in self.databases.names() {
@@ -311,29 +315,25 @@ impl RulesVersion {
     }
 
     /// Reads and checks `database`'s catalog now, whatever was remembered.
-    pub(crate) async fn check(
-        &self,
-        database: &str,
-        cfg: &UpstreamConfig,
-        upstream: &Upstream,
-    ) -> Loaded {
+    pub(crate) async fn check(&self, database: &str) -> Loaded {
         let slot = self.databases.slot(database);
         let _loading = slot.loading.lock().await;
-        self.load_into(&slot, database, cfg, upstream).await
+        self.load_into(&slot, database).await
     }
 
-    async fn load_into(
-        &self,
-        slot: &Slot,
-        database: &str,
-        cfg: &UpstreamConfig,
-        upstream: &Upstream,
-    ) -> Loaded {
+    async fn load_into(&self, slot: &Slot, database: &str) -> Loaded {
         let rules = self.rules.for_database(database);
+        let settings = &self.settings;
         let checked = if rules.is_empty() {
             Ok(Catalog::new(Vec::new()))
         } else {
-            read_and_check(&rules, database, cfg, upstream).await
+            read_and_check(
+                &rules,
+                database,
+                &settings.config.upstream,
+                &settings.upstream,
+            )
+            .await
         };
         // A failure is logged when it is new, not at every retry of it.
         let previous = slot.current().and_then(|l| l.db.state.clone().err());
@@ -399,9 +399,7 @@ pub(crate) async fn read_and_check(
 fn failure_kind(e: &CatalogError) -> FailureKind {
     use tokio_postgres::error::SqlState;
     match e {
-        CatalogError::Connect(
-            crate::error::Error::UpstreamConnect { .. } | crate::error::Error::UpstreamLost { .. },
-        ) => FailureKind::Unreachable,
+        CatalogError::Connect(_) => FailureKind::Unreachable,
         CatalogError::Query { source, .. } => match source.code() {
             None => FailureKind::Unreachable,
             Some(code) if *code == SqlState::INVALID_CATALOG_NAME => FailureKind::NoDatabase,

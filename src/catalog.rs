@@ -24,7 +24,7 @@ pub enum CatalogError {
     MissingPassword(String),
     /// Connecting failed.
     #[error(transparent)]
-    Connect(#[from] crate::error::Error),
+    Connect(#[from] crate::net::error::ConnectError),
     /// Logging in or querying failed.
     #[error("reading the catalog of database {database:?} as user {user:?}: {source}")]
     Query {

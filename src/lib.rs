@@ -15,9 +15,11 @@
 //!   the full-duplex forwarding loop and its transaction-state tracking.
 //! - [`rewrite`]: pure SQL rewriting for column mapping rules (no I/O).
 //! - [`catalog`]: reads mapped tables' columns through pgshim's own login.
-//! - [`active`]: the rules in force, versioned, with per-database catalogs.
+//! - [`settings`] and [`active`]: the settings and the rules in force, versioned
+//!   and swapped together, with per-database catalogs.
 //! - [`usage`]: per rule, which clients still name the old columns, the new ones, or `*`.
-//! - [`admin`]: the admin HTTP listener and the Prometheus metrics.
+//! - [`admin`]: the admin HTTP listener; [`metrics`]: the Prometheus metric
+//!   families, a leaf every layer counts into.
 //! - [`reload`]: hot reload of `proxy.toml` with validation and the phase guard.
 //! - [`ops`]: migration operations (backfill, verify, plan, status) and their `pgshim`
 //!   schema of checkpoints and results.
@@ -37,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod ops;
 pub mod protocol;
@@ -44,6 +47,7 @@ pub mod reload;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod settings;
 pub mod usage;
 
 pub use config::Config;

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::active::{ActivateError, RulesVersion};
-use crate::admin::metrics::{self, metrics};
 use crate::config::{Config, ConfigError};
-use crate::error::Error;
-use crate::rewrite::{Phase, RuleSet};
-use crate::session::{Context, Settings};
+use crate::metrics::metrics;
+use crate::net::error::TlsSetupError;
+use crate::rewrite::RuleSet;
+use crate::session::Context;
+use crate::settings::Settings;
 
 /// A reload that changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +33,10 @@ pub enum ReloadError {
     FleetGuard(String),
     /// New upstream TLS settings cannot be used.
     #[error(transparent)]
-    Setup(#[from] Error),
+    Tls(#[from] TlsSetupError),
+    /// Settings that need a restart cannot be used (admin token, listener TLS).
+    #[error(transparent)]
+    Setup(#[from] crate::error::Error),
 }
 
 /// What a successful reload did.
@@ -133,22 +137,19 @@ impl Reloader {
         config.listen.clone_from(&current.config.listen);
         config.tls.clone_from(&current.config.tls);
         config.admin.clone_from(&current.config.admin);
-        let settings = Settings::new(Arc::new(config))?;
+        let settings = Arc::new(Settings::new(Arc::new(config))?);
         let old = self.ctx.rules.current();
-        let version =
-            RulesVersion::load(&settings.config, &settings.upstream, old.number + 1).await?;
+        let version = RulesVersion::load(Arc::clone(&settings), old.number + 1).await?;
         check_phase_steps(&old.rules, &version.rules).map_err(ReloadError::PhaseGuard)?;
         if let Some(fleet) = &self.fleet {
             crate::fleet::spread::check(&settings, &fleet.instance_id, &old.rules, &version.rules)
                 .await
                 .map_err(ReloadError::FleetGuard)?;
         }
-        version
-            .check_served(&old, &settings.config.upstream, &settings.upstream)
-            .await?;
+        version.check_served(&old).await?;
         let number = version.number;
-        publish(&version.rules, number);
-        self.ctx.settings.store(Arc::new(settings));
+        version.publish_metrics();
+        // Settings and rules go in force together.
         self.ctx.rules.store(version);
         if let Some(fleet) = &self.fleet {
             fleet.set_config_text(&text);
@@ -172,16 +173,6 @@ fn check_restart_only(config: &Config) -> Result<(), ReloadError> {
     Ok(())
 }
 
-/// Sets the rules gauges: version and each rule's phase.
-pub fn publish(rules: &RuleSet, version: u64) {
-    metrics().rules_version.set(version as f64);
-    // A new version starts with empty rewrite caches.
-    metrics().cache_size.set(0.0);
-    for rule in rules.rules() {
-        metrics::rule_phase(&rule.id, phase_rank(rule.phase) as f64);
-    }
-}
-
 /// Refuses a rule that jumps expand <-> contract without `force = true`.
 ///
 /// # Errors
@@ -191,7 +182,7 @@ pub fn check_phase_steps(old: &RuleSet, new: &RuleSet) -> Result<(), String> {
         let Some(before) = old.rules().iter().find(|r| r.id == rule.id) else {
             continue;
         };
-        if phase_rank(before.phase).abs_diff(phase_rank(rule.phase)) > 1 && !rule.force {
+        if before.phase.rank().abs_diff(rule.phase.rank()) > 1 && !rule.force {
             return Err(format!(
                 "rule {}: phase {} -> {} skips migrate; move one step at a time (expand <-> migrate <-> contract) or set force = true on the rule",
                 rule.id,
@@ -201,14 +192,6 @@ pub fn check_phase_steps(old: &RuleSet, new: &RuleSet) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn phase_rank(phase: Phase) -> u8 {
-    match phase {
-        Phase::Expand => 0,
-        Phase::Migrate => 1,
-        Phase::Contract => 2,
-    }
 }
 
 #[cfg(test)]

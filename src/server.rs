@@ -13,11 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::http::{self, Admin};
-use crate::admin::metrics::metrics;
 use crate::config::Config;
 use crate::error::Error;
 use crate::fleet;
-use crate::reload::{self, Reloader};
+use crate::metrics::metrics;
+use crate::reload::Reloader;
+use crate::session::SessionError;
 use crate::session::{self, Context};
 
 /// Extra time, past `shutdown_timeout_ms`, for sessions to say goodbye.
@@ -97,7 +98,7 @@ impl Server {
             }
         }
         let current = ctx.rules.current();
-        reload::publish(&current.rules, current.number);
+        current.publish_metrics();
         // Background tasks (file watcher, SIGHUP, admin) apart from sessions,
         // so shutdown reports and waits for sessions only where it should.
         let background = TaskTracker::new();
@@ -192,7 +193,7 @@ async fn accept_loop(
             None => {
                 metrics().rejected_max_connections.increment(1);
                 tracing::warn!(client = %peer, max_connections = max, "connection rejected: too many connections");
-                tracker.spawn(reject(tcp, Error::TooManyConnections(max)));
+                tracker.spawn(reject(tcp, SessionError::TooManyConnections(max)));
             }
         }
     }
@@ -322,7 +323,7 @@ async fn reload_on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) 
     }
 }
 
-async fn reject(mut tcp: TcpStream, error: Error) {
+async fn reject(mut tcp: TcpStream, error: SessionError) {
     let mut out = BytesMut::new();
     error.to_error_response(&mut out);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {

@@ -235,7 +235,7 @@ impl Board {
 
 impl RuleCounters {
     fn new(rule: &str) -> RuleCounters {
-        let handles = Shape::ALL.map(|s| crate::admin::metrics::column_usage(rule, s.label()));
+        let handles = Shape::ALL.map(|s| crate::metrics::column_usage(rule, s.label()));
         RuleCounters {
             counts: Default::default(),
             last_ms: Default::default(),

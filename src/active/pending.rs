@@ -30,19 +30,16 @@ pub async fn activate_pending(ctx: Arc<Context>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(RETRY_MAX);
-        let settings = ctx.settings();
         let mut passed = true;
         for database in &pending {
-            let loaded = version
-                .check(database, &settings.config.upstream, &settings.upstream)
-                .await;
+            let loaded = version.check(database).await;
             passed &= loaded.failure.is_none();
         }
         if passed {
             let next = version.successor();
-            let (rules, number) = (next.rules.clone(), next.number);
+            let number = next.number;
             if ctx.rules.replace(&version, next) {
-                crate::reload::publish(&rules, number);
+                ctx.rules.current().publish_metrics();
                 tracing::info!(databases = ?pending, version = number, "catalog checks passed: rules active");
             }
         }

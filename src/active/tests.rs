@@ -3,25 +3,24 @@ use std::time::Duration;
 
 use super::databases::KEPT_UNUSED;
 use super::*;
+use crate::config::Config;
 
 fn config(text: &str) -> Config {
     Config::from_toml(text, std::path::Path::new("test.toml")).unwrap()
 }
 
-fn version(config: &Config) -> (RulesVersion, Upstream) {
-    let upstream = Upstream::from_config(&config.upstream).unwrap();
-    (RulesVersion::new(config, 1).unwrap(), upstream)
+fn version(config: &Config) -> RulesVersion {
+    let settings = Settings::new(Arc::new(config.clone())).unwrap();
+    RulesVersion::new(Arc::new(settings), 1).unwrap()
 }
 
 #[tokio::test]
 async fn many_database_names_keep_a_bounded_state() {
     let config = config("");
-    let (version, upstream) = version(&config);
-    let held: Vec<_> = futures_held(&version, &upstream, 10).await;
+    let version = version(&config);
+    let held: Vec<_> = futures_held(&version, 10).await;
     for i in 0..10_000 {
-        let db = version
-            .for_database(&format!("db{i}"), &config.upstream, &upstream)
-            .await;
+        let db = version.for_database(&format!("db{i}")).await;
         assert!(db.state.is_ok());
     }
     assert!(
@@ -31,9 +30,7 @@ async fn many_database_names_keep_a_bounded_state() {
     );
     // Databases in use are never forgotten: they still share their state.
     for (i, db) in held.iter().enumerate() {
-        let again = version
-            .for_database(&format!("held{i}"), &config.upstream, &upstream)
-            .await;
+        let again = version.for_database(&format!("held{i}")).await;
         assert!(
             Arc::ptr_eq(db, &again),
             "held{i} was forgotten while in use"
@@ -41,15 +38,10 @@ async fn many_database_names_keep_a_bounded_state() {
     }
 }
 
-async fn futures_held(version: &RulesVersion, upstream: &Upstream, n: usize) -> Vec<Arc<DbRules>> {
+async fn futures_held(version: &RulesVersion, n: usize) -> Vec<Arc<DbRules>> {
     let mut held = Vec::new();
     for i in 0..n {
-        let cfg = UpstreamConfig::default();
-        held.push(
-            version
-                .for_database(&format!("held{i}"), &cfg, upstream)
-                .await,
-        );
+        held.push(version.for_database(&format!("held{i}")).await);
     }
     held
 }
@@ -78,19 +70,15 @@ async fn failed_catalog_read_is_remembered_not_retried_by_every_session() {
     let config = config(&format!(
         "[upstream]\nport = {port}\ntls = \"disable\"\nuser = \"pgshim\"\n{RULE}"
     ));
-    let (version, upstream) = version(&config);
+    let version = version(&config);
     for _ in 0..50 {
-        let db = version
-            .for_database("app", &config.upstream, &upstream)
-            .await;
+        let db = version.for_database("app").await;
         assert!(db.state.is_err(), "the catalog cannot be read");
     }
     assert_eq!(connections.load(Ordering::SeqCst), 1);
     // After the window a session tries again.
     tokio::time::sleep(databases::FAILURE_TTL + Duration::from_millis(100)).await;
-    let db = version
-        .for_database("app", &config.upstream, &upstream)
-        .await;
+    let db = version.for_database("app").await;
     assert!(db.state.is_err());
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
@@ -101,11 +89,11 @@ async fn unreachable_named_database_is_pending_not_fatal() {
     let config = config(&format!(
         "[upstream]\nport = {port}\ntls = \"disable\"\nuser = \"pgshim\"\n{RULE}database = \"app\"\n"
     ));
-    let upstream = Upstream::from_config(&config.upstream).unwrap();
-    let live = LiveRules::load(&config, &upstream).await.unwrap();
+    let settings = Arc::new(Settings::new(Arc::new(config)).unwrap());
+    let live = LiveRules::load(Arc::clone(&settings)).await.unwrap();
     let pending = live.current().pending();
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0].0, "app");
     // A reload, by contrast, must not activate rules it could not check.
-    assert!(RulesVersion::load(&config, &upstream, 2).await.is_err());
+    assert!(RulesVersion::load(settings, 2).await.is_err());
 }

@@ -29,9 +29,9 @@ impl LiveRules {
         loop {
             let current = self.current();
             let next = current.successor_without(Some(database));
-            let (rules, number) = (next.rules.clone(), next.number);
+            let number = next.number;
             if self.replace(&current, next) {
-                crate::reload::publish(&rules, number);
+                self.current().publish_metrics();
                 tracing::info!(
                     database,
                     version = number,
@@ -54,7 +54,7 @@ pub async fn watch_catalogs(ctx: Arc<Context>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(CHECK_INTERVAL) => {}
         }
         let version = ctx.rules.current();
-        let settings = ctx.settings();
+        let settings = &version.settings;
         for (database, held) in version.catalogs() {
             let Ok(held_catalog) = &held.state else {
                 continue;

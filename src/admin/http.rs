@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::handle;
+use crate::metrics::handle;
 use crate::reload::Reloader;
 use crate::session::Context;
 

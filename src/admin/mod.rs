@@ -1,3 +1,3 @@
-//! What operators talk to: Prometheus metrics and the admin HTTP listener.
+//! What operators talk to: the admin HTTP listener (health, rules, reload,
+//! metrics rendered from [`crate::metrics`]).
 pub mod http;
-pub mod metrics;

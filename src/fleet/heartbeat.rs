@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::{self, Beat, Phases};
 use super::{next_phases, registry_databases, unix_ms, Identity, Shared};
-use crate::session::{Context, Settings};
+use crate::session::Context;
+use crate::settings::Settings;
 
 /// How long deregistering may hold up shutdown.
 const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);

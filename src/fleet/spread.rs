@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use super::registry::{self, Instance, Liveness};
 use super::registry_database;
 use crate::rewrite::{Phase, RuleSet};
-use crate::session::Settings;
+use crate::settings::Settings;
 
 /// Refuses `new` when a rule whose phase it changes would be two steps from
 /// a live instance other than `own_id`; rules with `force = true` are exempt.

@@ -10,8 +10,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use super::error::TlsSetupError;
 use crate::config::{ClientTlsConfig, UpstreamConfig, UpstreamTls};
-use crate::error::Error;
 
 /// ALPN protocol name for direct TLS connections (PostgreSQL 17).
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -27,17 +27,17 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// Builds the client-facing acceptor from `[tls]`.
 ///
 /// # Errors
-/// [`Error::TlsSetup`] naming the file that could not be read or used.
-pub fn acceptor(cfg: &ClientTlsConfig) -> Result<TlsAcceptor, Error> {
+/// [`TlsSetupError`] naming the file that could not be read or used.
+pub fn acceptor(cfg: &ClientTlsConfig) -> Result<TlsAcceptor, TlsSetupError> {
     let certs = read_certs(&cfg.cert)?;
     let key = read_key(&cfg.key)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::TlsSetup(format!("TLS setup failed: {e}")))?
+        .map_err(|e| TlsSetupError(format!("TLS setup failed: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| {
-            Error::TlsSetup(format!(
+            TlsSetupError(format!(
                 "[tls] cert {} and key {} cannot be used together: {e}",
                 cfg.cert.display(),
                 cfg.key.display()
@@ -50,11 +50,11 @@ pub fn acceptor(cfg: &ClientTlsConfig) -> Result<TlsAcceptor, Error> {
 /// Builds the upstream connector for `[upstream] tls`; `None` for `disable`.
 ///
 /// # Errors
-/// [`Error::TlsSetup`] when `ca_file` cannot be read.
-pub fn connector(cfg: &UpstreamConfig) -> Result<Option<TlsConnector>, Error> {
+/// [`TlsSetupError`] when `ca_file` cannot be read.
+pub fn connector(cfg: &UpstreamConfig) -> Result<Option<TlsConnector>, TlsSetupError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::TlsSetup(format!("TLS setup failed: {e}")))?;
+        .map_err(|e| TlsSetupError(format!("TLS setup failed: {e}")))?;
     let config = match cfg.tls {
         UpstreamTls::Disable => return Ok(None),
         UpstreamTls::Prefer | UpstreamTls::Require => builder
@@ -64,11 +64,11 @@ pub fn connector(cfg: &UpstreamConfig) -> Result<Option<TlsConnector>, Error> {
         UpstreamTls::VerifyFull => {
             let mut roots = rustls::RootCertStore::empty();
             let path = cfg.ca_file.as_deref().ok_or_else(|| {
-                Error::TlsSetup("[upstream] tls = \"verify-full\" needs ca_file".into())
+                TlsSetupError("[upstream] tls = \"verify-full\" needs ca_file".into())
             })?;
             for cert in read_certs(path)? {
                 roots.add(cert).map_err(|e| {
-                    Error::TlsSetup(format!("[upstream] ca_file {}: {e}", path.display()))
+                    TlsSetupError(format!("[upstream] ca_file {}: {e}", path.display()))
                 })?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
@@ -80,22 +80,22 @@ pub fn connector(cfg: &UpstreamConfig) -> Result<Option<TlsConnector>, Error> {
 /// The name the server certificate is checked against.
 ///
 /// # Errors
-/// [`Error::TlsSetup`] when `host` is neither a DNS name nor an IP address.
-pub fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
+/// [`TlsSetupError`] when `host` is neither a DNS name nor an IP address.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsSetupError> {
     ServerName::try_from(host.to_owned()).map_err(|e| {
-        Error::TlsSetup(format!(
+        TlsSetupError(format!(
             "[upstream] host {host:?} is not a valid TLS server name: {e}"
         ))
     })
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let pem = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::TlsSetup(format!("{}: invalid PEM: {e}", path.display())))?;
+        .map_err(|e| TlsSetupError(format!("{}: invalid PEM: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(Error::TlsSetup(format!(
+        return Err(TlsSetupError(format!(
             "{}: no certificate found",
             path.display()
         )));
@@ -103,18 +103,18 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     let pem = read(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         pem::Error::NoItemsFound => {
-            Error::TlsSetup(format!("{}: no private key found", path.display()))
+            TlsSetupError(format!("{}: no private key found", path.display()))
         }
-        e => Error::TlsSetup(format!("{}: invalid PEM: {e}", path.display())),
+        e => TlsSetupError(format!("{}: invalid PEM: {e}", path.display())),
     })
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| Error::TlsSetup(format!("cannot read {}: {e}", path.display())))
+fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path).map_err(|e| TlsSetupError(format!("cannot read {}: {e}", path.display())))
 }
 
 /// `prefer` and `require`: encrypt, but accept any certificate, as libpq does.

@@ -6,10 +6,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::error::{ConnectError, TlsSetupError, UpstreamCause};
 use super::stream::Stream;
 use super::tls;
 use crate::config::{UpstreamConfig, UpstreamTls};
-use crate::error::Error;
 use crate::protocol::startup::encode_ssl_request;
 
 /// How to reach the server; built once from the config and shared by sessions.
@@ -30,8 +30,8 @@ impl Upstream {
     /// Prepares connections per `[upstream]`.
     ///
     /// # Errors
-    /// [`Error::TlsSetup`] when the CA file or host name cannot be used.
-    pub fn from_config(cfg: &UpstreamConfig) -> Result<Upstream, Error> {
+    /// [`TlsSetupError`] when the CA file or host name cannot be used.
+    pub fn from_config(cfg: &UpstreamConfig) -> Result<Upstream, TlsSetupError> {
         Ok(Upstream {
             host: cfg.host.clone(),
             port: cfg.port,
@@ -51,53 +51,47 @@ impl Upstream {
     /// Opens a connection, negotiating TLS per the policy, within the connect timeout.
     ///
     /// # Errors
-    /// [`Error::UpstreamConnect`] naming `host:port` and the cause.
-    pub async fn connect(&self) -> Result<Stream, Error> {
+    /// [`ConnectError`] naming `host:port` and the cause.
+    pub async fn connect(&self) -> Result<Stream, ConnectError> {
         match tokio::time::timeout(self.connect_timeout, self.connect_inner()).await {
             Ok(result) => result.map_err(|cause| self.connect_error(cause)),
-            Err(_) => Err(self.connect_error(format!(
-                "timed out after {} ms ([upstream] connect_timeout_ms)",
-                self.connect_timeout.as_millis()
-            ))),
+            Err(_) => {
+                Err(self.connect_error(UpstreamCause::Timeout(self.connect_timeout.as_millis())))
+            }
         }
     }
 
     /// The error for a connection that failed with `cause`.
-    pub fn connect_error(&self, cause: impl Into<String>) -> Error {
-        Error::UpstreamConnect {
+    pub fn connect_error(&self, cause: UpstreamCause) -> ConnectError {
+        ConnectError {
             addr: self.addr.clone(),
-            cause: cause.into(),
+            cause,
         }
     }
 
-    async fn connect_inner(&self) -> Result<Stream, String> {
+    async fn connect_inner(&self) -> Result<Stream, UpstreamCause> {
         let mut tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| e.to_string())?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+            .map_err(UpstreamCause::Io)?;
+        tcp.set_nodelay(true).map_err(UpstreamCause::Io)?;
         let Some(connector) = &self.connector else {
             return Ok(Stream::Tcp(tcp));
         };
         tcp.write_all(&encode_ssl_request())
             .await
-            .map_err(|e| e.to_string())?;
-        let answer = tcp
-            .read_u8()
-            .await
-            .map_err(|e| format!("reading the answer to SSLRequest: {e}"))?;
+            .map_err(UpstreamCause::Io)?;
+        let answer = tcp.read_u8().await.map_err(UpstreamCause::SslAnswer)?;
         match (answer, self.policy) {
             (b'S', _) => {
                 let tls = connector
                     .connect(self.server_name.clone(), tcp)
                     .await
-                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                    .map_err(UpstreamCause::Handshake)?;
                 Ok(Stream::ToServerTls(Box::new(tls)))
             }
             (b'N', UpstreamTls::Prefer) => Ok(Stream::Tcp(tcp)),
-            (b'N', _) => {
-                Err("the server does not support TLS, which [upstream] tls requires".into())
-            }
-            (other, _) => Err(format!("unexpected answer 0x{other:02x} to SSLRequest")),
+            (b'N', _) => Err(UpstreamCause::TlsUnsupported),
+            (other, _) => Err(UpstreamCause::UnexpectedSslAnswer(other)),
         }
     }
 }

@@ -27,7 +27,7 @@ pub enum OpsError {
     Catalog(#[from] CatalogError),
     /// The upstream TLS settings cannot be used.
     #[error("cannot prepare the upstream connection: {0}")]
-    Upstream(#[from] crate::error::Error),
+    Upstream(#[from] crate::net::error::TlsSetupError),
     /// The mapped table does not exist.
     #[error("rule {rule}: table {table} does not exist in database {database}")]
     MissingTable {

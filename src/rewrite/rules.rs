@@ -154,6 +154,16 @@ impl std::str::FromStr for Phase {
 }
 
 impl Phase {
+    /// 0 for expand, 1 for migrate, 2 for contract: the `pgshim_rule_phase`
+    /// gauge, and how many steps separate two phases.
+    pub fn rank(self) -> u8 {
+        match self {
+            Phase::Expand => 0,
+            Phase::Migrate => 1,
+            Phase::Contract => 2,
+        }
+    }
+
     /// The phase's name, as in the config and in metric labels.
     pub fn name(self) -> &'static str {
         match self {

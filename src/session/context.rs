@@ -1,47 +1,23 @@
-//! What every session shares: TLS, the live settings, the rules, shutdown.
+//! What every session shares: TLS, the settings and rules in force, shutdown.
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::active::LiveRules;
 use crate::config::Config;
 use crate::error::Error;
-use crate::net::upstream::Upstream;
-
-/// Settings that a reload may replace; a session takes one snapshot when it
-/// starts and keeps it.
-pub struct Settings {
-    /// The configuration in force.
-    pub config: Arc<Config>,
-    /// How to reach the server, built from `config.upstream`.
-    pub upstream: Upstream,
-}
+use crate::settings::Settings;
 
 /// Shared by every session.
 pub struct Context {
     /// Client-facing TLS, when `[tls]` is set (changes need a restart).
     pub acceptor: Option<TlsAcceptor>,
-    /// The settings in force.
-    pub settings: ArcSwap<Settings>,
-    /// The rewrite rules in force.
+    /// The rules in force, each version with the settings it was checked
+    /// with: one swap replaces both.
     pub rules: LiveRules,
     /// Cancelled when pgshim starts shutting down.
     pub shutdown: CancellationToken,
-}
-
-// === impl Settings ===
-
-impl Settings {
-    /// Builds settings from a configuration.
-    ///
-    /// # Errors
-    /// [`Error::TlsSetup`] when the upstream CA file or host name cannot be used.
-    pub fn new(config: Arc<Config>) -> Result<Settings, Error> {
-        let upstream = Upstream::from_config(&config.upstream)?;
-        Ok(Settings { config, upstream })
-    }
 }
 
 // === impl Context ===
@@ -59,11 +35,10 @@ impl Context {
             .as_ref()
             .map(crate::net::tls::acceptor)
             .transpose()?;
-        let settings = Settings::new(config)?;
-        let rules = LiveRules::load(&settings.config, &settings.upstream).await?;
+        let settings = Arc::new(Settings::new(config)?);
+        let rules = LiveRules::load(settings).await?;
         Ok(Context {
             acceptor,
-            settings: ArcSwap::from_pointee(settings),
             rules,
             shutdown,
         })
@@ -71,6 +46,6 @@ impl Context {
 
     /// The settings in force now.
     pub fn settings(&self) -> Arc<Settings> {
-        self.settings.load_full()
+        Arc::clone(&self.rules.current().settings)
     }
 }

@@ -3,6 +3,7 @@
 pub mod cancel;
 pub mod context;
 mod core;
+pub mod error;
 mod relay;
 pub mod startup;
 
@@ -15,12 +16,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::admin::metrics::metrics;
-use crate::error::Error;
+use crate::metrics::metrics;
+use crate::net::error::UpstreamCause;
 use crate::net::{Stream, Writer};
 use crate::protocol::startup::StartupParams;
 use crate::protocol::{Framer, TERMINATE_TAG};
-pub use context::{Context, Settings};
+use crate::settings::Settings;
+pub use context::Context;
+pub use error::{SessionError, Side};
 use relay::{End, Link, Pump, ToClientSide, ToServerSide};
 use startup::Negotiated;
 
@@ -49,7 +52,9 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
             let error = &failed.error;
             if matches!(
                 error,
-                Error::ClientFrame(_) | Error::Startup(_) | Error::UnencryptedAfterSslRequest
+                SessionError::ClientFrame(_)
+                    | SessionError::Startup(_)
+                    | SessionError::UnencryptedAfterSslRequest
             ) {
                 metrics().protocol_errors_client.increment(1);
             }
@@ -100,6 +105,7 @@ impl Session<'_> {
         let outcome = match self.settings.upstream.connect().await {
             Ok(server) => self.relay(client, server, packet, leftover, &link).await,
             Err(error) => {
+                let error = SessionError::from(error);
                 metrics().upstream_connect_failures.increment(1);
                 farewell(&mut client, &error).await;
                 Err(error)
@@ -112,7 +118,7 @@ impl Session<'_> {
                 tracing::info!(client = %peer, user = %user, database = %database, duration_ms, bytes_in, bytes_out, reason = ?end, "connection closed")
             }
             Err(error) => {
-                if let Error::ClientFrame(_) = error {
+                if let SessionError::ClientFrame(_) = error {
                     metrics().protocol_errors_client.increment(1);
                 }
                 tracing::info!(client = %peer, user = %user, database = %database, duration_ms, bytes_in, bytes_out, error = %error, side = ?error.side(), "connection closed")
@@ -127,14 +133,15 @@ impl Session<'_> {
         packet: &[u8],
         mut client_buf: BytesMut,
         link: &Link,
-    ) -> Result<End, Error> {
+    ) -> Result<End, SessionError> {
         let upstream = self.settings.upstream.addr();
         let sent = async {
             server.write_all(packet).await?;
             server.flush().await
         };
         if let Err(e) = sent.await {
-            let error = self.settings.upstream.connect_error(e.to_string());
+            let error =
+                SessionError::from(self.settings.upstream.connect_error(UpstreamCause::Io(e)));
             let mut client = client;
             farewell(&mut client, &error).await;
             return Err(error);
@@ -169,14 +176,13 @@ impl Session<'_> {
         let up = ToServerSide {
             addr: upstream,
             ctx: self.ctx,
-            settings: self.settings,
             database: &self.params.database,
             client: &usage_client,
         };
         let outcome = tokio::select! {
             r = upward.client_to_server(link, up) => r,
             r = downward.server_to_client(link, down) => r,
-            _ = startup_expired(self.deadline, link) => Err(Error::StartupTimeout(limits.startup_timeout_ms)),
+            _ = startup_expired(self.deadline, link) => Err(SessionError::StartupTimeout(limits.startup_timeout_ms)),
         };
         finish(
             &outcome,
@@ -192,12 +198,12 @@ impl Session<'_> {
 /// Tells the client why the session ends (when it can still hear it) and
 /// lets the server end its backend cleanly.
 async fn finish(
-    outcome: &Result<End, Error>,
+    outcome: &Result<End, SessionError>,
     at_boundary: bool,
     client_w: &mut Writer,
     server_w: &mut Writer,
 ) {
-    let shutting_down = Error::ShuttingDown;
+    let shutting_down = SessionError::ShuttingDown;
     let error = match outcome {
         Ok(End::Shutdown) => Some(&shutting_down),
         Ok(_) => None,
@@ -234,7 +240,7 @@ async fn close_quietly<W: tokio::io::AsyncWrite + Unpin>(client: &mut W) {
 }
 
 /// Writes the FATAL ErrorResponse for `error` and closes the write side.
-async fn farewell<W: tokio::io::AsyncWrite + Unpin>(client: &mut W, error: &Error) {
+async fn farewell<W: tokio::io::AsyncWrite + Unpin>(client: &mut W, error: &SessionError) {
     let mut out = BytesMut::new();
     error.to_error_response(&mut out);
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, async {

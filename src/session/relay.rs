@@ -21,14 +21,15 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::metrics::{self, metrics};
-use crate::error::Error;
+use super::error::SessionError;
+use crate::metrics::{self, metrics};
+use crate::net::error::UpstreamCause;
 use crate::net::{Reader, Writer};
 use crate::protocol::{
     Frame, Framer, Header, ERROR_RESPONSE_TAG, MAX_AUTH_MESSAGE_LEN, TERMINATE_TAG,
 };
 
-use super::context::{Context, Settings};
+use super::context::Context;
 use super::core::{Activity, AuthStep, Core, SessionRules, StatementOutcome, ToClient, ToServer};
 
 /// Minimum free space before each read.
@@ -138,13 +139,13 @@ impl Link {
 
     /// Sends pgshim's query for the session's search path when it is due,
     /// and waits for its answer, so the next statement is rewritten with it.
-    async fn read_search_path(&self, pump: &mut Pump<'_>, addr: &str) -> Result<(), Error> {
+    async fn read_search_path(&self, pump: &mut Pump<'_>, addr: &str) -> Result<(), SessionError> {
         let Some(probe) = self.core().probe_now() else {
             return Ok(());
         };
         pump.write_flushed(&probe)
             .await
-            .map_err(|e| lost(addr, &e))?;
+            .map_err(|e| lost(addr, UpstreamCause::Io(e)))?;
         if !self.wait_for(CHECK_TIMEOUT, Core::probed).await {
             tracing::warn!("no answer to pgshim's query of the session's search_path within 5 s; statements go on with the path known before");
         }
@@ -170,8 +171,6 @@ pub(crate) struct ToServerSide<'a> {
     pub addr: &'a str,
     /// Where new rules come from.
     pub ctx: &'a Context,
-    /// The session's settings (pgshim's login, to read catalogs).
-    pub settings: &'a Settings,
     /// The database the session is in.
     pub database: &'a str,
     /// Who the client is, for the old-name usage board.
@@ -207,26 +206,20 @@ impl Pump<'_> {
     /// Forwards client messages to the server until the client terminates.
     ///
     /// # Errors
-    /// [`Error::ClientFrame`] for bytes that cannot be framed,
-    /// [`Error::ClientIo`] and [`Error::UpstreamLost`] for broken connections.
+    /// [`SessionError::ClientFrame`] for bytes that cannot be framed,
+    /// [`SessionError::ClientIo`] and [`SessionError::UpstreamLost`] for broken connections.
     pub(crate) async fn client_to_server(
         mut self,
         link: &Link,
         up: ToServerSide<'_>,
-    ) -> Result<End, Error> {
+    ) -> Result<End, SessionError> {
         if let Authenticated::ClientLeft(end) = self.relay_authentication(link, up.addr).await? {
             return Ok(end);
         }
         // Only now, with the login accepted by Postgres, may the client's
         // database name reach the rules, the catalog and the caches.
         let version = up.ctx.rules.current();
-        let db = version
-            .for_database(
-                up.database,
-                &up.settings.config.upstream,
-                &up.settings.upstream,
-            )
-            .await;
+        let db = version.for_database(up.database).await;
         let _ = link.core().take_rules(SessionRules::new(&version, db));
         drop(version);
         let addr = up.addr;
@@ -234,7 +227,7 @@ impl Pump<'_> {
             if let Some(queries) = refresh(link, &up).await {
                 self.write_flushed(&queries)
                     .await
-                    .map_err(|e| lost(addr, &e))?;
+                    .map_err(|e| lost(addr, UpstreamCause::Io(e)))?;
             }
             link.read_search_path(&mut self, addr).await?;
             let (mut off, mut terminated) = (0, false);
@@ -245,7 +238,7 @@ impl Pump<'_> {
                     while let Some(frame) = self
                         .framer
                         .next(&self.buf[off..], |t| core.client_wants_whole(t))
-                        .map_err(Error::ClientFrame)?
+                        .map_err(SessionError::ClientFrame)?
                     {
                         match frame {
                             Frame::Raw { tag, len } => {
@@ -289,7 +282,9 @@ impl Pump<'_> {
                         settle,
                     } => (len, action, settle),
                 };
-                self.forward(off).await.map_err(|e| lost(addr, &e))?;
+                self.forward(off)
+                    .await
+                    .map_err(|e| lost(addr, UpstreamCause::Io(e)))?;
                 self.buf.advance(len);
                 let mut sent = off;
                 off = 0;
@@ -300,14 +295,14 @@ impl Pump<'_> {
                         ToServer::Send(bytes) => {
                             self.write_flushed(&bytes)
                                 .await
-                                .map_err(|e| lost(addr, &e))?;
+                                .map_err(|e| lost(addr, UpstreamCause::Io(e)))?;
                             sent += bytes.len();
                             break;
                         }
                         ToServer::SendAndCheck(bytes) => {
                             self.write_flushed(&bytes)
                                 .await
-                                .map_err(|e| lost(addr, &e))?;
+                                .map_err(|e| lost(addr, UpstreamCause::Io(e)))?;
                             sent += bytes.len();
                             if !link.wait_for(CHECK_TIMEOUT, Core::verdict_ready).await {
                                 tracing::warn!("no answer to pgshim's check of a re-prepared statement within 5 s; the client's message goes on unchecked");
@@ -325,7 +320,9 @@ impl Pump<'_> {
                     }
                 }
             }
-            self.forward(off).await.map_err(|e| lost(addr, &e))?;
+            self.forward(off)
+                .await
+                .map_err(|e| lost(addr, UpstreamCause::Io(e)))?;
             self.count_from_client(link, off);
             if terminated {
                 return Ok(End::ClientTerminated);
@@ -352,19 +349,19 @@ impl Pump<'_> {
     /// is accepted.
     ///
     /// # Errors
-    /// [`Error::ClientFrame`] for an invalid or oversized message,
-    /// [`Error::ClientIo`] and [`Error::UpstreamLost`] for broken connections.
+    /// [`SessionError::ClientFrame`] for an invalid or oversized message,
+    /// [`SessionError::ClientIo`] and [`SessionError::UpstreamLost`] for broken connections.
     async fn relay_authentication(
         &mut self,
         link: &Link,
         addr: &str,
-    ) -> Result<Authenticated, Error> {
+    ) -> Result<Authenticated, SessionError> {
         loop {
             let (mut off, mut waiting, mut terminated) = (0, false, false);
             {
                 let mut core = link.core();
                 while let Some(h) = Header::parse(&self.buf[off..], MAX_AUTH_MESSAGE_LEN)
-                    .map_err(Error::ClientFrame)?
+                    .map_err(SessionError::ClientFrame)?
                 {
                     let step = core.auth_step(h.tag);
                     if step == AuthStep::Hold {
@@ -382,7 +379,9 @@ impl Pump<'_> {
                     }
                 }
             }
-            self.forward(off).await.map_err(|e| lost(addr, &e))?;
+            self.forward(off)
+                .await
+                .map_err(|e| lost(addr, UpstreamCause::Io(e)))?;
             self.count_from_client(link, off);
             if terminated {
                 return Ok(Authenticated::ClientLeft(End::ClientTerminated));
@@ -403,22 +402,25 @@ impl Pump<'_> {
     }
 
     /// Reads more client bytes, growing the buffer only as bytes arrive.
-    async fn read_more(&mut self) -> Result<usize, Error> {
+    async fn read_more(&mut self) -> Result<usize, SessionError> {
         reserve_for_read(self.buf, self.framer);
-        self.from.read_buf(self.buf).await.map_err(Error::ClientIo)
+        self.from
+            .read_buf(self.buf)
+            .await
+            .map_err(SessionError::ClientIo)
     }
 
     /// Forwards server messages to the client, tracking ReadyForQuery, hiding
     /// channel binding during authentication, and handling shutdown.
     ///
     /// # Errors
-    /// [`Error::UpstreamLost`] when the server goes away unexpectedly,
-    /// [`Error::ClientIo`] when the client does.
+    /// [`SessionError::UpstreamLost`] when the server goes away unexpectedly,
+    /// [`SessionError::ClientIo`] when the client does.
     pub(crate) async fn server_to_client(
         mut self,
         link: &Link,
         down: ToClientSide<'_>,
-    ) -> Result<End, Error> {
+    ) -> Result<End, SessionError> {
         let mut last_tag = 0u8;
         let mut draining = false;
         // Created once: registering a fresh waiter or timer per read would
@@ -437,9 +439,9 @@ impl Pump<'_> {
                     // After an ErrorResponse (a FATAL such as pg_terminate_backend's)
                     // the end is the server's, even when it comes as a reset.
                     Ok(0) | Err(_) if last_tag == ERROR_RESPONSE_TAG => return Ok(End::ServerClosedAfterError),
-                    Ok(0) => return Err(lost(down.upstream, &"server closed the connection unexpectedly")),
+                    Ok(0) => return Err(lost(down.upstream, UpstreamCause::Closed)),
                     Ok(_) => {}
-                    Err(e) => return Err(lost(down.upstream, &e)),
+                    Err(e) => return Err(lost(down.upstream, UpstreamCause::Io(e))),
                 },
                 _ = &mut shutdown, if !draining => {
                     draining = true;
@@ -456,7 +458,7 @@ impl Pump<'_> {
         link: &Link,
         down: &ToClientSide<'_>,
         last_tag: &mut u8,
-    ) -> Result<(), Error> {
+    ) -> Result<(), SessionError> {
         let mut off = 0;
         loop {
             let found = {
@@ -468,7 +470,7 @@ impl Pump<'_> {
                     .next(&self.buf[off..], |t| core.server_wants_whole(t))
                     .map_err(|e| {
                         metrics().protocol_errors_server.increment(1);
-                        lost(down.upstream, &e)
+                        lost(down.upstream, UpstreamCause::Frame(e))
                     })?
                 {
                     match frame {
@@ -511,18 +513,20 @@ impl Pump<'_> {
             self.buf.advance(len);
             off = 0;
             if let ToClient::Send(bytes) = action {
-                self.write_flushed(&bytes).await.map_err(Error::ClientIo)?;
+                self.write_flushed(&bytes)
+                    .await
+                    .map_err(SessionError::ClientIo)?;
             }
         }
         self.send_to_client(off, link).await
     }
 
-    async fn send_to_client(&mut self, len: usize, link: &Link) -> Result<(), Error> {
+    async fn send_to_client(&mut self, len: usize, link: &Link) -> Result<(), SessionError> {
         if len == 0 {
             return Ok(());
         }
         link.client_at_boundary.store(false, Relaxed);
-        self.forward(len).await.map_err(Error::ClientIo)?;
+        self.forward(len).await.map_err(SessionError::ClientIo)?;
         link.client_at_boundary
             .store(self.framer.at_boundary(), Relaxed);
         link.from_server.fetch_add(len as u64, Relaxed);
@@ -571,13 +575,7 @@ async fn refresh(link: &Link, up: &ToServerSide<'_>) -> Option<BytesMut> {
         return None;
     }
     let version = up.ctx.rules.current();
-    let db = version
-        .for_database(
-            up.database,
-            &up.settings.config.upstream,
-            &up.settings.upstream,
-        )
-        .await;
+    let db = version.for_database(up.database).await;
     link.core().take_rules(SessionRules::new(&version, db))
 }
 
@@ -636,9 +634,9 @@ fn reserve_for_read(buf: &mut BytesMut, framer: &Framer) {
     buf.reserve(READ_CHUNK.max(missing));
 }
 
-fn lost(upstream: &str, cause: &dyn std::fmt::Display) -> Error {
-    Error::UpstreamLost {
+fn lost(upstream: &str, cause: UpstreamCause) -> SessionError {
+    SessionError::UpstreamLost {
         addr: upstream.to_owned(),
-        cause: cause.to_string(),
+        cause,
     }
 }

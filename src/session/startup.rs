@@ -4,12 +4,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::error::Error;
+use super::error::SessionError;
 use crate::net::tls::ALPN_POSTGRESQL;
 use crate::net::Stream;
 use crate::protocol::startup::{self, Packet, StartupParams};
 
-use super::{Context, Settings};
+use super::Context;
+use crate::settings::Settings;
 
 /// First byte of a TLS handshake record: a direct-TLS client (PostgreSQL 17).
 const TLS_HANDSHAKE_BYTE: u8 = 0x16;
@@ -42,7 +43,7 @@ pub struct Failed {
     /// The connection, when it is still usable.
     pub client: Option<Stream>,
     /// Why.
-    pub error: Error,
+    pub error: SessionError,
 }
 
 // === impl Failed ===
@@ -55,8 +56,8 @@ impl Failed {
     /// closed without a word.
     pub fn answered(&self) -> bool {
         match &self.error {
-            Error::Startup(e) => e.answered(),
-            Error::ClientIo(_) | Error::ClientTls(_) => false,
+            SessionError::Startup(e) => e.answered(),
+            SessionError::ClientIo(_) | SessionError::ClientTls(_) => false,
             _ => true,
         }
     }
@@ -91,7 +92,7 @@ pub async fn negotiate(
         let n = tcp
             .peek(&mut first)
             .await
-            .map_err(|e| fail(None, Error::ClientIo(e)))?;
+            .map_err(|e| fail(None, SessionError::ClientIo(e)))?;
         if n == 1 && first[0] == TLS_HANDSHAKE_BYTE {
             client = accept_tls(acceptor, client, true).await?;
         }
@@ -108,7 +109,7 @@ pub async fn negotiate(
             Packet::Startup(params) => {
                 let required = settings.config.tls.as_ref().is_some_and(|t| t.required);
                 if required && !client.is_tls() {
-                    return Err(fail(Some(client), Error::TlsRequired));
+                    return Err(fail(Some(client), SessionError::TlsRequired));
                 }
                 return Ok(Negotiated::Session {
                     client,
@@ -124,19 +125,25 @@ pub async fn negotiate(
                 })
             }
             Packet::GssEncRequest if gss_answered => {
-                return Err(fail(Some(client), Error::DuplicateRequest("GSSENCRequest")))
+                return Err(fail(
+                    Some(client),
+                    SessionError::DuplicateRequest("GSSENCRequest"),
+                ))
             }
             Packet::GssEncRequest => {
                 gss_answered = true;
                 answer(&mut client, b'N').await?;
             }
             Packet::SslRequest if client.is_tls() => {
-                return Err(fail(Some(client), Error::DuplicateRequest("SSLRequest")))
+                return Err(fail(
+                    Some(client),
+                    SessionError::DuplicateRequest("SSLRequest"),
+                ))
             }
             Packet::SslRequest => match &ctx.acceptor {
                 None => answer(&mut client, b'N').await?,
                 Some(_) if !buf.is_empty() => {
-                    return Err(fail(Some(client), Error::UnencryptedAfterSslRequest))
+                    return Err(fail(Some(client), SessionError::UnencryptedAfterSslRequest))
                 }
                 Some(acceptor) => {
                     answer(&mut client, b'S').await?;
@@ -147,14 +154,19 @@ pub async fn negotiate(
     }
 }
 
-async fn read_packet(client: &mut Stream, buf: &mut BytesMut) -> Result<(Packet, usize), Error> {
+async fn read_packet(
+    client: &mut Stream,
+    buf: &mut BytesMut,
+) -> Result<(Packet, usize), SessionError> {
     loop {
-        if let Some(found) = startup::parse(buf).map_err(Error::Startup)? {
+        if let Some(found) = startup::parse(buf).map_err(SessionError::Startup)? {
             return Ok(found);
         }
         buf.reserve(512);
-        if client.read_buf(buf).await.map_err(Error::ClientIo)? == 0 {
-            return Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+        if client.read_buf(buf).await.map_err(SessionError::ClientIo)? == 0 {
+            return Err(SessionError::ClientIo(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
         }
     }
 }
@@ -163,7 +175,7 @@ async fn answer(client: &mut Stream, byte: u8) -> Result<(), Failed> {
     client
         .write_all(&[byte])
         .await
-        .map_err(|e| fail(None, Error::ClientIo(e)))
+        .map_err(|e| fail(None, SessionError::ClientIo(e)))
 }
 
 async fn accept_tls(
@@ -172,21 +184,24 @@ async fn accept_tls(
     direct: bool,
 ) -> Result<Stream, Failed> {
     let Stream::Tcp(tcp) = client else {
-        return Err(fail(Some(client), Error::DuplicateRequest("TLS handshake")));
+        return Err(fail(
+            Some(client),
+            SessionError::DuplicateRequest("TLS handshake"),
+        ));
     };
     let tls = acceptor
         .accept(tcp)
         .await
-        .map_err(|e| fail(None, Error::ClientTls(e)))?;
+        .map_err(|e| fail(None, SessionError::ClientTls(e)))?;
     let alpn_ok = tls.get_ref().1.alpn_protocol() == Some(ALPN_POSTGRESQL);
     let stream = Stream::FromClientTls(Box::new(tls));
     if direct && !alpn_ok {
-        return Err(fail(Some(stream), Error::DirectTlsWithoutAlpn));
+        return Err(fail(Some(stream), SessionError::DirectTlsWithoutAlpn));
     }
     Ok(stream)
 }
 
-fn fail(client: Option<Stream>, error: Error) -> Failed {
+fn fail(client: Option<Stream>, error: SessionError) -> Failed {
     Failed { client, error }
 }
 
@@ -195,7 +210,7 @@ mod tests {
     use super::*;
     use crate::protocol::startup::StartupError;
 
-    fn failed(error: Error) -> Failed {
+    fn failed(error: SessionError) -> Failed {
         Failed {
             client: None,
             error,
@@ -205,17 +220,17 @@ mod tests {
     #[test]
     fn impossible_lengths_and_early_ends_go_unanswered() {
         let terminate_first = StartupError::BadLength(0x5800_0000);
-        assert!(!failed(Error::Startup(terminate_first)).answered());
+        assert!(!failed(SessionError::Startup(terminate_first)).answered());
         let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-        assert!(!failed(Error::ClientIo(eof)).answered());
+        assert!(!failed(SessionError::ClientIo(eof)).answered());
     }
 
     #[test]
     fn what_postgres_answers_is_answered() {
         let old_protocol = StartupError::UnsupportedProtocol(0x0002_0000);
-        assert!(failed(Error::Startup(old_protocol)).answered());
-        assert!(failed(Error::Startup(StartupError::BadParameters)).answered());
-        assert!(failed(Error::TlsRequired).answered());
-        assert!(failed(Error::UnencryptedAfterSslRequest).answered());
+        assert!(failed(SessionError::Startup(old_protocol)).answered());
+        assert!(failed(SessionError::Startup(StartupError::BadParameters)).answered());
+        assert!(failed(SessionError::TlsRequired).answered());
+        assert!(failed(SessionError::UnencryptedAfterSslRequest).answered());
     }
 }

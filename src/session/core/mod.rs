@@ -31,7 +31,6 @@ use std::collections::BTreeMap;
 use bytes::{Bytes, BytesMut};
 
 pub(crate) use pipeline::Activity;
-pub(crate) use refusals::CANNOT_REWRITE;
 pub(crate) use rewriting::{SessionRules, StatementOutcome, Tally};
 
 use crate::protocol::backend::{
@@ -52,13 +51,10 @@ use crate::rewrite::{
 };
 use pipeline::Pipeline;
 use prepared::{deallocated, Deallocated, Hidden, Prepared, SentCounter, SqlPrepared, Statements};
-use refusals::Refusals;
+use refusals::{Refusals, StatementError};
 use rewriting::Rewrite;
 use search::Probe;
 use shape::{Describes, ShapeCheck, Verdict};
-
-/// What to tell the user to do about a refused statement.
-const REFUSAL_HINT: &str = "write the statement in a form pgshim can rewrite for the rule's current phase, or set on_unrewritable = \"pass\" in pgshim's config to forward such statements unrewritten";
 
 /// What to send for one statement text pgshim did not forward as it is.
 enum Sql {
@@ -67,11 +63,9 @@ enum Sql {
     /// A stand-in that Postgres fails, for a refused statement.
     StandIn(Vec<u8>),
     /// Refused because pgshim's parser does not accept it: Postgres judges
-    /// the text first, so a typo gets Postgres's own error.
-    Judged {
-        /// pgshim's refusal, if Postgres accepts the text.
-        message: String,
-    },
+    /// the text first, so a typo gets Postgres's own error, and pgshim's
+    /// refusal comes only if Postgres accepts the text.
+    Judged(StatementError),
 }
 
 /// What to do with a message from the client.
@@ -376,12 +370,9 @@ impl Core {
         let Some(rules) = &self.rules else {
             // Unreachable through the socket code, which hands nothing over
             // before authentication; refused rather than passed, to be safe.
-            let token = self.refusals.push(
-                self.pipeline.next_request(),
-                "08P01",
-                "pgshim: statement received before the session's rules were loaded",
-                "retry the statement",
-            );
+            let token = self
+                .refusals
+                .push(self.pipeline.next_request(), &StatementError::NoRules);
             return (Some(Sql::StandIn(token.into_bytes())), Usage::default());
         };
         if rules.active() && search::may_change_path(sql) {
@@ -396,16 +387,13 @@ impl Core {
         let sql = match decision {
             Rewrite::Unmapped | Rewrite::Keep => None,
             Rewrite::Replace(new) => Some(Sql::Rewritten(new.into_bytes())),
-            Rewrite::Refuse(e) if e.kind == RefusalKind::Unparsed => Some(Sql::Judged {
-                message: format!("pgshim: {e}"),
-            }),
+            Rewrite::Refuse(e) if e.kind == RefusalKind::Unparsed => {
+                Some(Sql::Judged(StatementError::Refused(e)))
+            }
             Rewrite::Refuse(e) => {
-                let token = self.refusals.push(
-                    self.pipeline.next_request(),
-                    CANNOT_REWRITE,
-                    &format!("pgshim: {e}"),
-                    REFUSAL_HINT,
-                );
+                let token = self
+                    .refusals
+                    .push(self.pipeline.next_request(), &StatementError::Refused(e));
                 Some(Sql::StandIn(token.into_bytes()))
             }
         };
@@ -421,11 +409,9 @@ impl Core {
 
     /// A stand-in for a statement refused because pgshim's parser does not
     /// accept it.
-    fn stand_in(&mut self, message: &str) -> Vec<u8> {
+    fn stand_in(&mut self, error: &StatementError) -> Vec<u8> {
         let request = self.pipeline.next_request();
-        self.refusals
-            .push(request, CANNOT_REWRITE, message, REFUSAL_HINT)
-            .into_bytes()
+        self.refusals.push(request, error).into_bytes()
     }
 
     fn query(&mut self, msg: &[u8]) -> ToServer {
@@ -459,9 +445,9 @@ impl Core {
             // Postgres reads the whole text before running any of it: a
             // syntax error of its own comes back, or else the failing prefix
             // stops everything and pgshim refuses the statement.
-            Some(Sql::Judged { message }) => {
+            Some(Sql::Judged(error)) => {
                 self.refusals
-                    .push_judged(self.pipeline.next_request(), &message, REFUSAL_HINT, sql)
+                    .push_judged(self.pipeline.next_request(), &error, sql)
             }
         };
         let mut out = BytesMut::with_capacity(new_sql.len() + 6);
@@ -497,7 +483,7 @@ impl Core {
         let new_sql = match rewritten {
             None => None,
             Some(Sql::Rewritten(text) | Sql::StandIn(text)) => Some(text),
-            Some(Sql::Judged { message }) => {
+            Some(Sql::Judged(error)) => {
                 // Postgres parses and analyses the statement first, as the
                 // unnamed statement, which is closed at once: its own error
                 // reaches the client, and if it has none, the stand-in
@@ -507,7 +493,7 @@ impl Core {
                 let unnamed = ParseBody { name: b"", ..body };
                 write_parse(&mut out, &unnamed, body.sql);
                 write_close_statement(&mut out, b"");
-                Some(self.stand_in(&message))
+                Some(self.stand_in(&error))
             }
         };
         if !body.name.is_empty() {
@@ -549,7 +535,7 @@ impl Core {
         let new_sql = match rewritten {
             None => prepared.sql.to_vec(),
             Some(Sql::Rewritten(text) | Sql::StandIn(text)) => text,
-            Some(Sql::Judged { message }) => self.stand_in(&message),
+            Some(Sql::Judged(error)) => self.stand_in(&error),
         };
         if new_sql == prepared.sent {
             return ToServer::Forward;
@@ -640,9 +626,10 @@ impl Core {
     /// Replaces a Bind of a statement whose result changed by a stand-in
     /// Parse that Postgres fails, so the error comes back in its place.
     fn fail_result_changed(&mut self, name: &[u8]) -> ToServer {
-        let token = self
-            .refusals
-            .push_result_changed(self.pipeline.next_request(), &String::from_utf8_lossy(name));
+        let error = StatementError::ResultChanged {
+            statement: String::from_utf8_lossy(name).into_owned(),
+        };
+        let token = self.refusals.push(self.pipeline.next_request(), &error);
         let mut out = BytesMut::with_capacity(token.len() + 16);
         let body = ParseBody {
             name: b"",

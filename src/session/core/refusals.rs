@@ -16,9 +16,8 @@ use std::sync::OnceLock;
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 
-use crate::protocol::backend::{
-    error_field, shift_position, write_error, write_error_fields, Severity,
-};
+use crate::protocol::backend::{error_field, shift_position, write_error_fields, Severity};
+use crate::rewrite::RewriteError;
 
 /// SQLSTATE for a statement pgshim cannot rewrite: feature_not_supported.
 pub(crate) const CANNOT_REWRITE: &str = "0A000";
@@ -26,6 +25,68 @@ pub(crate) const CANNOT_REWRITE: &str = "0A000";
 const SYNTAX_ERROR: &str = "42601";
 /// Prefix of the stand-in statement.
 const TOKEN_PREFIX: &str = "pgshim_rejected_";
+
+/// What to tell the user to do about a refused statement.
+const REFUSAL_HINT: &str = "write the statement in a form pgshim can rewrite for the rule's current phase, or set on_unrewritable = \"pass\" in pgshim's config to forward such statements unrewritten";
+
+/// Why pgshim fails one statement; the session goes on.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StatementError {
+    /// pgshim cannot rewrite the statement for a rule's phase.
+    #[error("pgshim: {0}")]
+    Refused(RewriteError),
+    /// A statement arrived before the session's rules were loaded.
+    #[error("pgshim: statement received before the session's rules were loaded")]
+    NoRules,
+    /// A prepared statement's result columns changed when pgshim prepared it
+    /// again under new rules. The message is Postgres's own for a
+    /// revalidated plan: drivers recognise it by message and routine and
+    /// prepare the statement again, so pgshim's part goes in the detail.
+    #[error("cached plan must not change result type")]
+    ResultChanged {
+        /// The prepared statement's name.
+        statement: String,
+    },
+}
+
+// === impl StatementError ===
+
+impl StatementError {
+    /// The SQLSTATE the client is shown.
+    pub(crate) fn sqlstate(&self) -> &'static str {
+        match self {
+            StatementError::Refused(_) | StatementError::ResultChanged { .. } => CANNOT_REWRITE,
+            StatementError::NoRules => "08P01",
+        }
+    }
+
+    /// Appends the `ErrorResponse` (severity ERROR) for this failure.
+    pub(crate) fn to_error_response(&self, out: &mut BytesMut) {
+        let message = self.to_string();
+        let (detail, file, routine, hint) = match self {
+            StatementError::Refused(_) => (None, None, None, Some(REFUSAL_HINT)),
+            StatementError::NoRules => (None, None, None, Some("retry the statement")),
+            StatementError::ResultChanged { statement } => (
+                Some(format!("pgshim: the result columns of prepared statement \"{statement}\" changed under new rules; prepare it again")),
+                Some("plancache.c"),
+                Some("RevalidateCachedQuery"),
+                None,
+            ),
+        };
+        write_error_fields(
+            out,
+            Severity::Error,
+            &[
+                (b'C', Some(self.sqlstate())),
+                (b'M', Some(&message)),
+                (b'D', detail.as_deref()),
+                (b'H', hint),
+                (b'F', file),
+                (b'R', routine),
+            ],
+        );
+    }
+}
 
 /// Refusals in flight for one session.
 #[derive(Debug, Default)]
@@ -49,13 +110,14 @@ struct Pending {
 // === impl Refusals ===
 
 impl Refusals {
-    /// Registers a refusal answered by ReadyForQuery number `request`.
+    /// Registers `error` for the statement answered by ReadyForQuery
+    /// number `request`.
     ///
     /// # Returns
-    /// The SQL to send to Postgres in place of the refused statement.
-    pub(crate) fn push(&mut self, request: u64, code: &str, message: &str, hint: &str) -> String {
+    /// The SQL to send to Postgres in place of the statement.
+    pub(crate) fn push(&mut self, request: u64, error: &StatementError) -> String {
         let mut response = BytesMut::new();
-        write_error(&mut response, Severity::Error, code, message, Some(hint));
+        error.to_error_response(&mut response);
         self.push_response(request, response.freeze(), None)
     }
 
@@ -69,19 +131,10 @@ impl Refusals {
     pub(crate) fn push_judged(
         &mut self,
         request: u64,
-        message: &str,
-        hint: &str,
+        error: &StatementError,
         sql: &[u8],
     ) -> Vec<u8> {
-        let mut response = BytesMut::new();
-        write_error(
-            &mut response,
-            Severity::Error,
-            CANNOT_REWRITE,
-            message,
-            Some(hint),
-        );
-        let token = self.push_response(request, response.freeze(), None);
+        let token = self.push(request, error);
         let prefix = format!("SELECT {token}(); ");
         if let Some(last) = self.queue.back_mut() {
             last.prefix = Some(prefix.len());
@@ -89,31 +142,6 @@ impl Refusals {
         let mut out = prefix.into_bytes();
         out.extend_from_slice(sql);
         out
-    }
-
-    /// Registers the failure of a Bind of statement `name`, whose result
-    /// columns changed when pgshim prepared it again under new rules. The
-    /// error is Postgres's own for a revalidated plan, field for field:
-    /// drivers recognise it by its message and routine and prepare the
-    /// statement again, so pgshim's part goes in the detail.
-    ///
-    /// # Returns
-    /// The SQL to send to Postgres in place of the Bind.
-    pub(crate) fn push_result_changed(&mut self, request: u64, name: &str) -> String {
-        let detail = format!("pgshim: the result columns of prepared statement \"{name}\" changed under new rules; prepare it again");
-        let mut response = BytesMut::new();
-        write_error_fields(
-            &mut response,
-            Severity::Error,
-            &[
-                (b'C', Some(CANNOT_REWRITE)),
-                (b'M', Some("cached plan must not change result type")),
-                (b'D', Some(&detail)),
-                (b'F', Some("plancache.c")),
-                (b'R', Some("RevalidateCachedQuery")),
-            ],
-        );
-        self.push_response(request, response.freeze(), None)
     }
 
     fn push_response(&mut self, request: u64, response: Bytes, prefix: Option<usize>) -> String {
@@ -183,6 +211,7 @@ fn nonce() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::backend::write_error;
 
     fn syntax_error(token: &str) -> Vec<u8> {
         let mut out = BytesMut::new();
@@ -199,15 +228,19 @@ mod tests {
     #[test]
     fn stand_in_error_is_replaced_once() {
         let mut r = Refusals::default();
-        let token = r.push(
-            1,
-            CANNOT_REWRITE,
-            "pgshim: cannot rewrite statement (rule r): x",
-            "hint",
-        );
+        let refused = StatementError::Refused(RewriteError {
+            rule_id: "r".into(),
+            reason: "x".into(),
+            kind: crate::rewrite::RefusalKind::Unrewritable,
+        });
+        let token = r.push(1, &refused);
         assert!(r.any());
         let ours = r.replace(&syntax_error(&token), 1).unwrap();
-        assert!(memmem::find(&ours, b"0A000").is_some());
+        assert_eq!(error_field(&ours, b'C'), Some(&b"0A000"[..]));
+        assert_eq!(
+            error_field(&ours, b'M'),
+            Some(&b"pgshim: cannot rewrite statement (rule r): x"[..])
+        );
         assert!(!r.any());
         assert!(r.replace(&syntax_error(&token), 1).is_none());
     }
@@ -215,7 +248,7 @@ mod tests {
     #[test]
     fn other_errors_pass() {
         let mut r = Refusals::default();
-        r.push(1, CANNOT_REWRITE, "m", "h");
+        r.push(1, &StatementError::NoRules);
         assert!(r.replace(&syntax_error("something_else"), 1).is_none());
         assert!(r.any());
     }
@@ -223,7 +256,7 @@ mod tests {
     #[test]
     fn skipped_stand_ins_expire_with_their_pipeline() {
         let mut r = Refusals::default();
-        r.push(3, CANNOT_REWRITE, "m", "h");
+        r.push(3, &StatementError::NoRules);
         r.expire(2);
         assert!(r.any());
         r.expire(3);

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::active::{DbRules, RulesVersion};
-pub(crate) use crate::admin::metrics::StatementOutcome;
 use crate::config::OnUnrewritable;
+pub(crate) use crate::metrics::StatementOutcome;
 use crate::rewrite::{
     first_mentioned_rule, mentions_mapped_table, names_mapped_table, Lookup, Outcome, RefusalKind,
     RewriteError, RuleSet, SearchPath, Usage,

@@ -283,7 +283,7 @@ fn refusal_mid_pipeline_comes_back_in_the_server_s_place() {
     let ToClient::Send(ours) = server(&mut core, &syntax_error_for(&refused)) else {
         panic!("stand-in error not replaced");
     };
-    assert_eq!(field(&ours, b'C').as_deref(), Some(CANNOT_REWRITE));
+    assert_eq!(field(&ours, b'C').as_deref(), Some("0A000"));
     assert!(field(&ours, b'M').is_some_and(|m| m.starts_with("pgshim: ")));
     assert_eq!(server(&mut core, &ready(b'E')), ToClient::Forward);
     assert_eq!(core.tx_status(), Some(crate::protocol::TxStatus::Failed));
