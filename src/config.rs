@@ -172,6 +172,12 @@ pub enum ConfigError {
         /// The TOML parser's message, which names the key, line and column.
         message: String,
     },
+    /// `[admin] token_env` names a variable that is not set.
+    #[error("[admin] token_env names {var}, which is not set or empty in pgshim's environment")]
+    AdminTokenUnset {
+        /// The variable.
+        var: String,
+    },
     /// A value is out of range or inconsistent with another.
     #[error("invalid config file {path}: {message}")]
     Invalid {
@@ -185,6 +191,21 @@ pub enum ConfigError {
 // === impl Config ===
 
 impl Config {
+    /// The admin API's bearer token, read from the variable `[admin]
+    /// token_env` names; `None` when none is configured.
+    ///
+    /// # Errors
+    /// [`ConfigError::AdminTokenUnset`] when the variable is unset or empty.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(var) = self.admin.as_ref().and_then(|a| a.token_env.as_ref()) else {
+            return Ok(None);
+        };
+        match std::env::var(var) {
+            Ok(token) if !token.is_empty() => Ok(Some(token)),
+            _ => Err(ConfigError::AdminTokenUnset { var: var.clone() }),
+        }
+    }
+
     /// Reads and checks a configuration file.
     ///
     /// # Errors

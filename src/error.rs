@@ -13,9 +13,6 @@ pub enum Error {
     /// A rewrite rule cannot be activated.
     #[error(transparent)]
     Rules(#[from] crate::active::ActivateError),
-    /// The admin listener cannot be set up.
-    #[error("{0}")]
-    AdminSetup(String),
     /// Certificates or keys could not be loaded.
     #[error(transparent)]
     TlsSetup(#[from] TlsSetupError),

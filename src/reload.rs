@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::metrics;
 use crate::net::error::TlsSetupError;
 use crate::rewrite::RuleSet;
-use crate::session::Context;
+use crate::runtime::Context;
 use crate::settings::Settings;
 
 /// A reload that changed nothing.
@@ -169,7 +169,7 @@ fn check_restart_only(config: &Config) -> Result<(), ReloadError> {
     if let Some(tls) = &config.tls {
         crate::net::tls::acceptor(tls)?;
     }
-    crate::server::admin_token(config)?;
+    config.admin_token()?;
     Ok(())
 }
 

@@ -18,8 +18,9 @@ use crate::error::Error;
 use crate::fleet;
 use crate::metrics::metrics;
 use crate::reload::Reloader;
+use crate::runtime::Context;
+use crate::session;
 use crate::session::SessionError;
-use crate::session::{self, Context};
 
 /// Extra time, past `shutdown_timeout_ms`, for sessions to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -103,8 +104,14 @@ impl Server {
         // so shutdown reports and waits for sessions only where it should.
         let background = TaskTracker::new();
         let tracker = TaskTracker::new();
-        background.spawn(crate::active::activate_pending(ctx.clone(), token.clone()));
-        background.spawn(crate::active::watch_catalogs(ctx.clone(), token.clone()));
+        background.spawn(crate::active::activate_pending(
+            Arc::clone(&ctx.rules),
+            token.clone(),
+        ));
+        background.spawn(crate::active::watch_catalogs(
+            Arc::clone(&ctx.rules),
+            token.clone(),
+        ));
         let reloader = self
             .config_path
             .map(|path| Arc::new(Reloader::new(path, ctx.clone()).fleet(shared.clone())));
@@ -113,7 +120,7 @@ impl Server {
             background.spawn(reload_on_sighup(reloader.clone(), token.clone()));
         }
         if let Some(listener) = self.admin {
-            let admin_token = admin_token(&self.config)?;
+            let admin_token = self.config.admin_token()?;
             let admin = Arc::new(Admin {
                 ctx: ctx.clone(),
                 reloader: reloader.clone(),
@@ -244,22 +251,6 @@ impl Cap {
             self.owed -= self.permits.forget_permits(self.owed);
         }
         self.permits.clone().try_acquire_owned().ok()
-    }
-}
-
-/// The bearer token for POST requests, from `[admin] token_env`.
-///
-/// # Errors
-/// [`Error::AdminSetup`] when `token_env` names an unset or empty variable.
-pub(crate) fn admin_token(config: &Config) -> Result<Option<String>, Error> {
-    let Some(var) = config.admin.as_ref().and_then(|a| a.token_env.as_ref()) else {
-        return Ok(None);
-    };
-    match std::env::var(var) {
-        Ok(token) if !token.is_empty() => Ok(Some(token)),
-        _ => Err(Error::AdminSetup(format!(
-            "[admin] token_env names {var}, which is not set or empty in pgshim's environment"
-        ))),
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use metrics::{Counter, Gauge};
 
-use crate::fleet::unix_ms;
+use crate::clock::unix_ms;
 use crate::rewrite::{Shape, Usage};
 
 pub mod summary;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::session::Context;
+use super::LiveRules;
 
 /// First wait before a pending catalog check is retried; doubled each time.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -17,10 +17,10 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// backoff, until they pass, a reload replaces the version, or `shutdown`.
 /// Once they pass the same rules are put in force as a new version, so that
 /// sessions which started meanwhile take them at their next idle point.
-pub async fn activate_pending(ctx: Arc<Context>, shutdown: CancellationToken) {
+pub async fn activate_pending(live: Arc<LiveRules>, shutdown: CancellationToken) {
     let mut wait = RETRY_FIRST;
     loop {
-        let version = ctx.rules.current();
+        let version = live.current();
         let pending: Vec<String> = version.pending().into_iter().map(|(db, _)| db).collect();
         if pending.is_empty() {
             return;
@@ -38,8 +38,8 @@ pub async fn activate_pending(ctx: Arc<Context>, shutdown: CancellationToken) {
         if passed {
             let next = version.successor();
             let number = next.number;
-            if ctx.rules.replace(&version, next) {
-                ctx.rules.current().publish_metrics();
+            if live.replace(&version, next) {
+                live.current().publish_metrics();
                 tracing::info!(databases = ?pending, version = number, "catalog checks passed: rules active");
             }
         }

@@ -15,7 +15,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{read_and_check, LiveRules};
-use crate::session::Context;
 
 /// How often held catalogs are compared with Postgres's.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -47,13 +46,13 @@ impl LiveRules {
 /// [`CHECK_INTERVAL`], until `shutdown`; a difference makes the database's
 /// catalog be read afresh. A failed read changes nothing: sessions keep what
 /// they have until Postgres answers again.
-pub async fn watch_catalogs(ctx: Arc<Context>, shutdown: CancellationToken) {
+pub async fn watch_catalogs(live: Arc<LiveRules>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(CHECK_INTERVAL) => {}
         }
-        let version = ctx.rules.current();
+        let version = live.current();
         let settings = &version.settings;
         for (database, held) in version.catalogs() {
             let Ok(held_catalog) = &held.state else {
@@ -73,8 +72,8 @@ pub async fn watch_catalogs(ctx: Arc<Context>, shutdown: CancellationToken) {
                 Err((super::databases::FailureKind::Invalid, _)) => true,
                 Err(_) => false,
             };
-            if changed && ctx.rules.current_number() == version.number {
-                ctx.rules.catalog_changed(&database);
+            if changed && live.current_number() == version.number {
+                live.catalog_changed(&database);
             }
         }
     }

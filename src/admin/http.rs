@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::handle;
 use crate::reload::Reloader;
-use crate::session::Context;
+use crate::runtime::Context;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;

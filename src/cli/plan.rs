@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::common::{self, OpsArgs};
 use crate::config::Config;
-use crate::fleet::guard::{self, GuardError};
 use crate::ops::apply;
+use crate::ops::guard::{self, GuardError};
 use crate::ops::plan::{self, Step, Timeouts};
 use crate::ops::Target;
 use crate::rewrite::Phase;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::{self, Beat, Phases};
 use super::{next_phases, registry_databases, unix_ms, Identity, Shared};
-use crate::session::Context;
+use crate::runtime::Context;
 use crate::settings::Settings;
 
 /// How long deregistering may hold up shutdown.

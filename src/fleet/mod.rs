@@ -19,14 +19,13 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
 
 use crate::rewrite::{Phase, Rule, RuleSet};
 
-pub mod guard;
 pub mod heartbeat;
 pub mod registry;
 pub mod spread;
@@ -165,10 +164,7 @@ pub fn next_phases(previous: &Phases, rules: &[(String, Phase)], now_ms: u64) ->
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::clock::unix_ms;
 
 fn host_name() -> String {
     let from_file = |path: &str| {

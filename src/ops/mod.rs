@@ -22,6 +22,7 @@ pub mod apply;
 pub mod backfill;
 pub mod checkpoint;
 pub mod error;
+pub mod guard;
 pub mod indexdef;
 pub mod key;
 pub mod plan;

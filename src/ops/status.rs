@@ -6,9 +6,9 @@ use tokio_postgres::Client;
 
 use super::checkpoint;
 use super::error::OpsError;
+use super::guard::{self, LastVerify};
 use super::target::Target;
 use crate::config::Config;
-use crate::fleet::guard::{self, LastVerify};
 use crate::fleet::registry::{self, Instance, Liveness};
 use crate::fleet::registry_database;
 use crate::rewrite::{Phase, Rule, RuleSet};

@@ -1,7 +1,6 @@
 //! One task per client: startup negotiation, connecting upstream, the
 //! forwarding loop, and the one log line per connection.
 pub mod cancel;
-pub mod context;
 mod core;
 pub mod error;
 mod relay;
@@ -21,8 +20,8 @@ use crate::net::error::UpstreamCause;
 use crate::net::{Stream, Writer};
 use crate::protocol::startup::StartupParams;
 use crate::protocol::{Framer, TERMINATE_TAG};
+use crate::runtime::Context;
 use crate::settings::Settings;
-pub use context::Context;
 pub use error::{SessionError, Side};
 use relay::{End, Link, Pump, ToClientSide, ToServerSide};
 use startup::Negotiated;

@@ -29,8 +29,8 @@ use crate::protocol::{
     Frame, Framer, Header, ERROR_RESPONSE_TAG, MAX_AUTH_MESSAGE_LEN, TERMINATE_TAG,
 };
 
-use super::context::Context;
 use super::core::{Activity, AuthStep, Core, SessionRules, StatementOutcome, ToClient, ToServer};
+use crate::runtime::Context;
 
 /// Minimum free space before each read.
 const READ_CHUNK: usize = 16 * 1024;

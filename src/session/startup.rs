@@ -9,7 +9,7 @@ use crate::net::tls::ALPN_POSTGRESQL;
 use crate::net::Stream;
 use crate::protocol::startup::{self, Packet, StartupParams};
 
-use super::Context;
+use crate::runtime::Context;
 use crate::settings::Settings;
 
 /// First byte of a TLS handshake record: a direct-TLS client (PostgreSQL 17).

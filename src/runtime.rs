@@ -1,4 +1,5 @@
-//! What every session shares: TLS, the settings and rules in force, shutdown.
+//! What every session, the admin API, reload and the fleet heartbeat share:
+//! TLS, the settings and rules in force (swapped together), shutdown.
 use std::sync::Arc;
 
 use tokio_rustls::TlsAcceptor;
@@ -15,7 +16,7 @@ pub struct Context {
     pub acceptor: Option<TlsAcceptor>,
     /// The rules in force, each version with the settings it was checked
     /// with: one swap replaces both.
-    pub rules: LiveRules,
+    pub rules: Arc<LiveRules>,
     /// Cancelled when pgshim starts shutting down.
     pub shutdown: CancellationToken,
 }
@@ -36,7 +37,7 @@ impl Context {
             .map(crate::net::tls::acceptor)
             .transpose()?;
         let settings = Arc::new(Settings::new(config)?);
-        let rules = LiveRules::load(settings).await?;
+        let rules = Arc::new(LiveRules::load(settings).await?);
         Ok(Context {
             acceptor,
             rules,

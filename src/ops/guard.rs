@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio_postgres::Client;
 
-use super::registry::{self, Instance, Liveness};
-use super::{registry_database, unix_ms};
+use super::{checkpoint, verify, OpsError, Target};
+use crate::clock::unix_ms;
 use crate::config::Config;
-use crate::ops::{checkpoint, verify, OpsError, Target};
+use crate::fleet::registry::{self, Instance, Liveness};
+use crate::fleet::registry_database;
 
 /// The drop is refused; the message says why and what to do.
 #[derive(Debug, thiserror::Error)]
