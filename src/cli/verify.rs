@@ -1,11 +1,16 @@
 //! `pgshim verify RULE`: scan both shapes and exit 0 only when nothing is left to migrate
-//! and nothing disagrees, the signal that moving on to contract is safe.
+//! and nothing disagrees, the signal that moving on to contract is safe. With
+//! `--repair`, first rewrite the rows that are not migrated or disagree from the phase's
+//! source of truth (paced like a backfill), then scan.
 use std::io::IsTerminal as _;
 use std::path::Path;
 
+use super::backfill::{View, WalkArgs};
 use super::common::{self, OpsArgs};
 use super::exit::NotClean;
+use crate::ops::repair;
 use crate::ops::verify::{self, Report};
+use crate::ops::walk::{Outcome, Progress};
 
 /// `pgshim verify` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -14,9 +19,16 @@ pub struct Args {
     pub rule: String,
     #[command(flatten)]
     pub common: OpsArgs,
-    /// Rows read per statement.
+    /// Rows read per statement (and keys per repair batch).
     #[arg(long, default_value_t = 5_000)]
     pub batch_size: i64,
+    /// Rewrite the rows that are not migrated or disagree from the phase's source of
+    /// truth (expand: the old shape; migrate, contract: the new one, or the old one
+    /// for rows not migrated), in checkpointed batches, before scanning.
+    #[arg(long)]
+    pub repair: bool,
+    #[command(flatten)]
+    pub walk: WalkArgs,
 }
 
 /// Runs the subcommand.
@@ -26,9 +38,26 @@ pub struct Args {
 /// report, [`NotClean`] when rows are left or disagree (its own exit code).
 pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
     let (config, target) = common::target(config_path, &args.rule, &args.common)?;
-    let report = common::runtime()?.block_on(async {
+    let (repaired, report) = common::runtime()?.block_on(async {
         let client = target.connect(&config).await?;
         let stop = common::stop_on_signal();
+        let repaired = if args.repair {
+            let opts = args.walk.options(args.batch_size, false);
+            let mut view = View::new("repair");
+            let done = repair::run(&client, &target, &opts, &stop, &mut |e| view.event(e)).await;
+            view.finish();
+            let (outcome, progress) = done?;
+            if outcome == Outcome::Stopped {
+                anyhow::bail!(
+                    "repair of rule {} stopped after rewriting {} rows; rerun the same command to continue from the checkpoint",
+                    target.rule.id,
+                    progress.run_rows_done
+                );
+            }
+            Some(progress)
+        } else {
+            None
+        };
         let tty = std::io::stderr().is_terminal();
         let mut observe = |r: &Report| {
             if tty {
@@ -42,13 +71,19 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
         if tty {
             eprint!("\r\x1b[2K");
         }
-        anyhow::Ok(report?)
+        anyhow::Ok((repaired, report?))
     })?;
     if args.common.json {
         let mut value = serde_json::to_value(&report)?;
         value["ok"] = report.ok().into();
+        if let Some(p) = &repaired {
+            value["repaired"] = p.run_rows_done.into();
+        }
         common::print_json(&value)?;
     } else {
+        if let Some(p) = &repaired {
+            print_repair(&target.rule.id, p);
+        }
         print_text(&report);
     }
     if report.ok() {
@@ -66,6 +101,13 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
         mismatched: report.mismatched,
     }
     .into())
+}
+
+fn print_repair(rule: &str, p: &Progress) {
+    println!(
+        "repair of rule {rule}: {} rows rewritten from the source of truth, {} visited",
+        p.run_rows_done, p.run_rows_scanned
+    );
 }
 
 fn print_text(r: &Report) {
@@ -87,7 +129,8 @@ fn print_text(r: &Report) {
         println!("NOT OK: run `pgshim backfill {}` first", r.rule);
     } else if r.mismatched > 0 {
         println!(
-            "NOT OK: rows disagree; inspect them (and writes that bypass pgshim) before going on"
+            "NOT OK: rows disagree; inspect them (and writes that bypass pgshim), then `pgshim verify {} --repair` rewrites them from the phase's source of truth",
+            r.rule
         );
     }
 }

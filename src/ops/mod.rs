@@ -11,7 +11,10 @@
 //! - `key`: the primary key (or unique NOT NULL columns) tables are walked by.
 //! - `checkpoint`: the `pgshim` schema: backfill checkpoints, last verify results.
 //! - `retry`: backoff on lock timeouts, deadlocks and serialization failures.
-//! - `backfill`: keyset batches filling the new columns of unmigrated rows.
+//! - `walk`, `throttle`: checkpointed key-range batches and the pause between them,
+//!   shared by the two operations that rewrite rows:
+//! - `backfill`: filling the new columns of unmigrated rows;
+//! - `repair`: rewriting disagreeing rows from the phase's source of truth.
 //! - `verify`: a batched scan comparing both shapes under the transforms.
 //! - `plan`, `indexdef`, `apply`: expand/contract DDL from the live catalog (index
 //!   definitions moved onto the new columns), and running it safely.
@@ -25,11 +28,14 @@ pub mod error;
 pub mod indexdef;
 pub mod key;
 pub mod plan;
+pub mod repair;
 pub mod retry;
 pub mod sql;
 pub mod status;
 pub mod target;
+pub mod throttle;
 pub mod verify;
+pub mod walk;
 
 pub use error::OpsError;
 pub use target::Target;

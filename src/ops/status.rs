@@ -287,7 +287,7 @@ fn next_step(rule: &Rule, st: &RuleStatus) -> String {
     match &st.verify {
         Some(v) if v.ok && !v.stale => {}
         Some(v) if !v.ok && !v.stale => {
-            return format!("the last verify found {} unmigrated and {} disagreeing rows: fix them (or rerun `pgshim backfill {id} --restart`), then pgshim verify {id}", v.not_migrated, v.mismatched)
+            return format!("the last verify found {} unmigrated and {} disagreeing rows: rewrite them from the phase's source of truth: pgshim verify {id} --repair", v.not_migrated, v.mismatched)
         }
         _ if rule.phase == Phase::Contract => {}
         _ => return format!("prove both shapes agree: pgshim verify {id}"),
