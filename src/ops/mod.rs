@@ -18,11 +18,13 @@
 //! - `verify`: a batched scan comparing both shapes under the transforms.
 //! - `plan`, `indexdef`, `apply`: expand/contract DDL from the live catalog (index
 //!   definitions moved onto the new columns), and running it safely.
+//! - `bypass`: views, functions and triggers that use mapped columns inside Postgres.
 //! - `status`: every rule's phase, physical shape, progress and next safe step.
 //! - `sql`: identifier quoting and durations.
 
 pub mod apply;
 pub mod backfill;
+pub mod bypass;
 pub mod checkpoint;
 pub mod error;
 pub mod indexdef;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
+use super::bypass::{self, Bypass};
 use super::checkpoint;
 use super::error::OpsError;
 use super::target::Target;
@@ -43,6 +44,8 @@ pub struct RuleStatus {
     /// Live instances registered in the same database whose config lacks this
     /// rule: they pass its table's statements through unrewritten.
     pub without_rule: Vec<String>,
+    /// Views, functions and triggers that use the mapped columns inside Postgres.
+    pub bypass: Vec<Bypass>,
     /// Why `plan --phase contract --apply` would refuse to drop the old columns now.
     pub contract_blocked: Option<String>,
     /// What to do next, as a command or config change.
@@ -184,6 +187,7 @@ async fn inspect(
     };
     st.old_missing = missing(&target.rule.old);
     st.new_missing = missing(&target.rule.new);
+    inspect_bypass(client, target, st).await?;
     if !checkpoint::schema_exists(client).await? {
         return Ok(());
     }
@@ -227,6 +231,16 @@ async fn inspect(
     if target.rule.phase == Phase::Contract && old_left {
         st.contract_blocked = guard::decide(&target.rule.id, &registry_db, &fleet, last).err();
     }
+    Ok(())
+}
+
+/// Lists the objects that use the rule's columns without going through pgshim.
+async fn inspect_bypass(
+    client: &Client,
+    target: &Target,
+    st: &mut RuleStatus,
+) -> Result<(), OpsError> {
+    st.bypass = bypass::find(client, target).await?;
     Ok(())
 }
 
@@ -320,6 +334,7 @@ impl RuleStatus {
             instances: Vec::new(),
             disagreement: None,
             without_rule: Vec::new(),
+            bypass: Vec::new(),
             contract_blocked: None,
             next: String::new(),
             error: None,
