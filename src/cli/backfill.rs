@@ -232,8 +232,13 @@ impl View {
             100.0
         };
         let eta = p.eta().map_or_else(|| "?".into(), human);
+        let duty = if p.duty < 1.0 {
+            format!("  throttled to {:.0}% of the time", p.duty * 100.0)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{} {}: {pct:5.1}%  {} rewritten  {} visited  {:.0} rows/s  ETA {eta}",
+            "{} {}: {pct:5.1}%  {} rewritten  {} visited  {:.0} rows/s  ETA {eta}{duty}",
             self.label,
             p.rule,
             p.rows_done,

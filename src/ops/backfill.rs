@@ -67,14 +67,7 @@ pub async fn run(
     );
     progress.left_behind = left_behind;
     let (sets, pending) = fill_sql(target);
-    let sql = Sql::new(
-        Journal::Backfill,
-        target,
-        &key,
-        opts.batch_size,
-        &sets,
-        &pending,
-    );
+    let sql = Sql::new(Journal::Backfill, target, &key, &sets, &pending);
     walk::run(client, target, &sql, opts, progress, stop, observe).await
 }
 

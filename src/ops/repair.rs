@@ -56,14 +56,7 @@ pub async fn run(
     let (pending, mismatch) = verify::predicates(target, &info);
     let condition = format!("({pending}) OR ({mismatch})");
     let sets = sets_sql(target, &info);
-    let sql = Sql::new(
-        Journal::Repair,
-        target,
-        &key,
-        opts.batch_size,
-        &sets,
-        &condition,
-    );
+    let sql = Sql::new(Journal::Repair, target, &key, &sets, &condition);
     walk::run(client, target, &sql, opts, progress, stop, observe).await
 }
 

@@ -128,26 +128,28 @@ struct Prepared {
     bound_next: Statement,
     apply_first: Statement,
     apply_next: Statement,
-    waiters: Statement,
+    sample: Statement,
 }
 
-/// Other sessions waiting for a lock this session holds.
-const WAITERS_SQL: &str = "\
-SELECT count(*) FROM pg_catalog.pg_stat_activity \
-WHERE wait_event_type = 'Lock' AND pid <> pg_catalog.pg_backend_pid() \
-  AND pg_catalog.pg_backend_pid() = ANY (pg_catalog.pg_blocking_pids(pid))";
+/// Other sessions waiting for a lock this session holds, and other client sessions
+/// running a statement.
+const SAMPLE_SQL: &str = "\
+SELECT count(*) FILTER (WHERE wait_event_type = 'Lock' \
+           AND pg_catalog.pg_backend_pid() = ANY (pg_catalog.pg_blocking_pids(pid))), \
+       count(*) FILTER (WHERE state = 'active') \
+FROM pg_catalog.pg_stat_activity \
+WHERE pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'";
 
 // === impl Sql ===
 
 impl Sql {
-    /// The statements that walk `target`'s table by `key`, `batch_size` keys at a time,
-    /// running `UPDATE table AS t SET <sets> WHERE <range> AND (<condition>)` on each
+    /// The statements that walk `target`'s table by `key` (keys per batch are a
+    /// parameter), running `UPDATE table AS t SET <sets> WHERE <range> AND (<condition>)` on each
     /// range; `sets` and `condition` name the row `t`.
     pub(super) fn new(
         journal: Journal,
         target: &Target,
         key: &Key,
-        batch_size: i64,
         sets: &str,
         condition: &str,
     ) -> Sql {
@@ -162,10 +164,10 @@ impl Sql {
             .iter()
             .map(|c| format!("b.{} DESC", ident(c)))
             .collect();
-        let bound = |after: &str| {
+        let bound = |after: &str, limit: usize| {
             format!(
                 "WITH b AS MATERIALIZED (\
-                   SELECT {cols} FROM {table} AS t {after}ORDER BY {order} LIMIT {batch_size}) \
+                   SELECT {cols} FROM {table} AS t {after}ORDER BY {order} LIMIT ${limit}::int8) \
                  SELECT count(*), (SELECT {last} FROM b ORDER BY {desc} LIMIT 1) FROM b",
                 cols = cols.join(", "),
                 order = key.order("t"),
@@ -181,8 +183,8 @@ impl Sql {
         Sql {
             journal,
             key_len: n,
-            bound_first: bound(""),
-            bound_next: bound(&format!("WHERE {row} > {} ", key.params(1))),
+            bound_first: bound("", 1),
+            bound_next: bound(&format!("WHERE {row} > {} ", key.params(1)), 1 + n),
             apply_first: apply(format!("{row} <= {}", key.params(1))),
             apply_next: apply(format!(
                 "{row} > {} AND {row} <= {}",
@@ -225,7 +227,7 @@ impl Sql {
             bound_next: prep(self.bound_next.clone()).await?,
             apply_first: prep(self.apply_first.clone()).await?,
             apply_next: prep(self.apply_next.clone()).await?,
-            waiters: prep(WAITERS_SQL.to_owned()).await?,
+            sample: prep(SAMPLE_SQL.to_owned()).await?,
         })
     }
 }
@@ -256,7 +258,7 @@ pub(super) async fn run(
         Retried::Done(p) => p,
         Retried::Stopped => return Ok((Outcome::Stopped, progress)),
     };
-    let mut governor = Governor::new(opts.throttle);
+    let mut governor = Governor::new(opts.throttle, opts.batch_size);
     let started = Instant::now();
     let mut paused = false;
     loop {
@@ -266,8 +268,18 @@ pub(super) async fn run(
         if !wait_for_replicas(client, opts, stop, observe).await? {
             return Ok((Outcome::Stopped, progress));
         }
-        let wants_waiters = governor.wants_waiters();
-        let step = || batch(client, target, &prepared, opts.lock_timeout, wants_waiters);
+        let wants_samples = governor.wants_samples();
+        let size = governor.batch_size();
+        let step = || {
+            batch(
+                client,
+                target,
+                &prepared,
+                opts.lock_timeout,
+                size,
+                wants_samples,
+            )
+        };
         let mut on_retry = |attempt, wait, error: &OpsError| {
             observe(Event::Retry {
                 attempt,
@@ -292,7 +304,7 @@ pub(super) async fn run(
                 after,
                 done,
                 scanned,
-                waiters,
+                others,
             } => {
                 if paused {
                     observe(Event::Resumed);
@@ -301,7 +313,7 @@ pub(super) async fn run(
                 let pause = governor.after_batch(BatchSample {
                     elapsed: batch_started.elapsed(),
                     rows: scanned,
-                    waiters,
+                    ..others
                 });
                 progress.update(&after, done, scanned, started.elapsed(), governor.duty());
                 observe(Event::Batch(&progress));
@@ -321,13 +333,13 @@ pub(super) async fn run(
 enum BatchResult {
     /// Paused from another shell; nothing done.
     Paused,
-    /// The checkpoint after the batch, rows rewritten, rows visited, sessions that
-    /// waited for the batch's locks.
+    /// The checkpoint after the batch, rows rewritten, rows visited, and what other
+    /// sessions did while it held its locks (with `--throttle auto`).
     Committed {
         after: Checkpoint,
         done: i64,
         scanned: i64,
-        waiters: i64,
+        others: BatchSample,
     },
 }
 
@@ -336,7 +348,8 @@ async fn batch(
     target: &Target,
     sql: &Prepared,
     lock_timeout: Duration,
-    wants_waiters: bool,
+    size: i64,
+    wants_samples: bool,
 ) -> Result<BatchResult, OpsError> {
     client
         .batch_execute(&format!(
@@ -345,7 +358,7 @@ async fn batch(
         ))
         .await
         .map_err(OpsError::db("starting a batch"))?;
-    let result = batch_in_tx(client, target, sql, wants_waiters).await;
+    let result = batch_in_tx(client, target, sql, size, wants_samples).await;
     let end = match &result {
         Ok(BatchResult::Committed { .. }) => "COMMIT",
         _ => "ROLLBACK",
@@ -365,7 +378,8 @@ async fn batch_in_tx(
     client: &Client,
     target: &Target,
     sql: &Prepared,
-    wants_waiters: bool,
+    size: i64,
+    wants_samples: bool,
 ) -> Result<BatchResult, OpsError> {
     let rule_id = &target.rule.id;
     let command = sql.journal.command();
@@ -387,7 +401,7 @@ async fn batch_in_tx(
                 after: cp,
                 done: 0,
                 scanned: 0,
-                waiters: 0,
+                others: BatchSample::default(),
             })
         }
         State::Running => {}
@@ -402,14 +416,16 @@ async fn batch_in_tx(
     } else {
         &sql.bound_next
     };
+    let mut bound_params = lo.clone();
+    bound_params.push(&size);
     let row = client
-        .query_one(bound, &lo)
+        .query_one(bound, &bound_params)
         .await
         .map_err(OpsError::db(what.as_str()))?;
     let scanned: i64 = row.get(0);
     let hi: Option<Vec<String>> = row.get(1);
     let mut done = 0;
-    let mut waiters = 0;
+    let mut others = BatchSample::default();
     if let Some(hi) = &hi {
         if hi.len() != sql.key_len {
             return Err(OpsError::Usage(format!(
@@ -429,14 +445,13 @@ async fn batch_in_tx(
             .await
             .map_err(OpsError::db(what.as_str()))?;
         done = i64::try_from(rows).unwrap_or(i64::MAX);
-        if wants_waiters {
-            waiters = client
-                .query_one(&sql.waiters, &[])
+        if wants_samples {
+            let row = client
+                .query_one(&sql.sample, &[])
                 .await
-                .map_err(OpsError::db(
-                    "counting sessions waiting for the batch's locks",
-                ))?
-                .get(0);
+                .map_err(OpsError::db("sampling other sessions in pg_stat_activity"))?;
+            others.waiters = row.get(0);
+            others.active = row.get(1);
         }
     }
     let after = checkpoint::advance(
@@ -454,7 +469,7 @@ async fn batch_in_tx(
         after,
         done,
         scanned,
-        waiters,
+        others,
     })
 }
 

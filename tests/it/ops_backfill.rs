@@ -338,3 +338,56 @@ async fn rerun_after_done_fills_rows_written_around_pgshim_below_the_checkpoint(
         "{again:?}"
     );
 }
+
+#[tokio::test]
+async fn throttle_auto_completes_under_concurrent_writes_and_rejects_a_fixed_sleep() {
+    let table = users_table(3_000).await;
+    let rule = rename_rule(&table, &table, "name", "full_name", "expand");
+    let pgshim = proxy().rules(&rule).start().await;
+    let app = pgshim.connect(SUPERUSER, None).await.unwrap();
+    let config = ops_config(&rule);
+    let both = run(
+        &config,
+        &["backfill", &table, "--throttle", "auto", "--sleep", "10"],
+    )
+    .await;
+    assert!(!both.status.success());
+    assert!(both.stderr.contains("--sleep"), "{}", both.stderr);
+    let bad = run(&config, &["backfill", &table, "--throttle", "fast"]).await;
+    assert!(
+        !bad.status.success() && bad.stderr.contains("use `auto`"),
+        "{}",
+        bad.stderr
+    );
+
+    let backfill = spawn(
+        &config,
+        &[
+            "backfill",
+            &table,
+            "--throttle",
+            "auto",
+            "--batch-size",
+            "400",
+            "--json",
+        ],
+    );
+    let writes = async {
+        for i in 0..300 {
+            let id = 1 + (i * 53) % 3_000;
+            app.execute(
+                &format!("UPDATE {table} SET name = name || '+' WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let ((), done) = tokio::join!(writes, finish(backfill));
+    assert!(done.status.success(), "{done:?}");
+    let json: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(json["outcome"], "done", "{json}");
+    let duty = json["progress"]["duty"].as_f64().unwrap();
+    assert!(duty > 0.0 && duty <= 1.0, "{json}");
+    assert_eq!(unmigrated_and_wrong(&table).await, (0, 0));
+}
