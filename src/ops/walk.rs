@@ -4,7 +4,7 @@
 //! Each batch is one short transaction under `SET LOCAL lock_timeout`: it locks the
 //! checkpoint row (`FOR UPDATE`, which is how `--pause` reaches a running walk and why
 //! two walks of one rule take turns), finds the key `batch_size` rows past the
-//! checkpoint with an index-only read, rewrites the rows of that key range that need
+//! checkpoint with an index-only read (`OFFSET`, which projects one row), rewrites the rows of that key range that need
 //! it with one `UPDATE ... WHERE key > lo AND key <= hi AND <condition>`, and moves the
 //! checkpoint. A range predicate lets Postgres read the rows in index order in one
 //! pass, which costs about what one `UPDATE` of the whole table costs per row, where
@@ -112,6 +112,8 @@ pub enum Outcome {
 pub(super) struct Sql {
     journal: Journal,
     key_len: usize,
+    nth_first: String,
+    nth_next: String,
     bound_first: String,
     bound_next: String,
     apply_first: String,
@@ -124,6 +126,8 @@ struct Prepared {
     key_len: usize,
     load: Statement,
     advance: Statement,
+    nth_first: Statement,
+    nth_next: Statement,
     bound_first: Statement,
     bound_next: Statement,
     apply_first: Statement,
@@ -175,6 +179,16 @@ impl Sql {
                 desc = desc.join(", "),
             )
         };
+        // The key `size` rows on: an index-only scan that projects one row.
+        let nth = |after: &str, size: usize| {
+            format!(
+                "SELECT {last} FROM (SELECT {cols} FROM {table} AS t {after}\
+                 ORDER BY {order} OFFSET ${size}::int8 - 1 LIMIT 1) AS b",
+                cols = cols.join(", "),
+                order = key.order("t"),
+                last = key.text_array("b"),
+            )
+        };
         let row = key.row("t");
         let n = key.columns.len();
         let apply = |range: String| {
@@ -183,6 +197,8 @@ impl Sql {
         Sql {
             journal,
             key_len: n,
+            nth_first: nth("", 1),
+            nth_next: nth(&format!("WHERE {row} > {} ", key.params(1)), 1 + n),
             bound_first: bound("", 1),
             bound_next: bound(&format!("WHERE {row} > {} ", key.params(1)), 1 + n),
             apply_first: apply(format!("{row} <= {}", key.params(1))),
@@ -223,6 +239,8 @@ impl Sql {
             key_len: self.key_len,
             load: prep(checkpoint::load_sql(self.journal, true)).await?,
             advance: prep(checkpoint::advance_sql(self.journal)).await?,
+            nth_first: prep(self.nth_first.clone()).await?,
+            nth_next: prep(self.nth_next.clone()).await?,
             bound_first: prep(self.bound_first.clone()).await?,
             bound_next: prep(self.bound_next.clone()).await?,
             apply_first: prep(self.apply_first.clone()).await?,
@@ -411,19 +429,34 @@ async fn batch_in_tx(
         Some(last) => last.iter().map(|v| v as &(dyn ToSql + Sync)).collect(),
         None => Vec::new(),
     };
-    let bound = if lo.is_empty() {
-        &sql.bound_first
-    } else {
-        &sql.bound_next
-    };
     let mut bound_params = lo.clone();
     bound_params.push(&size);
-    let row = client
-        .query_one(bound, &bound_params)
+    // Most batches end at the key `size` rows on; only the last one, with fewer rows
+    // left, needs to count them and find the largest key.
+    let nth = if lo.is_empty() {
+        &sql.nth_first
+    } else {
+        &sql.nth_next
+    };
+    let found = client
+        .query_opt(nth, &bound_params)
         .await
         .map_err(OpsError::db(what.as_str()))?;
-    let scanned: i64 = row.get(0);
-    let hi: Option<Vec<String>> = row.get(1);
+    let (scanned, hi): (i64, Option<Vec<String>>) = match found {
+        Some(row) => (size, row.get(0)),
+        None => {
+            let bound = if lo.is_empty() {
+                &sql.bound_first
+            } else {
+                &sql.bound_next
+            };
+            let row = client
+                .query_one(bound, &bound_params)
+                .await
+                .map_err(OpsError::db(what.as_str()))?;
+            (row.get(0), row.get(1))
+        }
+    };
     let mut done = 0;
     let mut others = BatchSample::default();
     if let Some(hi) = &hi {
