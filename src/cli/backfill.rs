@@ -233,7 +233,11 @@ impl View {
         };
         let eta = p.eta().map_or_else(|| "?".into(), human);
         let duty = if p.duty < 1.0 {
-            format!("  throttled to {:.0}% of the time", p.duty * 100.0)
+            format!(
+                "  throttled to {:.0}% of the time, batches of {}",
+                p.duty * 100.0,
+                p.batch_size
+            )
         } else {
             String::new()
         };

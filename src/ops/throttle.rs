@@ -5,13 +5,13 @@
 //! both after every batch, from what the batch saw just before it committed, when it
 //! held the most locks:
 //! - another session waiting for one of its row locks: the batch holds too many rows
-//!   for too long, so the next is half as big (rows locked and time held both shrink);
-//!   without waiters it grows back by a quarter, up to `--batch-size`;
+//!   for too long, so the next is smaller by [`SHRINK`] (rows locked and time held
+//!   both shrink); without waiters it grows back by a quarter, up to `--batch-size`;
 //! - a batch whose rows cost more than [`SPIKE_RATIO`] times the recent average: the
 //!   database just got busier with someone else's work, so the duty cycle (the share
 //!   of wall time spent inside batches) drops by a third;
 //! - other client sessions running statements: an application shares the database,
-//!   so the duty cycle is capped at [`APP_DUTY`], leaving it most of the time;
+//!   so the duty cycle is capped at [`APP_DUTY`]: the walk yields between batches;
 //! - otherwise the duty cycle rises step by step, to full speed when nobody else is
 //!   there.
 //!
@@ -23,9 +23,9 @@ use std::time::Duration;
 /// Lowest duty cycle: even under heavy contention the walk keeps moving.
 const MIN_DUTY: f64 = 0.1;
 /// Highest duty cycle while other sessions are running statements.
-pub const APP_DUTY: f64 = 0.5;
+pub const APP_DUTY: f64 = 0.75;
 /// Duty cycle at the start, before anything is known about the load.
-const START_DUTY: f64 = 0.5;
+const START_DUTY: f64 = 0.75;
 /// Factor applied to the duty cycle on a latency spike.
 const BACK_OFF: f64 = 0.67;
 /// Added to the duty cycle after a batch with no spike.
@@ -38,7 +38,9 @@ const COST_WEIGHT: f64 = 0.2;
 /// takes the database for idle again.
 const APP_MEMORY: u32 = 20;
 /// Smallest batch `auto` shrinks to.
-const MIN_BATCH: i64 = 100;
+const MIN_BATCH: i64 = 500;
+/// Factor applied to the batch size while sessions wait for a batch's locks.
+pub const SHRINK: f64 = 0.7;
 /// Longest pause, whatever the batch took.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
@@ -147,7 +149,7 @@ impl Governor {
             None => cost,
         });
         self.batch = if sample.waiters > 0 {
-            (self.batch / 2).max(MIN_BATCH.min(self.max_batch))
+            ((self.batch as f64 * SHRINK) as i64).max(MIN_BATCH.min(self.max_batch))
         } else {
             (self.batch + self.batch / 4 + 1).min(self.max_batch)
         };
@@ -208,14 +210,15 @@ mod tests {
     }
 
     #[test]
-    fn auto_leaves_most_of_the_time_to_an_application() {
+    fn auto_yields_to_an_application() {
         let mut g = Governor::new(Throttle::Auto, 1000);
         let mut pause = Duration::ZERO;
         for _ in 0..20 {
             pause = g.after_batch(sample(10, 1000, 0, 3));
         }
         assert_eq!(g.duty(), APP_DUTY);
-        assert_eq!(pause, Duration::from_millis(10));
+        let expected = 0.010 * (1.0 - APP_DUTY) / APP_DUTY;
+        assert!((pause.as_secs_f64() - expected).abs() < 1e-6, "{pause:?}");
         // The application going quiet lets the walk speed up again, after a while.
         for _ in 0..APP_MEMORY + 20 {
             g.after_batch(sample(10, 1000, 0, 0));
@@ -225,17 +228,17 @@ mod tests {
 
     #[test]
     fn auto_shrinks_batches_while_sessions_wait_for_their_locks() {
-        let mut g = Governor::new(Throttle::Auto, 1000);
-        g.after_batch(sample(10, 1000, 2, 0));
-        assert_eq!(g.batch_size(), 500);
+        let mut g = Governor::new(Throttle::Auto, 5000);
+        g.after_batch(sample(10, 5000, 2, 0));
+        assert_eq!(g.batch_size(), 3500);
         for _ in 0..10 {
-            g.after_batch(sample(1, 100, 1, 0));
+            g.after_batch(sample(1, 500, 1, 0));
         }
         assert_eq!(g.batch_size(), MIN_BATCH, "waiters keep it at the floor");
         for _ in 0..30 {
-            g.after_batch(sample(1, 100, 0, 0));
+            g.after_batch(sample(1, 500, 0, 0));
         }
-        assert_eq!(g.batch_size(), 1000, "and it grows back to --batch-size");
+        assert_eq!(g.batch_size(), 5000, "and it grows back to --batch-size");
     }
 
     #[test]

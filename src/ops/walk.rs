@@ -66,6 +66,9 @@ pub struct Progress {
     /// Share of the time spent in batches that `--throttle auto` allows now (1 when
     /// not throttled).
     pub duty: f64,
+    /// Keys the next batch visits (`--throttle auto` shrinks batches while other
+    /// sessions wait for their locks).
+    pub batch_size: i64,
     /// Rows a rerun found left behind by a finished walk (written around pgshim), which
     /// made it walk the table again.
     pub left_behind: Option<i64>,
@@ -333,7 +336,7 @@ pub(super) async fn run(
                     rows: scanned,
                     ..others
                 });
-                progress.update(&after, done, scanned, started.elapsed(), governor.duty());
+                progress.update(&after, done, scanned, started.elapsed(), &governor);
                 observe(Event::Batch(&progress));
                 if after.state == State::Done {
                     return Ok((Outcome::Done, progress));
@@ -595,11 +598,19 @@ impl Progress {
             last_key: cp.last_key.clone(),
             state: cp.state,
             duty: 1.0,
+            batch_size: 0,
             left_behind: None,
         }
     }
 
-    fn update(&mut self, cp: &Checkpoint, done: i64, scanned: i64, elapsed: Duration, duty: f64) {
+    fn update(
+        &mut self,
+        cp: &Checkpoint,
+        done: i64,
+        scanned: i64,
+        elapsed: Duration,
+        governor: &Governor,
+    ) {
         self.rows_done = cp.rows_done;
         self.rows_scanned = cp.rows_scanned;
         self.run_rows_done += done;
@@ -608,7 +619,8 @@ impl Progress {
         self.last_key = cp.last_key.clone();
         self.state = cp.state;
         self.total_estimate = self.total_estimate.max(self.rows_scanned);
-        self.duty = duty;
+        self.duty = governor.duty();
+        self.batch_size = governor.batch_size();
     }
 
     /// Rows visited per second by this run.
