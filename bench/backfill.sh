@@ -3,10 +3,10 @@
 #   1. speed, nothing else running: rows/s of one `UPDATE` of the whole table (the
 #      reference), of `pgshim backfill` at default settings, and of
 #      `pgshim backfill --throttle auto`;
-#   2. app traffic: pgbench TPS of a small read/write script on that table, alone and
-#      while each of the three runs, counted from pgbench's per-transaction log over
-#      exactly the time the fill ran (so a fill shorter than a pgbench run is not
-#      diluted), with how long each fill took under that load.
+#   2. app traffic: pgbench TPS of a small read/write script on that table while each
+#      of the three runs, counted from pgbench's per-transaction log over exactly the
+#      time the fill ran (so a fill shorter than a pgbench run is not diluted), next to
+#      a pgbench run alone just before it, with how long each fill took under load.
 # Prints a markdown table with the targets and writes bench/out/backfill.md.
 #
 # Everything runs on 127.0.0.1 in a throwaway cluster that is removed on exit.
@@ -14,7 +14,7 @@
 # Environment:
 #   QUICK=1          a quick check: 200000 rows, 4 s pgbench runs
 #   ROWS=1000000     rows in the table
-#   DURATION=10      seconds of the pgbench run alone (and the least of the others)
+#   DURATION=10      seconds of each pgbench run alone (and the least of the others)
 #   CLIENTS=8        pgbench -c
 #   THREADS=2        pgbench -j
 #   BATCH_SIZE=      pgshim backfill --batch-size (default: pgshim's default)
@@ -152,36 +152,35 @@ window_tps() {
         }'
 }
 
-log "2/2 traffic: pgbench alone ($DURATION s)"
-reset_new_column
-start_app alone "$DURATION"
-finish_app alone
-tps_alone=$(window_tps alone)
-
-# Runs fill $1 (command "${@:3}") while pgbench runs; pgbench gets $2 seconds, which
-# must outlast the fill. Prints "tps seconds".
+# Runs fill $1 (command "${@:3}") while pgbench runs, right after a pgbench run
+# alone of DURATION seconds, so that other load on the machine drifting between
+# runs does not skew the ratio; pgbench gets $2 seconds, which must outlast the fill.
+# Prints "tps_alone tps_during seconds".
 during() {
-    local label=$1 secs=$2 t0 t1
+    local label=$1 secs=$2 t0 t1 alone
     shift 2
     reset_new_column
+    start_app "$label-alone" "$DURATION"
+    finish_app "$label-alone"
+    alone=$(window_tps "$label-alone")
     start_app "$label" "$secs"
     sleep 1
     t0=$EPOCHREALTIME
     "$@" >"$LOGS/backfill-during-$label.log" 2>&1 || { cat "$LOGS/backfill-during-$label.log" >&2; die "$label under load failed"; }
     t1=$EPOCHREALTIME
     finish_app "$label"
-    echo "$(window_tps "$label" "$t0" "$t1") $(calc "%.2f" "b - a" "$t0" "$t1")"
+    echo "$alone $(window_tps "$label" "$t0" "$t1") $(calc "%.2f" "b - a" "$t0" "$t1")"
 }
 
 # pgbench must outlast each fill: give it a generous multiple of the time alone.
 app_secs() { calc "%d" "(a * 8 > b ? a * 8 : b) + 3" "$1" "$DURATION"; }
 
-log "2/2 traffic: pgbench during one UPDATE of the whole table"
-read -r tps_up up_load_secs <<<"$(during update "$(app_secs "$up_secs")" "${update_all[@]}")"
-log "2/2 traffic: pgbench during pgshim backfill (default settings)"
-read -r tps_bf bf_load_secs <<<"$(during backfill "$(app_secs "$bf_secs")" "${backfill_default[@]}")"
-log "2/2 traffic: pgbench during pgshim backfill --throttle auto"
-read -r tps_auto auto_load_secs <<<"$(during auto "$(app_secs "$auto_secs")" "${backfill_auto[@]}")"
+log "2/2 traffic: pgbench alone, then during one UPDATE of the whole table"
+read -r alone_up tps_up up_load_secs <<<"$(during update "$(app_secs "$up_secs")" "${update_all[@]}")"
+log "2/2 traffic: pgbench alone, then during pgshim backfill (default settings)"
+read -r alone_bf tps_bf bf_load_secs <<<"$(during backfill "$(app_secs "$bf_secs")" "${backfill_default[@]}")"
+log "2/2 traffic: pgbench alone, then during pgshim backfill --throttle auto"
+read -r alone_auto tps_auto auto_load_secs <<<"$(during auto "$(app_secs "$auto_secs")" "${backfill_auto[@]}")"
 
 rows_per_s() { calc "%.0f" "(b > 0 ? a / b : 0)" "$ROWS" "$1"; }
 vs() { calc "%.2f" "(b > 0 ? a / b : 0)" "$1" "$2"; }
@@ -203,14 +202,13 @@ pgshim: $PGSHIM_LABEL; $ROWS rows; batch size ${BATCH_SIZE:-default}; $(nproc) C
 | pgshim backfill (default) | $bf_secs | $bf_rate | $(vs "$bf_rate" "$up_rate") | $bf_load_secs | 1.00 |
 | pgshim backfill --throttle auto | $auto_secs | $auto_rate | $(vs "$auto_rate" "$up_rate") | $auto_load_secs | $(vs "$auto_load_secs" "$bf_load_secs") |
 
-| app traffic (pgbench) | TPS | vs alone |
-|---|---:|---:|
-| alone | $tps_alone | 1.00 |
-| during one UPDATE | $tps_up | $(vs "$tps_up" "$tps_alone") |
-| during pgshim backfill (default) | $tps_bf | $(vs "$tps_bf" "$tps_alone") |
-| during pgshim backfill --throttle auto | $tps_auto | $(vs "$tps_auto" "$tps_alone") |
+| app traffic (pgbench) | TPS alone, just before | TPS during | during vs alone |
+|---|---:|---:|---:|
+| one UPDATE | $alone_up | $tps_up | $(vs "$tps_up" "$alone_up") |
+| pgshim backfill (default) | $alone_bf | $tps_bf | $(vs "$tps_bf" "$alone_bf") |
+| pgshim backfill --throttle auto | $alone_auto | $tps_auto | $(vs "$tps_auto" "$alone_auto") |
 
-Targets: default backfill >= 0.60x the rows/s of one UPDATE (here $(vs "$bf_rate" "$up_rate")); with --throttle auto, app TPS >= 0.90x alone (here $(vs "$tps_auto" "$tps_alone")) and the fill under load within 2x the unthrottled one (here $(vs "$auto_load_secs" "$bf_load_secs")x the default backfill under load, $(vs "$auto_load_secs" "$bf_secs")x the default backfill alone).
+Targets: default backfill >= 0.60x the rows/s of one UPDATE (here $(vs "$bf_rate" "$up_rate")); with --throttle auto, app TPS >= 0.90x alone (here $(vs "$tps_auto" "$alone_auto")) and the fill under load within 2x the unthrottled one (here $(vs "$auto_load_secs" "$bf_load_secs")x the default backfill under load, $(vs "$auto_load_secs" "$bf_secs")x the default backfill alone).
 EOF
 )
 echo "$report"
