@@ -11,7 +11,8 @@
 //! - `key`: the primary key (or unique NOT NULL columns) tables are walked by.
 //! - `checkpoint`: the `pgshim` schema: backfill checkpoints, last verify results.
 //! - `retry`: backoff on lock timeouts, deadlocks and serialization failures.
-//! - `walk`, `throttle`: checkpointed key-range batches and the pause between them,
+//! - `walk`, `walk_sql`, `throttle`: checkpointed key-range batches, their statements
+//!   and the pause between them,
 //!   shared by the two operations that rewrite rows:
 //! - `backfill`: filling the new columns of unmigrated rows;
 //! - `repair`: rewriting disagreeing rows from the phase's source of truth.
@@ -38,6 +39,7 @@ pub mod target;
 pub mod throttle;
 pub mod verify;
 pub mod walk;
+mod walk_sql;
 
 pub use error::OpsError;
 pub use target::Target;

@@ -14,16 +14,17 @@
 use std::time::{Duration, Instant};
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{self, Checkpoint, Journal, State};
+use super::checkpoint::{self, Checkpoint, State};
 use super::error::OpsError;
-use super::key::Key;
 use super::retry::{sleep_unless_stopped, with_retry, Retried};
-use super::sql::{ident, setting};
+use super::sql::setting;
 use super::target::Target;
 use super::throttle::{BatchSample, Governor, Throttle};
+use super::walk_sql::Prepared;
+pub(super) use super::walk_sql::Sql;
 
 /// How to run a walk.
 #[derive(Debug, Clone)]
@@ -109,148 +110,6 @@ pub enum Outcome {
     AlreadyDone,
     /// Ctrl-C/SIGTERM: the current batch finished, a rerun continues.
     Stopped,
-}
-
-/// The text of a walk's batch statements; see [`Sql::new`].
-pub(super) struct Sql {
-    journal: Journal,
-    key_len: usize,
-    nth_first: String,
-    nth_next: String,
-    bound_first: String,
-    bound_next: String,
-    apply_first: String,
-    apply_next: String,
-}
-
-/// The statements of a walk, prepared on its connection.
-struct Prepared {
-    journal: Journal,
-    key_len: usize,
-    load: Statement,
-    advance: Statement,
-    nth_first: Statement,
-    nth_next: Statement,
-    bound_first: Statement,
-    bound_next: Statement,
-    apply_first: Statement,
-    apply_next: Statement,
-    sample: Statement,
-}
-
-/// Other sessions waiting for a lock this session holds, and other client sessions
-/// running a statement.
-const SAMPLE_SQL: &str = "\
-SELECT count(*) FILTER (WHERE wait_event_type = 'Lock' \
-           AND pg_catalog.pg_backend_pid() = ANY (pg_catalog.pg_blocking_pids(pid))), \
-       count(*) FILTER (WHERE state = 'active') \
-FROM pg_catalog.pg_stat_activity \
-WHERE pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'";
-
-// === impl Sql ===
-
-impl Sql {
-    /// The statements that walk `target`'s table by `key` (keys per batch are a
-    /// parameter), running `UPDATE table AS t SET <sets> WHERE <range> AND (<condition>)` on each
-    /// range; `sets` and `condition` name the row `t`.
-    pub(super) fn new(
-        journal: Journal,
-        target: &Target,
-        key: &Key,
-        sets: &str,
-        condition: &str,
-    ) -> Sql {
-        let table = target.table_sql();
-        let cols: Vec<String> = key
-            .columns
-            .iter()
-            .map(|c| format!("t.{}", ident(c)))
-            .collect();
-        let desc: Vec<String> = key
-            .columns
-            .iter()
-            .map(|c| format!("b.{} DESC", ident(c)))
-            .collect();
-        let bound = |after: &str, limit: usize| {
-            format!(
-                "WITH b AS MATERIALIZED (\
-                   SELECT {cols} FROM {table} AS t {after}ORDER BY {order} LIMIT ${limit}::int8) \
-                 SELECT count(*), (SELECT {last} FROM b ORDER BY {desc} LIMIT 1) FROM b",
-                cols = cols.join(", "),
-                order = key.order("t"),
-                last = key.text_array("b"),
-                desc = desc.join(", "),
-            )
-        };
-        // The key `size` rows on: an index-only scan that projects one row.
-        let nth = |after: &str, size: usize| {
-            format!(
-                "SELECT {last} FROM (SELECT {cols} FROM {table} AS t {after}\
-                 ORDER BY {order} OFFSET ${size}::int8 - 1 LIMIT 1) AS b",
-                cols = cols.join(", "),
-                order = key.order("t"),
-                last = key.text_array("b"),
-            )
-        };
-        let row = key.row("t");
-        let n = key.columns.len();
-        let apply = |range: String| {
-            format!("UPDATE {table} AS t SET {sets} WHERE {range} AND ({condition})")
-        };
-        Sql {
-            journal,
-            key_len: n,
-            nth_first: nth("", 1),
-            nth_next: nth(&format!("WHERE {row} > {} ", key.params(1)), 1 + n),
-            bound_first: bound("", 1),
-            bound_next: bound(&format!("WHERE {row} > {} ", key.params(1)), 1 + n),
-            apply_first: apply(format!("{row} <= {}", key.params(1))),
-            apply_next: apply(format!(
-                "{row} > {} AND {row} <= {}",
-                key.params(1),
-                key.params(1 + n)
-            )),
-        }
-    }
-
-    /// Prepares the statements inside a transaction under `lock_timeout`: parsing
-    /// them takes a lock on the table, which must not wait behind another session's
-    /// lock for longer than a batch would.
-    async fn prepare(&self, client: &Client, lock_timeout: Duration) -> Result<Prepared, OpsError> {
-        let what = "preparing the batch statements";
-        client
-            .batch_execute(&format!(
-                "BEGIN; SET LOCAL lock_timeout = {}",
-                setting(lock_timeout)
-            ))
-            .await
-            .map_err(OpsError::db(what))?;
-        let prepared = self.prepare_in_tx(client).await;
-        client
-            .batch_execute("ROLLBACK")
-            .await
-            .map_err(OpsError::db(what))?;
-        prepared
-    }
-
-    async fn prepare_in_tx(&self, client: &Client) -> Result<Prepared, OpsError> {
-        let what = "preparing the batch statements";
-        let prep =
-            |sql: String| async move { client.prepare(&sql).await.map_err(OpsError::db(what)) };
-        Ok(Prepared {
-            journal: self.journal,
-            key_len: self.key_len,
-            load: prep(checkpoint::load_sql(self.journal, true)).await?,
-            advance: prep(checkpoint::advance_sql(self.journal)).await?,
-            nth_first: prep(self.nth_first.clone()).await?,
-            nth_next: prep(self.nth_next.clone()).await?,
-            bound_first: prep(self.bound_first.clone()).await?,
-            bound_next: prep(self.bound_next.clone()).await?,
-            apply_first: prep(self.apply_first.clone()).await?,
-            apply_next: prep(self.apply_next.clone()).await?,
-            sample: prep(SAMPLE_SQL.to_owned()).await?,
-        })
-    }
 }
 
 /// Runs the walk from checkpoint `cp` until the end of the table or `stop`.
