@@ -1,8 +1,9 @@
 //! `pgshim verify`: exit 0 only when nothing is left to migrate and both shapes agree,
-//! with samples of the offending keys, and the last result saved for `pgshim status`.
-use crate::support::ops::{ops_config, rename_rule, run};
+//! with samples of the offending keys, and the last result saved for `pgshim status`;
+//! `--repair` rewrites disagreeing rows from the phase's source of truth, resumably.
+use crate::support::ops::{finish, ops_config, rename_rule, run, spawn};
 use crate::support::pg::{cluster, DB};
-use crate::support::unique_name;
+use crate::support::{eventually, unique_name};
 
 #[tokio::test]
 async fn verify_fails_on_a_hand_made_mismatch_and_names_the_keys() {
@@ -245,4 +246,79 @@ async fn repair_of_a_type_change_recomputes_the_old_column_in_migrate() {
     let expected = [("pending", 1), ("paid", 2), ("failed", 3), ("failed", 3)];
     let expected: Vec<(String, i32)> = expected.iter().map(|(s, c)| (s.to_string(), *c)).collect();
     assert_eq!(rows, expected);
+}
+
+#[tokio::test]
+async fn interrupted_repair_resumes_from_its_checkpoint() {
+    let table = unique_name("vf_repair_resume");
+    let admin = cluster().admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text, full_name text);
+             INSERT INTO {table} SELECT g, 'user ' || g, 'stale ' || g FROM generate_series(1, 3000) g;"
+        ))
+        .await
+        .unwrap();
+    let config = ops_config(&rename_rule(&table, &table, "name", "full_name", "expand"));
+    let running = spawn(
+        &config,
+        &[
+            "verify",
+            &table,
+            "--repair",
+            "--batch-size",
+            "100",
+            "--sleep",
+            "50",
+        ],
+    );
+    let journal = || async {
+        admin
+            .query_opt(
+                "SELECT state, rows_done FROM pgshim.repair_progress WHERE rule_id = $1",
+                &[&table],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+    };
+    eventually(30, "the repair has rewritten some rows", || async {
+        journal().await.is_some_and(|(_, done)| done >= 300)
+    })
+    .await;
+    let pid = running.id().expect("repair is running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let stopped = finish(running).await;
+    assert!(!stopped.status.success(), "{stopped:?}");
+    assert!(
+        stopped
+            .stderr
+            .contains("rerun the same command to continue"),
+        "{}",
+        stopped.stderr
+    );
+    let (state, done) = journal().await.unwrap();
+    assert_eq!(state, "running");
+    assert!(done < 3_000, "stopped before the end: {done}");
+    let fixed: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE full_name = name"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fixed, done, "each batch committed with its checkpoint");
+
+    let rest = run(&config, &["verify", &table, "--repair", "--json"]).await;
+    assert!(rest.status.success(), "{rest:?}");
+    let json: serde_json::Value = serde_json::from_str(&rest.stdout).unwrap();
+    assert_eq!(json["repaired"], 3_000 - done, "{json}");
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(journal().await.unwrap(), ("done".to_owned(), 3_000));
 }
