@@ -3,10 +3,10 @@
 #   1. speed, nothing else running: rows/s of one `UPDATE` of the whole table (the
 #      reference), of `pgshim backfill` at default settings, and of
 #      `pgshim backfill --throttle auto`;
-#   2. app traffic: pgbench TPS of a small read/write script on that table while each
-#      of the three runs, counted from pgbench's per-transaction log over exactly the
-#      time the fill ran (so a fill shorter than a pgbench run is not diluted), next to
-#      a pgbench run alone just before it, with how long each fill took under load.
+#   2. app traffic: pgbench TPS of a small read/write script on that table, alone and
+#      then, in the same pgbench run, while each of the three fills runs, counted from
+#      pgbench's per-transaction log over exactly the time the fill ran (so a fill
+#      shorter than a pgbench run is not diluted), with how long each fill took.
 # Prints a markdown table with the targets and writes bench/out/backfill.md.
 #
 # Everything runs on 127.0.0.1 in a throwaway cluster that is removed on exit.
@@ -14,7 +14,7 @@
 # Environment:
 #   QUICK=1          a quick check: 200000 rows, 4 s pgbench runs
 #   ROWS=1000000     rows in the table
-#   DURATION=10      seconds of each pgbench run alone (and the least of the others)
+#   DURATION=10      seconds pgbench runs alone before each fill starts
 #   CLIENTS=8        pgbench -c
 #   THREADS=2        pgbench -j
 #   BATCH_SIZE=      pgshim backfill --batch-size (default: pgshim's default)
@@ -139,43 +139,40 @@ finish_app() {
 }
 
 # TPS of the app run $1 over the epoch window [$2, $3], from its transaction log
-# (columns 5 and 6: when each transaction ended, seconds and microseconds); without
-# a window, over the whole run less its first and last half second (connection
-# set-up, clients finishing at different times).
+# (columns 5 and 6: when each transaction ended, seconds and microseconds).
 window_tps() {
-    cat "$BENCH_TMP/pgb-$1".* | awk -v t0="${2:-}" -v t1="${3:-}" '
-        { t[NR] = $5 + $6 / 1e6; if (NR == 1 || t[NR] < lo) lo = t[NR]; if (t[NR] > hi) hi = t[NR] }
-        END {
-            if (t0 == "") { t0 = lo + 0.5; t1 = hi - 0.5 }
-            for (i = 1; i <= NR; i++) if (t[i] >= t0 && t[i] <= t1) n++
-            printf "%.0f", (t1 > t0 ? n / (t1 - t0) : 0)
-        }'
+    cat "$BENCH_TMP/pgb-$1".* | awk -v t0="$2" -v t1="$3" '
+        { t = $5 + $6 / 1e6; if (t >= t0 && t <= t1) n++ }
+        END { printf "%.0f", (t1 > t0 ? n / (t1 - t0) : 0) }'
 }
 
-# Runs fill $1 (command "${@:3}") while pgbench runs, right after a pgbench run
-# alone of DURATION seconds, so that other load on the machine drifting between
-# runs does not skew the ratio; pgbench gets $2 seconds, which must outlast the fill.
-# Prints "tps_alone tps_during seconds".
+# Runs one pgbench that first runs alone for DURATION seconds, then while fill $1
+# (command "${@:3}") runs: the two windows of the same run sit next to each other,
+# so other load on the machine drifting between runs does not skew their ratio.
+# pgbench gets $2 seconds in all, which must outlast the fill. Prints
+# "tps_alone tps_during fill_seconds".
 during() {
-    local label=$1 secs=$2 t0 t1 alone
+    local label=$1 secs=$2 ta t0 t1
     shift 2
     reset_new_column
-    start_app "$label-alone" "$DURATION"
-    finish_app "$label-alone"
-    alone=$(window_tps "$label-alone")
+    ta=$EPOCHREALTIME
     start_app "$label" "$secs"
-    sleep 1
+    sleep $((DURATION + 1))
     t0=$EPOCHREALTIME
     "$@" >"$LOGS/backfill-during-$label.log" 2>&1 || { cat "$LOGS/backfill-during-$label.log" >&2; die "$label under load failed"; }
     t1=$EPOCHREALTIME
     finish_app "$label"
-    echo "$alone $(window_tps "$label" "$t0" "$t1") $(calc "%.2f" "b - a" "$t0" "$t1")"
+    if (($(calc "%d" "b > a + c" "$ta" "$t1" "$secs"))); then
+        log "WARNING: $label outlasted pgbench ($secs s): its TPS counts time without traffic"
+    fi
+    echo "$(window_tps "$label" "$(calc "%.6f" "a + 1" "$ta")" "$t0") $(window_tps "$label" "$t0" "$t1") $(calc "%.2f" "b - a" "$t0" "$t1")"
 }
 
-# pgbench must outlast each fill: give it a generous multiple of the time alone.
-app_secs() { calc "%d" "(a * 8 > b ? a * 8 : b) + 3" "$1" "$DURATION"; }
+# pgbench must outlast the run alone and then the fill: a generous multiple of the
+# fill's time alone.
+app_secs() { calc "%d" "b + 1 + a * 8 + 3" "$1" "$DURATION"; }
 
-log "2/2 traffic: pgbench alone, then during one UPDATE of the whole table"
+log "2/2 traffic: pgbench alone for $DURATION s, then during one UPDATE of the whole table"
 read -r alone_up tps_up up_load_secs <<<"$(during update "$(app_secs "$up_secs")" "${update_all[@]}")"
 log "2/2 traffic: pgbench alone, then during pgshim backfill (default settings)"
 read -r alone_bf tps_bf bf_load_secs <<<"$(during backfill "$(app_secs "$bf_secs")" "${backfill_default[@]}")"
@@ -202,7 +199,7 @@ pgshim: $PGSHIM_LABEL; $ROWS rows; batch size ${BATCH_SIZE:-default}; $(nproc) C
 | pgshim backfill (default) | $bf_secs | $bf_rate | $(vs "$bf_rate" "$up_rate") | $bf_load_secs | 1.00 |
 | pgshim backfill --throttle auto | $auto_secs | $auto_rate | $(vs "$auto_rate" "$up_rate") | $auto_load_secs | $(vs "$auto_load_secs" "$bf_load_secs") |
 
-| app traffic (pgbench) | TPS alone, just before | TPS during | during vs alone |
+| app traffic (pgbench) | TPS alone, just before | TPS during the fill | during vs alone |
 |---|---:|---:|---:|
 | one UPDATE | $alone_up | $tps_up | $(vs "$tps_up" "$alone_up") |
 | pgshim backfill (default) | $alone_bf | $tps_bf | $(vs "$tps_bf" "$alone_bf") |

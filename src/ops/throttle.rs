@@ -23,9 +23,9 @@ use std::time::Duration;
 /// Lowest duty cycle: even under heavy contention the walk keeps moving.
 const MIN_DUTY: f64 = 0.1;
 /// Highest duty cycle while other sessions are running statements.
-pub const APP_DUTY: f64 = 0.75;
+pub const APP_DUTY: f64 = 0.6;
 /// Duty cycle at the start, before anything is known about the load.
-const START_DUTY: f64 = 0.75;
+const START_DUTY: f64 = 0.6;
 /// Factor applied to the duty cycle on a latency spike.
 const BACK_OFF: f64 = 0.67;
 /// Added to the duty cycle after a batch with no spike.
