@@ -1,7 +1,8 @@
 //! `pgshim verify RULE`: scan both shapes and exit 0 only when nothing is left to migrate
 //! and nothing disagrees, the signal that moving on to contract is safe. With
-//! `--repair`, first rewrite the rows that are not migrated or disagree from the phase's
-//! source of truth (paced like a backfill), then scan.
+//! `--repair`, a scan that finds rows not migrated or disagreeing is followed by a
+//! repair that rewrites them from the phase's source of truth (paced like a backfill)
+//! and a second scan; an interrupted repair is resumed before any scan.
 use std::io::IsTerminal as _;
 use std::path::Path;
 
@@ -41,7 +42,16 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
     let (repaired, report) = common::runtime()?.block_on(async {
         let client = target.connect(&config).await?;
         let stop = common::stop_on_signal();
-        let repaired = if args.repair {
+        let mut repaired = None;
+        if args.repair {
+            // A clean table needs one scan; an interrupted repair goes on first.
+            if !repair::interrupted(&client, &target).await? {
+                let report = scan(&client, &target, args.batch_size, &stop).await?;
+                if report.ok() || !report.complete {
+                    return anyhow::Ok((Some(None), report));
+                }
+                print_found(&report, args.common.json);
+            }
             let opts = args.walk.options(args.batch_size, false);
             let mut view = View::new("repair");
             let done = repair::run(&client, &target, &opts, &stop, &mut |e| view.event(e)).await;
@@ -54,34 +64,20 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
                     progress.run_rows_done
                 );
             }
-            Some(progress)
-        } else {
-            None
-        };
-        let tty = std::io::stderr().is_terminal();
-        let mut observe = |r: &Report| {
-            if tty {
-                eprint!(
-                    "\r\x1b[2Kverify {}: {} rows scanned",
-                    r.rule, r.rows_scanned
-                );
-            }
-        };
-        let report = verify::run(&client, &target, args.batch_size, &stop, &mut observe).await;
-        if tty {
-            eprint!("\r\x1b[2K");
+            repaired = Some(Some(progress));
         }
-        anyhow::Ok((repaired, report?))
+        let report = scan(&client, &target, args.batch_size, &stop).await?;
+        anyhow::Ok((repaired, report))
     })?;
     if args.common.json {
         let mut value = serde_json::to_value(&report)?;
         value["ok"] = report.ok().into();
         if let Some(p) = &repaired {
-            value["repaired"] = p.run_rows_done.into();
+            value["repaired"] = p.as_ref().map_or(0, |p| p.run_rows_done).into();
         }
         common::print_json(&value)?;
     } else {
-        if let Some(p) = &repaired {
+        if let Some(Some(p)) = &repaired {
             print_repair(&target.rule.id, p);
         }
         print_text(&report);
@@ -101,6 +97,39 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
         mismatched: report.mismatched,
     }
     .into())
+}
+
+/// The scan, with a counter on a terminal.
+async fn scan(
+    client: &tokio_postgres::Client,
+    target: &crate::ops::Target,
+    batch_size: i64,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Report> {
+    let tty = std::io::stderr().is_terminal();
+    let mut observe = |r: &Report| {
+        if tty {
+            eprint!(
+                "\r\x1b[2Kverify {}: {} rows scanned",
+                r.rule, r.rows_scanned
+            );
+        }
+    };
+    let report = verify::run(client, target, batch_size, stop, &mut observe).await;
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    Ok(report?)
+}
+
+/// What the scan before a repair found, on stderr (stdout carries the final report).
+fn print_found(r: &Report, json: bool) {
+    if !json {
+        eprintln!(
+            "verify {}: {} rows not migrated and {} disagreeing; repairing",
+            r.rule, r.not_migrated, r.mismatched
+        );
+    }
 }
 
 fn print_repair(rule: &str, p: &Progress) {

@@ -60,6 +60,25 @@ pub async fn run(
     walk::run(client, target, &sql, opts, progress, stop, observe).await
 }
 
+/// Whether a repair of `target` was stopped before the end of the table.
+///
+/// # Errors
+/// [`OpsError::Db`] when the `pgshim` schema cannot be read.
+pub async fn interrupted(client: &Client, target: &Target) -> Result<bool, OpsError> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('pgshim.repair_progress') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(OpsError::db("looking for the repair checkpoint"))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(false);
+    }
+    let cp = checkpoint::load(client, Journal::Repair, &target.rule.id, false).await?;
+    Ok(cp.is_some_and(|cp| cp.state == State::Running))
+}
+
 /// The `SET` list taking each row to the phase's source of truth.
 fn sets_sql(target: &Target, info: &TableInfo) -> String {
     let rule = &target.rule;

@@ -207,6 +207,25 @@ async fn repair_rewrites_hand_made_disagreements_from_the_phase_source_of_truth(
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .unwrap();
         assert_eq!(journal, ("done".to_owned(), 3, 3000), "{phase}");
+
+        // On a clean table --repair is one scan and no walk (a new walk would start its
+        // journal over).
+        let again = run(&config, &["verify", &table, "--repair", "--json"]).await;
+        assert!(again.status.success(), "{phase}: {again:?}");
+        let json: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+        assert_eq!(
+            (json["ok"].as_bool(), json["repaired"].as_i64()),
+            (Some(true), Some(0))
+        );
+        let journal_after: (String, i64) = admin
+            .query_one(
+                "SELECT state, rows_done FROM pgshim.repair_progress WHERE rule_id = $1",
+                &[&table],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!(journal_after, ("done".to_owned(), 3), "{phase}");
     }
 }
 
