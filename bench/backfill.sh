@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # pgshim backfill speed and its cost to live traffic, on one machine, in one run:
-#   1. rows/s of `pgshim backfill` (default batch size) over a ROWS-row table, next to
-#      one `UPDATE` of the whole table doing the same work;
-#   2. pgbench TPS of a small read/write script on that table: alone, while the backfill
-#      runs, and while the single UPDATE runs (which holds every row lock until it ends).
-# Prints a markdown table and writes bench/out/backfill.md.
+#   1. speed, nothing else running: rows/s of one `UPDATE` of the whole table (the
+#      reference), of `pgshim backfill` at default settings, and of
+#      `pgshim backfill --throttle auto`;
+#   2. app traffic: pgbench TPS of a small read/write script on that table, alone and
+#      then, in the same pgbench run, while each of the three fills runs, counted from
+#      pgbench's per-transaction log over exactly the time the fill ran (so a fill
+#      shorter than a pgbench run is not diluted), with how long each fill took.
+# Prints a markdown table with the targets and writes bench/out/backfill.md.
 #
 # Everything runs on 127.0.0.1 in a throwaway cluster that is removed on exit.
 #
 # Environment:
-#   ROWS=1000000     rows in the table (QUICK=1 sets 100000)
-#   DURATION=10      seconds per pgbench run (QUICK=1 sets 3)
+#   QUICK=1          a quick check: 200000 rows, 4 s pgbench runs
+#   ROWS=1000000     rows in the table
+#   DURATION=10      seconds pgbench runs alone before each fill starts
 #   CLIENTS=8        pgbench -c
 #   THREADS=2        pgbench -j
 #   BATCH_SIZE=      pgshim backfill --batch-size (default: pgshim's default)
@@ -23,8 +27,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ ${QUICK:-0} == 1 ]]; then
-    ROWS=${ROWS:-100000}
-    DURATION=${DURATION:-3}
+    ROWS=${ROWS:-200000}
+    DURATION=${DURATION:-4}
 fi
 ROWS=${ROWS:-1000000}
 DURATION=${DURATION:-10}
@@ -45,9 +49,11 @@ install_traps
 build_pgshim
 make_tmp
 start_postgres $((CLIENTS + 20))
+warn_if_busy || true
 
 LOGS="$OUT_DIR/logs"
 mkdir -p "$LOGS"
+rm -f "$LOGS"/backfill-*
 CONF="$BENCH_TMP/backfill.toml"
 cat >"$CONF" <<EOF
 [upstream]
@@ -65,10 +71,10 @@ new = "full_name"
 phase = "expand"
 EOF
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-per_sec() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+# awk arithmetic on the shell's numbers: calc FORMAT EXPR (EXPR reads a, b, c).
+calc() {
+    awk -v a="${3:-0}" -v b="${4:-0}" -v c="${5:-0}" "BEGIN { printf \"$1\", $2 }"
+}
 
 log "creating bench_users with $ROWS rows"
 pg_direct -d postgres >"$LOGS/backfill-init.log" 2>&1 <<EOF
@@ -81,21 +87,32 @@ reset_new_column() {
     pg_direct -d postgres -c "UPDATE bench_users SET full_name = NULL" -c "VACUUM bench_users" >/dev/null
 }
 
-backfill_args=(backfill bench-full-name --config "$CONF" --restart)
-[[ -z $BATCH_SIZE ]] || backfill_args+=(--batch-size "$BATCH_SIZE")
+update_all=(pg_direct -d postgres -c "UPDATE bench_users SET full_name = name WHERE full_name IS NULL")
+backfill_default=("$PGSHIM" backfill bench-full-name --config "$CONF" --restart)
+[[ -z $BATCH_SIZE ]] || backfill_default+=(--batch-size "$BATCH_SIZE")
+backfill_auto=("${backfill_default[@]}" --throttle auto)
 
-log "1/2 speed: pgshim backfill"
-t0=$(now)
-"$PGSHIM" "${backfill_args[@]}" >"$LOGS/backfill-run.log" 2>&1 || { cat "$LOGS/backfill-run.log" >&2; die "backfill failed"; }
-bf_secs=$(elapsed "$t0" "$(now)")
-"$PGSHIM" verify bench-full-name --config "$CONF" >>"$LOGS/backfill-run.log" 2>&1 ||
-    { cat "$LOGS/backfill-run.log" >&2; die "verify failed after the backfill"; }
+# Runs "$@" (after label $1) to the end, logging it; prints its wall-clock seconds.
+timed() {
+    local label=$1 t0 t1
+    shift
+    t0=$EPOCHREALTIME
+    "$@" >"$LOGS/backfill-$label.log" 2>&1 || { cat "$LOGS/backfill-$label.log" >&2; die "$label failed"; }
+    t1=$EPOCHREALTIME
+    calc "%.2f" "b - a" "$t0" "$t1"
+}
 
+log "1/2 speed alone: one UPDATE of the whole table"
 reset_new_column
-log "1/2 speed: one UPDATE of the whole table"
-t0=$(now)
-pg_direct -d postgres -c "UPDATE bench_users SET full_name = name WHERE full_name IS NULL" >/dev/null
-up_secs=$(elapsed "$t0" "$(now)")
+up_secs=$(timed speed-update "${update_all[@]}")
+log "1/2 speed alone: pgshim backfill (default settings)"
+reset_new_column
+bf_secs=$(timed speed-backfill "${backfill_default[@]}")
+"$PGSHIM" verify bench-full-name --config "$CONF" >>"$LOGS/backfill-speed-backfill.log" 2>&1 ||
+    { cat "$LOGS/backfill-speed-backfill.log" >&2; die "verify failed after the backfill"; }
+log "1/2 speed alone: pgshim backfill --throttle auto"
+reset_new_column
+auto_secs=$(timed speed-auto "${backfill_auto[@]}")
 
 PGB_SCRIPT="$BENCH_TMP/app.sql"
 cat >"$PGB_SCRIPT" <<EOF
@@ -104,54 +121,91 @@ UPDATE bench_users SET balance = balance + 1 WHERE id = :id;
 SELECT name, balance FROM bench_users WHERE id = :id;
 EOF
 
-# Runs pgbench for DURATION seconds; prints "tps avg_latency_ms".
-pgbench_tps() {
-    local out="$LOGS/backfill-pgbench-$1.log"
-    "$PGBENCH" -n -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
-        -M prepared -f "$PGB_SCRIPT" postgres >"$out" 2>&1 || { cat "$out" >&2; die "pgbench ($1) failed"; }
-    awk '/^tps = / { tps = $3 } /^latency average/ { lat = $4 } END { printf "%.0f %.2f", tps, lat }' "$out"
+# Starts pgbench for $2 seconds in the background, logging every transaction under
+# label $1; sets APP_PID.
+start_app() {
+    local label=$1 secs=$2
+    rm -f "$BENCH_TMP/pgb-$label".*
+    (cd "$BENCH_TMP" && "$PGBENCH" -n -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "$CLIENTS" -j "$THREADS" \
+        -T "$secs" -M prepared -f "$PGB_SCRIPT" -l --log-prefix="pgb-$label" postgres) \
+        >"$LOGS/backfill-pgbench-$label.log" 2>&1 &
+    APP_PID=$!
+    BENCH_EXTRA_PIDS+=("$APP_PID")
 }
 
-# Runs pgbench while "$@" runs in the background; prints "tps latency".
-pgbench_during() {
-    local label=$1 pid result
-    shift
-    "$@" >"$LOGS/backfill-during-$label.log" 2>&1 &
-    pid=$!
-    BENCH_EXTRA_PIDS+=("$pid")
-    result=$(pgbench_tps "$label")
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-    echo "$result"
+finish_app() {
+    wait "$APP_PID" || { cat "$LOGS/backfill-pgbench-$1.log" >&2; die "pgbench ($1) failed"; }
+    forget_pid "$APP_PID"
 }
 
-reset_new_column
-log "2/2 traffic: pgbench alone"
-read -r tps_alone lat_alone <<<"$(pgbench_tps alone)"
-reset_new_column
-log "2/2 traffic: pgbench while pgshim backfill runs"
-read -r tps_bf lat_bf <<<"$(pgbench_during backfill "$PGSHIM" "${backfill_args[@]}")"
-reset_new_column
-log "2/2 traffic: pgbench while one UPDATE of the whole table runs"
-read -r tps_up lat_up <<<"$(pgbench_during update pg_direct -d postgres -c "UPDATE bench_users SET full_name = name WHERE full_name IS NULL")"
+# TPS of the app run $1 over the epoch window [$2, $3], from its transaction log
+# (columns 5 and 6: when each transaction ended, seconds and microseconds).
+window_tps() {
+    cat "$BENCH_TMP/pgb-$1".* | awk -v t0="$2" -v t1="$3" '
+        { t = $5 + $6 / 1e6; if (t >= t0 && t <= t1) n++ }
+        END { printf "%.0f", (t1 > t0 ? n / (t1 - t0) : 0) }'
+}
+
+# Runs one pgbench that first runs alone for DURATION seconds, then while fill $1
+# (command "${@:3}") runs: the two windows of the same run sit next to each other,
+# so other load on the machine drifting between runs does not skew their ratio.
+# pgbench gets $2 seconds in all, which must outlast the fill. Prints
+# "tps_alone tps_during fill_seconds".
+during() {
+    local label=$1 secs=$2 ta t0 t1
+    shift 2
+    reset_new_column
+    ta=$EPOCHREALTIME
+    start_app "$label" "$secs"
+    sleep $((DURATION + 1))
+    t0=$EPOCHREALTIME
+    "$@" >"$LOGS/backfill-during-$label.log" 2>&1 || { cat "$LOGS/backfill-during-$label.log" >&2; die "$label under load failed"; }
+    t1=$EPOCHREALTIME
+    finish_app "$label"
+    if (($(calc "%d" "b > a + c" "$ta" "$t1" "$secs"))); then
+        log "WARNING: $label outlasted pgbench ($secs s): its TPS counts time without traffic"
+    fi
+    echo "$(window_tps "$label" "$(calc "%.6f" "a + 1" "$ta")" "$t0") $(window_tps "$label" "$t0" "$t1") $(calc "%.2f" "b - a" "$t0" "$t1")"
+}
+
+# pgbench must outlast the run alone and then the fill: a generous multiple of the
+# fill's time alone.
+app_secs() { calc "%d" "b + 1 + a * 8 + 3" "$1" "$DURATION"; }
+
+log "2/2 traffic: pgbench alone for $DURATION s, then during one UPDATE of the whole table"
+read -r alone_up tps_up up_load_secs <<<"$(during update "$(app_secs "$up_secs")" "${update_all[@]}")"
+log "2/2 traffic: pgbench alone, then during pgshim backfill (default settings)"
+read -r alone_bf tps_bf bf_load_secs <<<"$(during backfill "$(app_secs "$bf_secs")" "${backfill_default[@]}")"
+log "2/2 traffic: pgbench alone, then during pgshim backfill --throttle auto"
+read -r alone_auto tps_auto auto_load_secs <<<"$(during auto "$(app_secs "$auto_secs")" "${backfill_auto[@]}")"
+
+rows_per_s() { calc "%.0f" "(b > 0 ? a / b : 0)" "$ROWS" "$1"; }
+vs() { calc "%.2f" "(b > 0 ? a / b : 0)" "$1" "$2"; }
+up_rate=$(rows_per_s "$up_secs")
+bf_rate=$(rows_per_s "$bf_secs")
+auto_rate=$(rows_per_s "$auto_secs")
+mode="full"
+[[ ${QUICK:-0} == 1 ]] && mode="QUICK"
 
 report=$(
     cat <<EOF
-# pgshim backfill benchmark
+# pgshim backfill benchmark ($mode)
 
-pgshim: $PGSHIM_LABEL; $ROWS rows; batch size ${BATCH_SIZE:-default}; pgbench -c $CLIENTS -j $THREADS -T $DURATION (prepared; 1 UPDATE + 1 SELECT by primary key).
+pgshim: $PGSHIM_LABEL; $ROWS rows; batch size ${BATCH_SIZE:-default}; $(nproc) CPUs; app: pgbench -c $CLIENTS -j $THREADS (prepared; 1 UPDATE + 1 SELECT by primary key), directly on Postgres.
 
-| fill the new column | seconds | rows/s |
-|---|---:|---:|
-| pgshim backfill | $bf_secs | $(per_sec "$ROWS" "$bf_secs") |
-| one UPDATE of the table | $up_secs | $(per_sec "$ROWS" "$up_secs") |
+| fill the new column | alone: s | alone: rows/s | vs one UPDATE | under app load: s | vs default backfill under load |
+|---|---:|---:|---:|---:|---:|
+| one UPDATE of the table | $up_secs | $up_rate | 1.00 | $up_load_secs | $(vs "$up_load_secs" "$bf_load_secs") |
+| pgshim backfill (default) | $bf_secs | $bf_rate | $(vs "$bf_rate" "$up_rate") | $bf_load_secs | 1.00 |
+| pgshim backfill --throttle auto | $auto_secs | $auto_rate | $(vs "$auto_rate" "$up_rate") | $auto_load_secs | $(vs "$auto_load_secs" "$bf_load_secs") |
 
-| app traffic (pgbench) | TPS | avg latency ms | TPS vs alone |
+| app traffic (pgbench) | TPS alone, just before | TPS during the fill | during vs alone |
 |---|---:|---:|---:|
-| alone | $tps_alone | $lat_alone | 1.00 |
-| during pgshim backfill | $tps_bf | $lat_bf | $(ratio "$tps_bf" "$tps_alone") |
-| during one UPDATE | $tps_up | $lat_up | $(ratio "$tps_up" "$tps_alone") |
+| one UPDATE | $alone_up | $tps_up | $(vs "$tps_up" "$alone_up") |
+| pgshim backfill (default) | $alone_bf | $tps_bf | $(vs "$tps_bf" "$alone_bf") |
+| pgshim backfill --throttle auto | $alone_auto | $tps_auto | $(vs "$tps_auto" "$alone_auto") |
+
+Targets: default backfill >= 0.60x the rows/s of one UPDATE (here $(vs "$bf_rate" "$up_rate")); with --throttle auto, app TPS >= 0.90x alone (here $(vs "$tps_auto" "$alone_auto")) and the fill under load within 2x the unthrottled one (here $(vs "$auto_load_secs" "$bf_load_secs")x the default backfill under load, $(vs "$auto_load_secs" "$bf_secs")x the default backfill alone).
 EOF
 )
 echo "$report"

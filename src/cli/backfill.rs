@@ -10,6 +10,7 @@ use super::common::{self, OpsArgs};
 use crate::ops::backfill::{self, Event, Options, Outcome, Progress, DEFAULT_BATCH_SIZE};
 use crate::ops::checkpoint::{self, State};
 use crate::ops::sql::{human, parse_duration};
+use crate::ops::throttle::Throttle;
 
 /// `pgshim backfill` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -21,18 +22,8 @@ pub struct Args {
     /// Keys visited per batch (one short transaction each).
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: i64,
-    /// Milliseconds to sleep between batches.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    pub sleep: u64,
-    /// Wait while any replica in pg_stat_replication lags more than this (e.g. 10s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub max_replica_lag: Option<Duration>,
-    /// lock_timeout of each batch, in milliseconds; a batch that times out is retried.
-    #[arg(long, value_name = "MS", default_value_t = 1_000)]
-    pub lock_timeout: u64,
-    /// Attempts per batch before giving up on lock conflicts.
-    #[arg(long, default_value_t = 100)]
-    pub max_retries: u32,
+    #[command(flatten)]
+    pub walk: WalkArgs,
     /// Forget the checkpoint and start again from the first key.
     #[arg(long)]
     pub restart: bool,
@@ -42,6 +33,51 @@ pub struct Args {
     /// Resume a paused backfill and exit.
     #[arg(long, conflicts_with = "restart")]
     pub resume: bool,
+}
+
+/// How batches that rewrite rows are paced and retried; shared by `backfill` and
+/// `verify --repair`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WalkArgs {
+    /// Milliseconds to sleep between batches.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub sleep: u64,
+    /// `auto`: adapt the pause between batches to batch latency and to sessions
+    /// waiting for the batch's locks, so live traffic keeps its speed; `off`: no
+    /// pause beyond --sleep.
+    #[arg(long, value_name = "MODE", value_parser = parse_throttle, conflicts_with = "sleep")]
+    pub throttle: Option<Throttle>,
+    /// Wait while any replica in pg_stat_replication lags more than this (e.g. 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_replica_lag: Option<Duration>,
+    /// lock_timeout of each batch, in milliseconds; a batch that times out is retried.
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    pub lock_timeout: u64,
+    /// Attempts per batch before giving up on lock conflicts.
+    #[arg(long, default_value_t = 100)]
+    pub max_retries: u32,
+}
+
+impl WalkArgs {
+    /// The walk options for `batch_size` keys per batch.
+    pub fn options(&self, batch_size: i64, restart: bool) -> Options {
+        let throttle = match self.throttle {
+            Some(Throttle::Auto) => Throttle::Auto,
+            _ => Throttle::Sleep(Duration::from_millis(self.sleep)),
+        };
+        Options {
+            batch_size,
+            throttle,
+            lock_timeout: Duration::from_millis(self.lock_timeout),
+            max_attempts: self.max_retries,
+            max_replica_lag: self.max_replica_lag,
+            restart,
+        }
+    }
+}
+
+fn parse_throttle(text: &str) -> Result<Throttle, String> {
+    text.parse()
 }
 
 /// Runs the subcommand.
@@ -74,16 +110,9 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        let opts = Options {
-            batch_size: args.batch_size,
-            sleep: Duration::from_millis(args.sleep),
-            lock_timeout: Duration::from_millis(args.lock_timeout),
-            max_attempts: args.max_retries,
-            max_replica_lag: args.max_replica_lag,
-            restart: args.restart,
-        };
+        let opts = args.walk.options(args.batch_size, args.restart);
         let stop = common::stop_on_signal();
-        let mut view = View::new();
+        let mut view = View::new("backfill");
         let (outcome, progress) =
             backfill::run(&client, &target, &opts, &stop, &mut |e| view.event(e)).await?;
         view.finish();
@@ -101,13 +130,18 @@ fn report(rule: &str, outcome: Outcome, p: &Progress, json: bool) -> anyhow::Res
         p.run_rows_scanned,
         human(Duration::from_secs_f64(p.elapsed_secs))
     );
+    if let Some(left) = p.left_behind {
+        println!(
+            "backfill of rule {rule} had finished, but {left} rows were not migrated (written by clients that bypass pgshim): walking the table again"
+        );
+    }
     match outcome {
         Outcome::Done => println!(
             "backfill of rule {rule} done: {run} ({} filled in total); next: pgshim verify {rule}",
             p.rows_done
         ),
         Outcome::AlreadyDone => println!(
-            "backfill of rule {rule} was already done ({} rows filled); `--restart` scans the table again",
+            "backfill of rule {rule} was already done ({} rows filled) and no row is left unmigrated; `--restart` walks the table again",
             p.rows_done
         ),
         Outcome::Stopped => println!(
@@ -119,7 +153,9 @@ fn report(rule: &str, outcome: Outcome, p: &Progress, json: bool) -> anyhow::Res
 
 /// Renders events: an `indicatif` bar on a terminal (fits the width, redrawn in
 /// place, messages printed above it), a line every few seconds otherwise.
-struct View {
+pub(super) struct View {
+    /// What runs: `backfill` or `repair`.
+    label: &'static str,
     bar: Option<ProgressBar>,
     /// Whether the bar has seen a batch (and been moved to the checkpoint).
     started: bool,
@@ -132,7 +168,7 @@ const BAR_TEMPLATE: &str =
     "{wide_bar} {percent:>3}% {human_pos}/{human_len} rows  {per_sec}  ETA {eta}";
 
 impl View {
-    fn new() -> View {
+    pub(super) fn new(label: &'static str) -> View {
         let bar = std::io::stderr().is_terminal().then(|| {
             let style = ProgressStyle::with_template(BAR_TEMPLATE)
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -140,13 +176,14 @@ impl View {
             ProgressBar::new(0).with_style(style)
         });
         View {
+            label,
             bar,
             started: false,
             last_line: None,
         }
     }
 
-    fn event(&mut self, event: Event<'_>) {
+    pub(super) fn event(&mut self, event: Event<'_>) {
         match event {
             Event::Batch(p) => self.progress(p),
             Event::Paused => self.line("paused (run `pgshim backfill RULE --resume` to continue)"),
@@ -195,8 +232,18 @@ impl View {
             100.0
         };
         let eta = p.eta().map_or_else(|| "?".into(), human);
+        let duty = if p.duty < 1.0 {
+            format!(
+                "  throttled to {:.0}% of the time, batches of {}",
+                p.duty * 100.0,
+                p.batch_size
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "backfill {}: {pct:5.1}%  {} filled  {} visited  {:.0} rows/s  ETA {eta}",
+            "{} {}: {pct:5.1}%  {} rewritten  {} visited  {:.0} rows/s  ETA {eta}{duty}",
+            self.label,
             p.rule,
             p.rows_done,
             p.rows_scanned,
@@ -206,13 +253,14 @@ impl View {
     }
 
     fn line(&mut self, text: &str) {
+        let label = self.label;
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("backfill: {text}")),
-            None => eprintln!("backfill: {text}"),
+            Some(bar) => bar.suspend(|| eprintln!("{label}: {text}")),
+            None => eprintln!("{label}: {text}"),
         }
     }
 
-    fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

@@ -71,6 +71,9 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
             print!("{}", plan.script(timeouts));
             return Ok(());
         }
+        if !args.common.json {
+            eprint!("{}", plan.bypass_warning(""));
+        }
         if drops {
             guard(&config, &target, &client, args.force).await?;
         }

@@ -5,6 +5,7 @@ use std::path::Path;
 use super::common::{self, OpsArgs};
 use crate::config::Config;
 use crate::fleet::registry::Liveness;
+use crate::ops::bypass;
 use crate::ops::status::{self, RuleStatus};
 
 /// `pgshim status` arguments.
@@ -70,6 +71,7 @@ fn print_rule(r: &RuleStatus) {
             );
         }
         print_shapes(r);
+        print_bypass(r);
     }
     print_progress(r);
     println!("  next:     {}", r.next);
@@ -112,6 +114,16 @@ fn print_shapes(r: &RuleStatus) {
             list(&r.old_missing),
             list(&r.new_missing)
         );
+    }
+}
+
+fn print_bypass(r: &RuleStatus) {
+    if r.bypass.is_empty() {
+        return;
+    }
+    println!("  WARNING:  {}", bypass::warning(r.bypass.len()));
+    for b in &r.bypass {
+        println!("            {}", bypass::describe(b));
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `pgshim` schema: backfill checkpoints and the last verify result per rule.
+//! The `pgshim` schema: backfill and repair checkpoints, and the last verify result per rule.
 //!
 //! A backfill batch updates its checkpoint row in the same transaction as the rows it
 //! fills, so a crash loses at most the uncommitted batch and a rerun neither redoes nor
@@ -37,10 +37,20 @@ CREATE TABLE IF NOT EXISTS pgshim.verify_result (
     sample_not_migrated text[] NOT NULL,
     sample_mismatched   text[] NOT NULL,
     finished_at         timestamptz NOT NULL DEFAULT now()
-);";
+);
+CREATE TABLE IF NOT EXISTS pgshim.repair_progress (LIKE pgshim.backfill_progress INCLUDING ALL);";
 
 const COLUMNS: &str = "rule_id, key_columns, last_key, rows_done, rows_scanned, state, \
                        started_at, updated_at, finished_at";
+
+/// Which walk a checkpoint belongs to: each rule has one of each, in its own table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journal {
+    /// `pgshim backfill`.
+    Backfill,
+    /// `pgshim verify --repair`.
+    Repair,
+}
 
 /// Whether a backfill should run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -77,6 +87,26 @@ pub struct Checkpoint {
     pub finished_at: Option<SystemTime>,
 }
 
+// === impl Journal ===
+
+impl Journal {
+    /// The table holding this journal's checkpoints.
+    pub fn table(self) -> &'static str {
+        match self {
+            Journal::Backfill => "pgshim.backfill_progress",
+            Journal::Repair => "pgshim.repair_progress",
+        }
+    }
+
+    /// The command, for messages.
+    pub fn command(self) -> &'static str {
+        match self {
+            Journal::Backfill => "backfill",
+            Journal::Repair => "repair",
+        }
+    }
+}
+
 // === impl State ===
 
 impl State {
@@ -101,7 +131,8 @@ impl State {
 // === impl Checkpoint ===
 
 impl Checkpoint {
-    fn from_row(row: &tokio_postgres::Row) -> Checkpoint {
+    /// A checkpoint from a row of [`load_sql`] (or any `RETURNING` of the same columns).
+    pub fn from_row(row: &tokio_postgres::Row) -> Checkpoint {
         Checkpoint {
             rule_id: row.get(0),
             key_columns: row.get(1),
@@ -149,19 +180,27 @@ pub async fn schema_exists(client: &Client) -> Result<bool, OpsError> {
     Ok(row.get(0))
 }
 
-/// The checkpoint of `rule_id`, if a backfill ever started; `lock` takes `FOR UPDATE`.
+/// The statement reading one rule's checkpoint (`$1`), `FOR UPDATE` with `lock`.
+pub fn load_sql(journal: Journal, lock: bool) -> String {
+    let suffix = if lock { " FOR UPDATE" } else { "" };
+    format!(
+        "SELECT {COLUMNS} FROM {} WHERE rule_id = $1{suffix}",
+        journal.table()
+    )
+}
+
+/// The checkpoint of `rule_id`, if a walk ever started; `lock` takes `FOR UPDATE`.
 ///
 /// # Errors
 /// [`OpsError::Db`].
 pub async fn load(
     client: &impl GenericClient,
+    journal: Journal,
     rule_id: &str,
     lock: bool,
 ) -> Result<Option<Checkpoint>, OpsError> {
-    let suffix = if lock { " FOR UPDATE" } else { "" };
-    let sql = format!("SELECT {COLUMNS} FROM pgshim.backfill_progress WHERE rule_id = $1{suffix}");
     let row = client
-        .query_opt(&sql, &[&rule_id])
+        .query_opt(&load_sql(journal, lock), &[&rule_id])
         .await
         .map_err(OpsError::db("reading the backfill checkpoint"))?;
     Ok(row.as_ref().map(Checkpoint::from_row))
@@ -173,16 +212,20 @@ pub async fn load(
 /// [`OpsError::Usage`] when the saved checkpoint walked a different key; [`OpsError::Db`].
 pub async fn start(
     client: &Client,
+    journal: Journal,
     rule_id: &str,
     table: &str,
     key: &Key,
     restart: bool,
 ) -> Result<Checkpoint, OpsError> {
     let what = "saving the backfill checkpoint";
+    let jt = journal.table();
     client
         .execute(
-            "INSERT INTO pgshim.backfill_progress (rule_id, table_name, key_columns) \
-             VALUES ($1, $2, $3) ON CONFLICT (rule_id) DO NOTHING",
+            &format!(
+                "INSERT INTO {jt} (rule_id, table_name, key_columns) \
+                 VALUES ($1, $2, $3) ON CONFLICT (rule_id) DO NOTHING"
+            ),
             &[&rule_id, &table, &key.columns],
         )
         .await
@@ -190,15 +233,17 @@ pub async fn start(
     if restart {
         client
             .execute(
-                "UPDATE pgshim.backfill_progress SET table_name = $2, key_columns = $3, \
-                 last_key = NULL, rows_done = 0, rows_scanned = 0, state = 'running', \
-                 started_at = now(), updated_at = now(), finished_at = NULL WHERE rule_id = $1",
+                &format!(
+                    "UPDATE {jt} SET table_name = $2, key_columns = $3, \
+                     last_key = NULL, rows_done = 0, rows_scanned = 0, state = 'running', \
+                     started_at = now(), updated_at = now(), finished_at = NULL WHERE rule_id = $1"
+                ),
                 &[&rule_id, &table, &key.columns],
             )
             .await
             .map_err(OpsError::db(what))?;
     }
-    let saved = load(client, rule_id, false)
+    let saved = load(client, journal, rule_id, false)
         .await?
         .ok_or_else(|| OpsError::Usage(format!("the checkpoint of rule {rule_id} vanished while starting: is another backfill running with --restart?")))?;
     if saved.key_columns != key.columns {
@@ -211,29 +256,66 @@ pub async fn start(
     Ok(saved)
 }
 
-/// Records a committed batch; `done` marks the end of the table.
+/// Walks the table again from its first key after a finished walk, keeping the count
+/// of rows filled: rows written around pgshim since may lie below the old checkpoint.
+///
+/// # Returns
+/// The checkpoint after the change.
+///
+/// # Errors
+/// [`OpsError::Db`].
+pub async fn reopen(
+    client: &Client,
+    journal: Journal,
+    rule_id: &str,
+) -> Result<Option<Checkpoint>, OpsError> {
+    let sql = format!(
+        "UPDATE {} SET last_key = NULL, rows_scanned = 0, state = 'running', \
+         started_at = now(), updated_at = now(), finished_at = NULL \
+         WHERE rule_id = $1 RETURNING {COLUMNS}",
+        journal.table()
+    );
+    let row = client
+        .query_opt(&sql, &[&rule_id])
+        .await
+        .map_err(OpsError::db("reopening the checkpoint"))?;
+    Ok(row.as_ref().map(Checkpoint::from_row))
+}
+
+/// The statement recording a committed batch, for [`advance`]; prepared once per run.
+pub fn advance_sql(journal: Journal) -> String {
+    format!(
+        "UPDATE {} SET last_key = COALESCE($2, last_key), \
+         rows_done = rows_done + $3, rows_scanned = rows_scanned + $4, updated_at = now(), \
+         state = CASE WHEN $5 THEN 'done' ELSE state END, \
+         finished_at = CASE WHEN $5 THEN now() END \
+         WHERE rule_id = $1 RETURNING {COLUMNS}",
+        journal.table()
+    )
+}
+
+/// Records a committed batch with the statement of [`advance_sql`]; `done` marks the
+/// end of the table.
+///
+/// # Returns
+/// The checkpoint after the batch, `None` when it was deleted meanwhile.
 ///
 /// # Errors
 /// [`OpsError::Db`].
 pub async fn advance(
     tx: &impl GenericClient,
+    statement: &tokio_postgres::Statement,
     rule_id: &str,
     last_key: Option<&Vec<String>>,
     filled: i64,
     scanned: i64,
     done: bool,
-) -> Result<(), OpsError> {
-    tx.execute(
-        "UPDATE pgshim.backfill_progress SET last_key = COALESCE($2, last_key), \
-         rows_done = rows_done + $3, rows_scanned = rows_scanned + $4, updated_at = now(), \
-         state = CASE WHEN $5 THEN 'done' ELSE state END, \
-         finished_at = CASE WHEN $5 THEN now() END \
-         WHERE rule_id = $1",
-        &[&rule_id, &last_key, &filled, &scanned, &done],
-    )
-    .await
-    .map_err(OpsError::db("saving the backfill checkpoint"))?;
-    Ok(())
+) -> Result<Option<Checkpoint>, OpsError> {
+    let row = tx
+        .query_opt(statement, &[&rule_id, &last_key, &filled, &scanned, &done])
+        .await
+        .map_err(OpsError::db("saving the checkpoint"))?;
+    Ok(row.as_ref().map(Checkpoint::from_row))
 }
 
 /// Flips a backfill between running and paused (`--pause`, `--resume`).
@@ -249,8 +331,9 @@ pub async fn set_state(
     state: State,
 ) -> Result<Checkpoint, OpsError> {
     let sql = format!(
-        "UPDATE pgshim.backfill_progress SET state = $2 \
-         WHERE rule_id = $1 AND state <> 'done' RETURNING {COLUMNS}"
+        "UPDATE {} SET state = $2 \
+         WHERE rule_id = $1 AND state <> 'done' RETURNING {COLUMNS}",
+        Journal::Backfill.table()
     );
     let row = client
         .query_opt(&sql, &[&rule_id, &state.as_str()])
@@ -259,7 +342,7 @@ pub async fn set_state(
     if let Some(row) = row {
         return Ok(Checkpoint::from_row(&row));
     }
-    match load(client, rule_id, false).await? {
+    match load(client, Journal::Backfill, rule_id, false).await? {
         Some(_) => Err(OpsError::Usage(format!(
             "the backfill of rule {rule_id} is already done; nothing to {}",
             if state == State::Paused { "pause" } else { "resume" }

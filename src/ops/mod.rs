@@ -11,26 +11,36 @@
 //! - `key`: the primary key (or unique NOT NULL columns) tables are walked by.
 //! - `checkpoint`: the `pgshim` schema: backfill checkpoints, last verify results.
 //! - `retry`: backoff on lock timeouts, deadlocks and serialization failures.
-//! - `backfill`: keyset batches filling the new columns of unmigrated rows.
+//! - `walk`, `walk_sql`, `throttle`: checkpointed key-range batches, their statements
+//!   and the pause between them,
+//!   shared by the two operations that rewrite rows:
+//! - `backfill`: filling the new columns of unmigrated rows;
+//! - `repair`: rewriting disagreeing rows from the phase's source of truth.
 //! - `verify`: a batched scan comparing both shapes under the transforms.
 //! - `plan`, `indexdef`, `apply`: expand/contract DDL from the live catalog (index
 //!   definitions moved onto the new columns), and running it safely.
+//! - `bypass`: views, functions and triggers that use mapped columns inside Postgres.
 //! - `status`: every rule's phase, physical shape, progress and next safe step.
 //! - `sql`: identifier quoting and durations.
 
 pub mod apply;
 pub mod backfill;
+pub mod bypass;
 pub mod checkpoint;
 pub mod error;
 pub mod guard;
 pub mod indexdef;
 pub mod key;
 pub mod plan;
+pub mod repair;
 pub mod retry;
 pub mod sql;
 pub mod status;
 pub mod target;
+pub mod throttle;
 pub mod verify;
+pub mod walk;
+mod walk_sql;
 
 pub use error::OpsError;
 pub use target::Target;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use super::bypass::{self, Bypass};
 use super::error::OpsError;
 use super::indexdef;
 use super::sql::{ident, setting};
@@ -73,6 +74,8 @@ pub struct Plan {
     pub statements: Vec<Statement>,
     /// Things the operator must know or do by hand.
     pub notes: Vec<String>,
+    /// Views, functions and triggers that use the mapped columns inside Postgres.
+    pub bypass: Vec<Bypass>,
 }
 
 /// Timeouts the plan's statements run under.
@@ -159,6 +162,23 @@ impl Plan {
         for n in &self.notes {
             out += &format!("\n-- NOTE: {n}\n");
         }
+        out += &self.bypass_warning("-- ");
+        out
+    }
+
+    /// The bypass warning with its list, each line prefixed with `prefix`; empty when
+    /// nothing bypasses pgshim.
+    pub fn bypass_warning(&self, prefix: &str) -> String {
+        if self.bypass.is_empty() {
+            return String::new();
+        }
+        let mut out = format!(
+            "\n{prefix}WARNING: {}\n",
+            bypass::warning(self.bypass.len())
+        );
+        for b in &self.bypass {
+            out += &format!("{prefix}  {}\n", bypass::describe(b));
+        }
         out
     }
 }
@@ -186,6 +206,7 @@ pub async fn plan(client: &Client, target: &Target, step: Step) -> Result<Plan, 
         phase: target.rule.phase.to_string(),
         statements: Vec::new(),
         notes: Vec::new(),
+        bypass: bypass::find(client, target).await?,
     };
     match step {
         Step::Expand => expand(client, target, &info, &indexes, &mut plan).await?,

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
+use super::bypass::{self, Bypass};
 use super::checkpoint;
 use super::error::OpsError;
 use super::guard::{self, LastVerify};
@@ -47,6 +48,8 @@ pub struct RuleStatus {
     /// Which shapes clients used, summed over the live instances that report the rule;
     /// `None` when the registry could not be read.
     pub usage: Option<Summary>,
+    /// Views, functions and triggers that use the mapped columns inside Postgres.
+    pub bypass: Vec<Bypass>,
     /// Why `plan --phase contract --apply` would refuse to drop the old columns now.
     pub contract_blocked: Option<String>,
     /// What to do next, as a command or config change.
@@ -189,6 +192,7 @@ async fn inspect(
     };
     st.old_missing = missing(&target.rule.old);
     st.new_missing = missing(&target.rule.new);
+    inspect_bypass(client, target, st).await?;
     if !checkpoint::schema_exists(client).await? {
         return Ok(());
     }
@@ -251,6 +255,16 @@ fn usage(fleet: &[Instance], rule: &str) -> Summary {
     summary::summarize(rule, reported)
 }
 
+/// Lists the objects that use the rule's columns without going through pgshim.
+async fn inspect_bypass(
+    client: &Client,
+    target: &Target,
+    st: &mut RuleStatus,
+) -> Result<(), OpsError> {
+    st.bypass = bypass::find(client, target).await?;
+    Ok(())
+}
+
 /// Which instances have another phase in force than the config says.
 fn disagreement(config_phase: &str, instances: &[InstancePhase]) -> Option<String> {
     let off: Vec<String> = instances
@@ -308,7 +322,7 @@ fn next_step(rule: &Rule, st: &RuleStatus) -> String {
     match &st.verify {
         Some(v) if v.ok && !v.stale => {}
         Some(v) if !v.ok && !v.stale => {
-            return format!("the last verify found {} unmigrated and {} disagreeing rows: fix them (or rerun `pgshim backfill {id} --restart`), then pgshim verify {id}", v.not_migrated, v.mismatched)
+            return format!("the last verify found {} unmigrated and {} disagreeing rows: rewrite them from the phase's source of truth: pgshim verify {id} --repair", v.not_migrated, v.mismatched)
         }
         _ if rule.phase == Phase::Contract => {}
         _ => return format!("prove both shapes agree: pgshim verify {id}"),
@@ -342,6 +356,7 @@ impl RuleStatus {
             disagreement: None,
             without_rule: Vec::new(),
             usage: None,
+            bypass: Vec::new(),
             contract_blocked: None,
             next: String::new(),
             error: None,

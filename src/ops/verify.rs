@@ -176,8 +176,8 @@ async fn save(client: &Client, r: &Report) -> Result<(), OpsError> {
     Ok(())
 }
 
-/// The per-row predicates: not migrated, and shapes that disagree.
-fn predicates(target: &Target, info: &TableInfo) -> (String, String) {
+/// The per-row predicates on the row `t`: not migrated, and shapes that disagree.
+pub(super) fn predicates(target: &Target, info: &TableInfo) -> (String, String) {
     let rule = &target.rule;
     let not_migrated = rule.not_migrated_sql("t");
     let old_all_null: Vec<String> = rule

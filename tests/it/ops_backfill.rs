@@ -293,3 +293,101 @@ async fn sigint_finishes_the_batch_and_exits_zero() {
         "the batch in flight was committed with its checkpoint"
     );
 }
+
+#[tokio::test]
+async fn rerun_after_done_fills_rows_written_around_pgshim_below_the_checkpoint() {
+    let table = users_table(2_000).await;
+    let config = ops_config(&rename_rule(&table, &table, "name", "full_name", "expand"));
+    let first = run(&config, &["backfill", &table, "--batch-size", "300"]).await;
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(
+        checkpoint(&cluster().admin().await, &table)
+            .await
+            .unwrap()
+            .2,
+        "done"
+    );
+    // A client that bypasses pgshim writes old-shape rows in the key range already
+    // walked: below the first key, and in a hole in the middle.
+    cluster()
+        .admin()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO {table} (id, name) VALUES (-5, 'ghost');
+             DELETE FROM {table} WHERE id = 777;
+             INSERT INTO {table} (id, name) VALUES (777, 'back again');"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(unmigrated_and_wrong(&table).await, (2, 2));
+    let rerun = run(
+        &config,
+        &["backfill", &table, "--batch-size", "300", "--json"],
+    )
+    .await;
+    assert!(rerun.status.success(), "{rerun:?}");
+    let json: serde_json::Value = serde_json::from_str(&rerun.stdout).unwrap();
+    assert_eq!(json["outcome"], "done", "{json}");
+    assert_eq!(json["progress"]["left_behind"], 2, "{json}");
+    assert_eq!(json["progress"]["run_rows_done"], 2, "{json}");
+    assert_eq!(json["progress"]["rows_done"], 2_002, "{json}");
+    assert_eq!(unmigrated_and_wrong(&table).await, (0, 0));
+    let again = run(&config, &["backfill", &table]).await;
+    assert!(
+        again.status.success() && again.stdout.contains("already done"),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttle_auto_completes_under_concurrent_writes_and_rejects_a_fixed_sleep() {
+    let table = users_table(3_000).await;
+    let rule = rename_rule(&table, &table, "name", "full_name", "expand");
+    let pgshim = proxy().rules(&rule).start().await;
+    let app = pgshim.connect(SUPERUSER, None).await.unwrap();
+    let config = ops_config(&rule);
+    let both = run(
+        &config,
+        &["backfill", &table, "--throttle", "auto", "--sleep", "10"],
+    )
+    .await;
+    assert!(!both.status.success());
+    assert!(both.stderr.contains("--sleep"), "{}", both.stderr);
+    let bad = run(&config, &["backfill", &table, "--throttle", "fast"]).await;
+    assert!(
+        !bad.status.success() && bad.stderr.contains("use `auto`"),
+        "{}",
+        bad.stderr
+    );
+
+    let backfill = spawn(
+        &config,
+        &[
+            "backfill",
+            &table,
+            "--throttle",
+            "auto",
+            "--batch-size",
+            "400",
+            "--json",
+        ],
+    );
+    let writes = async {
+        for i in 0..300 {
+            let id = 1 + (i * 53) % 3_000;
+            app.execute(
+                &format!("UPDATE {table} SET name = name || '+' WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let ((), done) = tokio::join!(writes, finish(backfill));
+    assert!(done.status.success(), "{done:?}");
+    let json: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(json["outcome"], "done", "{json}");
+    let duty = json["progress"]["duty"].as_f64().unwrap();
+    assert!(duty > 0.0 && duty <= 1.0, "{json}");
+    assert_eq!(unmigrated_and_wrong(&table).await, (0, 0));
+}
