@@ -21,6 +21,7 @@ mod copy;
 mod db_state;
 mod deep_statements;
 mod demo;
+mod differential;
 mod examples;
 mod fleet_contract;
 mod fleet_guard;

@@ -1,0 +1,377 @@
+//! A differential test: a seeded workload from old-shape and new-shape
+//! clients through pgshim, for a rename, a type change and a split, through
+//! expand, a backfill, migrate and contract (each step a hot reload, with
+//! statements prepared at the start kept across every flip), compared
+//! statement by statement with an independent reference.
+//!
+//! The reference is a second database holding the same tables where both
+//! shapes always exist and a trigger keeps them equal ([`schema`]): the same
+//! statement text runs there natively, in a transaction that is rolled back
+//! when pgshim refused the statement. Compared: labels, result and parameter
+//! types, rows, row counts, SQLSTATE, and after every write the rows stored
+//! behind pgshim (read directly) against the reference's.
+//!
+//! A refusal (`0A000` from pgshim itself) is not a mismatch; refusals are
+//! counted by reason, and so are those of statements the reference ran. Any
+//! mismatch fails the test with the seed to replay it:
+//! `PGSHIM_DIFF_SEED=<seed> cargo test --test it differential`
+//! (`PGSHIM_DIFF_STATEMENTS` sets the statements per phase).
+mod generator;
+mod outcome;
+mod schema;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tokio_postgres::{Client, Statement};
+
+use crate::support::ops::{ops_config, run};
+use crate::support::proxy::proxy;
+use crate::support::reloadable::Reloadable;
+use crate::support::rules::Db;
+pub use crate::support::rules::NULL;
+
+use generator::{Gen, Op, Stmt};
+use outcome::{execute, table_rows};
+use schema::{row_diff, rules, Kind, Shape, KINDS};
+
+/// The seed CI runs with.
+const DEFAULT_SEED: u64 = 20_251_201;
+/// Statements per phase by default (three phases).
+const DEFAULT_PER_PHASE: usize = 3_500;
+/// Mismatches shown in the failure message.
+const SHOWN: usize = 25;
+
+/// One application connection: to pgshim, and its twin to the reference.
+struct App {
+    shape: Shape,
+    shim: Client,
+    reference: Client,
+    /// Prepared once on both sides, run across every flip.
+    prepared: Vec<(Statement, Statement, Kind, bool, String)>,
+}
+
+/// What the run counted.
+#[derive(Default)]
+struct Report {
+    statements: usize,
+    by_phase: BTreeMap<String, usize>,
+    refusals: BTreeMap<String, usize>,
+    /// Refusals of statements the reference ran without error.
+    refused_accepted: BTreeMap<String, usize>,
+    refused_templates: BTreeMap<&'static str, usize>,
+    mismatches: Vec<String>,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differential_workload_matches_the_reference() {
+    let seed = env_or("PGSHIM_DIFF_SEED", DEFAULT_SEED);
+    let per_phase = env_or("PGSHIM_DIFF_STATEMENTS", DEFAULT_PER_PHASE);
+    let started = Instant::now();
+    println!("differential: seed {seed}, {per_phase} statements per phase");
+
+    let db = Db::create(
+        "diff",
+        &format!("{}{}", schema::TABLES, schema::SEED_OLD_ONLY),
+    )
+    .await;
+    let reference = Db::create(
+        "diff_ref",
+        &format!(
+            "{}{}{}",
+            schema::TABLES,
+            schema::REFERENCE_SYNC,
+            schema::SEED_OLD_ONLY
+        ),
+    )
+    .await;
+    let shim = Reloadable::start(proxy(), &db.scope(&rules("expand"))).await;
+    let direct = db.direct().await;
+    let truth = reference.direct().await;
+    let mut apps = Vec::new();
+    for shape in [Shape::Old, Shape::New] {
+        apps.push(connect(&shim, &db, &reference, shape).await);
+    }
+
+    let mut gen = Gen::new(seed);
+    let mut report = Report::default();
+    for phase in ["expand", "migrate", "contract"] {
+        if phase == "migrate" {
+            backfill(&db).await;
+        }
+        if phase != "expand" {
+            flip(&shim, &db, phase).await;
+        }
+        let ctx = Ctx {
+            seed,
+            phase,
+            direct: &direct,
+            truth: &truth,
+        };
+        for kind in KINDS {
+            ctx.check_state(kind, &format!("start of {phase}"), &mut report)
+                .await;
+        }
+        let mut version = 0;
+        for i in 0..per_phase {
+            let app = &apps[gen.rng.below(apps.len())];
+            ctx.step(&mut gen, app, i, &mut report).await;
+            if std::env::var("PGSHIM_DIFF_TRACE").is_ok() {
+                let v = shim.admin.version().await;
+                if v != version {
+                    println!("rules version {v}");
+                    version = v;
+                }
+            }
+        }
+        *report.by_phase.entry(phase.to_owned()).or_default() += per_phase;
+    }
+    drop(apps);
+    let _ = shim.stop().await;
+
+    let summary = report.summary(seed, started.elapsed().as_secs_f64());
+    println!("{summary}");
+    assert!(
+        report.mismatches.is_empty(),
+        "{summary}\n{}\nreplay: PGSHIM_DIFF_SEED={seed} cargo test --test it differential",
+        report
+            .mismatches
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+async fn connect(shim: &Reloadable, db: &Db, reference: &Db, shape: Shape) -> App {
+    let shim_client = shim.connect(&db.name).await;
+    let ref_client = reference.direct().await;
+    let mut prepared = Vec::new();
+    for (sql, kind, write) in Gen::prepared_texts(shape) {
+        let a = shim_client
+            .prepare(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("prepare through pgshim {sql}: {e:?}"));
+        let b = ref_client
+            .prepare(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("prepare on the reference {sql}: {e:?}"));
+        prepared.push((a, b, kind, write, sql));
+    }
+    App {
+        shape,
+        shim: shim_client,
+        reference: ref_client,
+        prepared,
+    }
+}
+
+/// Fills the new columns of every rule with `pgshim backfill`.
+async fn backfill(db: &Db) {
+    let config = ops_config(&db.scope(&rules("expand")));
+    for kind in KINDS {
+        let id = kind.table().rule;
+        let done = run(&config, &["backfill", id]).await;
+        assert!(done.status.success(), "backfill {id}: {done:?}");
+    }
+}
+
+/// Puts every rule in `phase` by a hot reload.
+async fn flip(shim: &Reloadable, db: &Db, phase: &str) {
+    shim.replace_rules(&db.scope(&rules(phase)));
+    let (status, body) = shim.admin.post_reload().await;
+    assert_eq!(status, 200, "flip to {phase}: {body}");
+}
+
+/// The fixed parts of one phase.
+struct Ctx<'a> {
+    seed: u64,
+    phase: &'static str,
+    direct: &'a Client,
+    truth: &'a Client,
+}
+
+impl Ctx<'_> {
+    async fn step(&self, gen: &mut Gen, app: &App, i: usize, report: &mut Report) {
+        report.statements += 1;
+        let (stmt, prepared) = if gen.rng.chance(8) {
+            let (a, b, kind, write, sql) = &app.prepared[gen.rng.below(app.prepared.len())];
+            let stmt = Stmt {
+                sql: sql.clone(),
+                params: gen.prepared_params(*kind, app.shape, *write),
+                op: if *write { Op::Write(*kind) } else { Op::Read },
+                ordered: true,
+                extended: true,
+                template: "prepared across flips",
+            };
+            (stmt, Some((a, b)))
+        } else {
+            (gen.statement(app.shape), None)
+        };
+        let writes = match stmt.op {
+            Op::Write(kind) | Op::CopyIn(kind, _) => Some(kind),
+            _ => None,
+        };
+        let got = execute(&app.shim, &stmt, prepared.map(|p| p.0)).await;
+        if writes.is_some() {
+            run_simple(&app.reference, "BEGIN").await;
+        }
+        let want = execute(&app.reference, &stmt, prepared.map(|p| p.1)).await;
+        let refusal = got.refusal();
+        if std::env::var("PGSHIM_DIFF_TRACE").is_ok() {
+            let short = |o: &outcome::Outcome| match o {
+                outcome::Outcome::Ok(a) => format!("ok {}", a.count),
+                outcome::Outcome::Err(c, m) => format!("{c} {m}"),
+            };
+            println!(
+                "{} #{i} {:?} ext={} {} => {} / {}",
+                self.phase,
+                app.shape,
+                stmt.extended,
+                stmt.sql,
+                short(&got),
+                short(&want)
+            );
+        }
+        if writes.is_some() {
+            let end = if refusal.is_none() && want.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            run_simple(&app.reference, end).await;
+        }
+        let at = || {
+            format!(
+                "seed {} {} #{i} {:?} shape, {} [{}]: {}{}",
+                self.seed,
+                self.phase,
+                app.shape,
+                if stmt.extended { "extended" } else { "simple" },
+                stmt.template,
+                stmt.sql,
+                if stmt.params.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {:?}", stmt.params)
+                }
+            )
+        };
+        if let Some(reason) = refusal {
+            if want.is_ok() {
+                *report.refused_accepted.entry(reason.clone()).or_default() += 1;
+                *report.refused_templates.entry(stmt.template).or_default() += 1;
+            }
+            *report.refusals.entry(reason).or_default() += 1;
+            return;
+        }
+        if got.comparable(stmt.ordered) != want.comparable(stmt.ordered) {
+            report.mismatches.push(format!(
+                "{}\n   pgshim:    {got:?}\n   reference: {want:?}",
+                at()
+            ));
+        }
+        if let (Some(kind), true) = (writes, got.is_ok()) {
+            self.check_state(kind, &at(), report).await;
+        }
+    }
+
+    /// Compares the rows stored behind pgshim with the reference's, and on
+    /// a difference records it and copies the reference's rows over, so one
+    /// divergence is reported once.
+    async fn check_state(&self, kind: Kind, at: &str, report: &mut Report) {
+        let table = kind.table();
+        let physical = table_rows(self.direct, table.name).await;
+        let reference = table_rows(self.truth, table.name).await;
+        let ids = |rows: &[Vec<String>]| rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
+        let diff = if ids(&physical) != ids(&reference) {
+            Some(format!(
+                "row ids differ: {:?} vs {:?}",
+                ids(&physical),
+                ids(&reference)
+            ))
+        } else {
+            physical.iter().zip(&reference).find_map(|(p, r)| {
+                row_diff(&table, self.phase, p, r)
+                    .map(|why| format!("{why}: stored {} / reference {}", p.join("|"), r.join("|")))
+            })
+        };
+        if let Some(diff) = diff {
+            report
+                .mismatches
+                .push(format!("{at}\n   stored state of {}: {diff}", table.name));
+            self.resync(table.name).await;
+        }
+    }
+
+    async fn resync(&self, table: &str) {
+        use futures_util::{SinkExt, TryStreamExt};
+        let out = self
+            .truth
+            .copy_out(&format!("COPY {table} TO STDOUT"))
+            .await
+            .expect("copy out of the reference");
+        let chunks: Vec<bytes::Bytes> = out.try_collect().await.expect("reference rows");
+        run_simple(self.direct, &format!("DELETE FROM {table}")).await;
+        let sink = self
+            .direct
+            .copy_in::<_, bytes::Bytes>(&format!("COPY {table} FROM STDIN"))
+            .await
+            .expect("copy into the shim's database");
+        let mut sink = std::pin::pin!(sink);
+        sink.send(bytes::Bytes::from(chunks.concat()))
+            .await
+            .expect("send rows");
+        sink.as_mut().finish().await.expect("finish copy");
+    }
+}
+
+async fn run_simple(client: &Client, sql: &str) {
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+}
+
+impl Report {
+    fn summary(&self, seed: u64, secs: f64) -> String {
+        let refused: usize = self.refusals.values().sum();
+        let mut out = format!(
+            "differential summary: seed {seed}, {} statements ({:?}) in {secs:.1} s, {refused} refused, {} mismatches",
+            self.statements,
+            self.by_phase,
+            self.mismatches.len()
+        );
+        for (reason, n) in &self.refusals {
+            let accepted = self.refused_accepted.get(reason).copied().unwrap_or(0);
+            out += &format!("\n  refused {n:>5} ({accepted} the reference ran): {reason}");
+        }
+        for (template, n) in &self.refused_templates {
+            out += &format!("\n  refused where the reference ran, template {template}: {n}");
+        }
+        out
+    }
+}
+
+#[test]
+fn the_generator_is_deterministic() {
+    let texts = |seed| {
+        let mut gen = Gen::new(seed);
+        (0..200)
+            .map(|i| {
+                gen.statement(if i % 2 == 0 { Shape::Old } else { Shape::New })
+                    .sql
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts(7), texts(7));
+    assert_ne!(texts(7), texts(8));
+}
