@@ -127,6 +127,7 @@ pub(crate) fn rewrite_assignments(
         return Err(Refuse::new("cannot locate the SET list items"));
     }
     let mut slots: Vec<Slot> = Vec::new();
+    let mut sub_select: Option<SubSelect> = None;
     let mut touched = false;
     for (k, (a, &(first_tok, last_tok))) in assignments.iter().zip(&items).enumerate() {
         let names = target_names(a)?;
@@ -145,16 +146,48 @@ pub(crate) fn rewrite_assignments(
             .find(|&i| ctx.src.is(i, &Token::Eq))
             .ok_or_else(|| Refuse::new("cannot locate the SET value"))?;
         let values = value_ranges(ctx, &a.value, eq + 1, last_tok, names.len());
-        let values = match values {
-            Some(v) => v,
-            None => {
+        let values = match (values, &a.value) {
+            (Some(v), _) => v,
+            (None, Expr::Subquery(_)) if sub_select.is_none() => {
+                // `(a, b) = (SELECT …)`: every target reads its column of the
+                // sub-select, joined once into the group assignment below.
+                let (s, e) = ctx.src.range(eq + 1, last_tok);
+                let text = ctx.edits.peek_rendered(ctx.src.text, s, e)?;
+                ctx.generated += 1;
+                let alias = format!("pgshim_s{}", ctx.generated);
+                let first = slots.len();
+                for (i, (name, _)) in names.into_iter().enumerate() {
+                    let column = ctx
+                        .catalog
+                        .table(schema, table)
+                        .and_then(|t| t.column(&name));
+                    slots.push(Slot {
+                        column: name,
+                        assignment: k,
+                        text: SlotText {
+                            text: format!("{alias}.c{}", i + 1),
+                            repeatable: true,
+                            default: false,
+                            cast: column.map(|c| c.type_without_typmod()),
+                            has_default: column.is_some_and(|c| c.has_default),
+                        },
+                    });
+                }
+                sub_select = Some(SubSelect {
+                    text,
+                    alias,
+                    slots: (first..slots.len()).collect(),
+                });
+                continue;
+            }
+            (None, _) => {
                 if let Some(rule) = names
                     .iter()
                     .find_map(|(n, _)| ctx.rules.rule_for(schema, table, n))
                 {
                     return Err(Refuse::rule(
                         rule.0,
-                        "SET (...) = (sub-select) on a mapped column",
+                        "SET (...) = (...) on a mapped column whose values are neither a list nor one sub-select",
                     ));
                 }
                 continue;
@@ -206,25 +239,34 @@ pub(crate) fn rewrite_assignments(
     }
     let rule_of = |name: &str| ctx.rules.rule_for(schema, table, name).map(|(r, _, _)| r);
     let uses = plan.slot_uses(slots.len());
+    let once: Vec<usize> = (0..slots.len())
+        .filter(|&n| uses[n] >= 2 && !slots[n].text.repeatable && !slots[n].text.default)
+        .collect();
     let mut groups: Vec<(usize, String)> = Vec::new();
-    for (n, slot) in slots.iter().enumerate() {
-        if uses[n] < 2 || slot.text.repeatable || slot.text.default {
-            continue;
-        }
-        let rule = rule_of(&slot.column);
-        let in_tuple = slots
-            .iter()
-            .filter(|s| s.assignment == slot.assignment)
-            .count()
-            > 1;
-        if in_tuple {
-            let reason = "a value in SET (...) = (...) that must be evaluated once; use separate assignments";
-            return Err(rule.map_or_else(|| Refuse::new(reason), |r| Refuse::rule(r, reason)));
+    if sub_select.is_some() || !once.is_empty() {
+        let rule = slots.iter().find_map(|s| rule_of(&s.column));
+        for &n in &once {
+            let in_tuple = slots
+                .iter()
+                .filter(|s| s.assignment == slots[n].assignment)
+                .count()
+                > 1;
+            if in_tuple {
+                let reason = "a value in SET (...) = (...) that must be evaluated once; use separate assignments";
+                return Err(rule.map_or_else(|| Refuse::new(reason), |r| Refuse::rule(r, reason)));
+            }
         }
         ctx.generated += 1;
         let alias = format!("pgshim_s{}", ctx.generated);
-        let text = group_text(&mut plan, n, &slots, &alias, qual, rule)?;
-        groups.push((n, text));
+        let group = Group {
+            once,
+            sub_select: sub_select.as_ref(),
+            alias: &alias,
+            qual,
+            rule,
+        };
+        let (anchor, text) = group.text(&mut plan, &slots)?;
+        groups.push((anchor, text));
     }
     let mut inline = |n: usize, alone: bool| -> Result<String, Refuse> {
         let s = slots.get(n).ok_or_else(|| Refuse::new("slot"))?;
@@ -312,57 +354,175 @@ fn value_ranges<'e>(
         .then(|| items.into_iter().zip(exprs).collect())
 }
 
-/// Move every output that uses slot `n` into one sub-select assignment evaluating it once.
-fn group_text(
-    plan: &mut super::write::Plan,
-    n: usize,
-    slots: &[Slot],
-    alias: &str,
-    qual: &str,
-    rule: Option<&Rule>,
-) -> Result<String, Refuse> {
-    let uses_slot = |o: &Out| o.value.contains(&Piece::Slot(n));
-    let mut members: Vec<Out> = Vec::new();
-    if plan.placements[n] == Placement::Keep {
-        members.push(Out {
-            column: slots[n].column.clone(),
-            value: vec![Piece::Slot(n)],
-        });
+/// `SET (a, b) = (SELECT …)` on a mapped table: the sub-select's text (read
+/// rewrites applied) and the slots of its targets, which read `alias.cN`.
+struct SubSelect {
+    text: String,
+    alias: String,
+    slots: Vec<usize>,
+}
+
+/// The one multi-column assignment of an `UPDATE` that evaluates, once per
+/// row, every value that must not be repeated (`once`) and the sub-select
+/// source of a tuple assignment, and sets every column computed from them.
+struct Group<'a> {
+    once: Vec<usize>,
+    sub_select: Option<&'a SubSelect>,
+    alias: &'a str,
+    qual: &'a str,
+    rule: Option<&'a Rule>,
+}
+
+impl Group<'_> {
+    /// Moves every output that uses a grouped slot into the group and renders it.
+    ///
+    /// # Returns
+    /// The slot whose assignment item carries the group, and the group's text.
+    fn text(
+        &self,
+        plan: &mut super::write::Plan,
+        slots: &[Slot],
+    ) -> Result<(usize, String), Refuse> {
+        let mut members_of: Vec<usize> = self.once.clone();
+        if let Some(sub) = self.sub_select {
+            members_of.extend(&sub.slots);
+        }
+        // A value that must be evaluated once and feeds a grouped output joins the group.
+        loop {
+            let before = members_of.len();
+            let outputs = grouped_outputs(plan, &members_of);
+            for o in &outputs {
+                for p in &o.value {
+                    if let Piece::Slot(m) = p {
+                        let s = &slots[*m];
+                        if !(members_of.contains(m) || s.text.repeatable || s.text.default) {
+                            members_of.push(*m);
+                            self.once_ok(slots, *m)?;
+                        }
+                    }
+                }
+            }
+            if members_of.len() == before {
+                break;
+            }
+        }
+        let evaluated: Vec<usize> = members_of
+            .iter()
+            .copied()
+            .filter(|m| !self.sub_select.is_some_and(|s| s.slots.contains(m)))
+            .collect();
+        let uses_group = |o: &Out| {
+            o.value
+                .iter()
+                .any(|p| matches!(p, Piece::Slot(m) if members_of.contains(m)))
+        };
+        let mut members: Vec<Out> = Vec::new();
+        for &n in &members_of {
+            if plan.placements[n] == Placement::Keep {
+                members.push(Out {
+                    column: slots[n].column.clone(),
+                    value: vec![Piece::Slot(n)],
+                });
+                plan.placements[n] = Placement::Replace(Vec::new());
+            }
+        }
+        for p in plan.placements.iter_mut() {
+            if let Placement::Replace(outs) = p {
+                members.extend(outs.iter().filter(|o| uses_group(o)).cloned());
+                outs.retain(|o| !uses_group(o));
+            }
+        }
+        members.extend(plan.appended.iter().filter(|o| uses_group(o)).cloned());
+        plan.appended.retain(|o| !uses_group(o));
+        let alias = self.alias;
+        let mut slot = |m: usize, alone: bool| -> Result<String, Refuse> {
+            if let Some(i) = evaluated.iter().position(|&e| e == m) {
+                return Ok(format!("{alias}.c{}", i + 1));
+            }
+            let s = slots.get(m).ok_or_else(|| Refuse::new("slot"))?;
+            mirror_slot(&s.text, alone, self.rule)
+        };
+        let columns: Vec<String> = members
+            .iter()
+            .map(|o| quote(&o.column).into_owned())
+            .collect();
+        let values = members
+            .iter()
+            .map(|o| render(&o.value, &mut slot))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sources = Vec::new();
+        let mut names = Vec::new();
+        for (i, &m) in evaluated.iter().enumerate() {
+            let s = &slots[m].text;
+            sources.push(match &s.cast {
+                Some(ty) => format!("({})::{ty}", s.text),
+                None => s.text.clone(),
+            });
+            names.push(format!("c{}", i + 1));
+        }
+        sources.push(format!("{}.ctid", self.qual));
+        names.push("pgshim_ctid".into());
+        let mut from = format!(
+            "(SELECT {}) {alias}({})",
+            sources.join(", "),
+            names.join(", ")
+        );
+        if let Some(sub) = self.sub_select {
+            let width = sub.slots.len();
+            let cols: Vec<String> = (1..=width).map(|i| format!("c{i}")).collect();
+            from += &format!(
+                " LEFT JOIN {} {}({}) ON true",
+                sub.text,
+                sub.alias,
+                cols.join(", ")
+            );
+        }
+        let anchor = members_of
+            .iter()
+            .copied()
+            .min()
+            .ok_or_else(|| Refuse::new("empty group"))?;
+        Ok((
+            anchor,
+            format!(
+                "({}) = (SELECT {} FROM {from} WHERE {alias}.pgshim_ctid IS NOT NULL)",
+                columns.join(", "),
+                values.join(", ")
+            ),
+        ))
     }
-    for p in plan.placements.iter_mut() {
+
+    /// A value that must be evaluated once can join the group unless it is
+    /// one of several values of a tuple assignment.
+    fn once_ok(&self, slots: &[Slot], m: usize) -> Result<(), Refuse> {
+        let in_tuple = slots
+            .iter()
+            .filter(|s| s.assignment == slots[m].assignment)
+            .count()
+            > 1;
+        if in_tuple {
+            let reason = "a value in SET (...) = (...) that must be evaluated once; use separate assignments";
+            return Err(self
+                .rule
+                .map_or_else(|| Refuse::new(reason), |r| Refuse::rule(r, reason)));
+        }
+        Ok(())
+    }
+}
+
+/// Every output of `plan` that uses one of `group`'s slots.
+fn grouped_outputs(plan: &super::write::Plan, group: &[usize]) -> Vec<Out> {
+    let uses = |o: &&Out| {
+        o.value
+            .iter()
+            .any(|p| matches!(p, Piece::Slot(m) if group.contains(m)))
+    };
+    let mut out: Vec<Out> = Vec::new();
+    for p in &plan.placements {
         if let Placement::Replace(outs) = p {
-            members.extend(outs.iter().filter(|o| uses_slot(o)).cloned());
-            outs.retain(|o| !uses_slot(o));
+            out.extend(outs.iter().filter(uses).cloned());
         }
     }
-    members.extend(plan.appended.iter().filter(|o| uses_slot(o)).cloned());
-    plan.appended.retain(|o| !uses_slot(o));
-    let mut slot = |m: usize, alone: bool| -> Result<String, Refuse> {
-        if m == n {
-            return Ok(format!("{alias}.c1"));
-        }
-        let s = slots.get(m).ok_or_else(|| Refuse::new("slot"))?;
-        if !(s.text.repeatable || s.text.default) {
-            let reason = "several values that must each be evaluated once feed one mirror";
-            return Err(rule.map_or_else(|| Refuse::new(reason), |r| Refuse::rule(r, reason)));
-        }
-        inline_slot(&s.text, alone, rule)
-    };
-    let columns: Vec<String> = members
-        .iter()
-        .map(|o| quote(&o.column).into_owned())
-        .collect();
-    let values = members
-        .iter()
-        .map(|o| render(&o.value, &mut slot))
-        .collect::<Result<Vec<_>, _>>()?;
-    let source = match &slots[n].text.cast {
-        Some(ty) => format!("({})::{ty}", slots[n].text.text),
-        None => slots[n].text.text.clone(),
-    };
-    Ok(format!(
-        "({}) = (SELECT {} FROM (SELECT {source}, {qual}.ctid) {alias}(c1, pgshim_ctid) WHERE {alias}.pgshim_ctid IS NOT NULL)",
-        columns.join(", "),
-        values.join(", ")
-    ))
+    out.extend(plan.appended.iter().filter(uses).cloned());
+    out
 }
