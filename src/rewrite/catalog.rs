@@ -39,6 +39,10 @@ pub struct Catalog {
     /// `(schema, table, column)` whose rule computes values the column cannot hold,
     /// with Postgres's reason.
     type_errors: HashMap<(String, String, String), String>,
+    /// `(schema, table, column)` -> its default expression as Postgres prints it, for
+    /// plain columns with a default (not identity or generated columns), so a `DEFAULT`
+    /// that cannot stay where it is written can be replaced by its value.
+    defaults: HashMap<(String, String, String), String>,
 }
 
 // === impl TableInfo ===
@@ -86,7 +90,23 @@ impl Catalog {
             tables,
             retyped: HashSet::new(),
             type_errors: HashMap::new(),
+            defaults: HashMap::new(),
         }
+    }
+
+    /// Notes the default expression of a plain column.
+    pub fn set_default(&mut self, schema: &str, table: &str, column: &str, expr: &str) {
+        self.defaults.insert(
+            (schema.to_owned(), table.to_owned(), column.to_owned()),
+            expr.to_owned(),
+        );
+    }
+
+    /// The default expression [`Catalog::set_default`] noted for the column.
+    pub fn default_expr(&self, schema: &str, table: &str, column: &str) -> Option<&str> {
+        self.defaults
+            .get(&(schema.to_owned(), table.to_owned(), column.to_owned()))
+            .map(String::as_str)
     }
 
     /// Notes that values a rule computes for `schema.table.column` are of another type
