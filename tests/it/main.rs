@@ -47,6 +47,7 @@ mod reload_guards;
 mod reload_invalid;
 mod reload_pgbench;
 mod reload_triggers;
+mod rewrite_fewer_refusals;
 mod rewrite_outer_join;
 mod rewrite_phases;
 mod rewrite_refusals;

@@ -326,7 +326,7 @@ impl Gen {
         let n = 1 + self.rng.below(35);
         let read =
             |sql: String, ordered: bool, template| Self::stmt(sql, Op::Read, ordered, template);
-        match self.rng.below(17) {
+        match self.rng.below(18) {
             0 => {
                 let p = self.predicate(kind, shape, "");
                 read(format!("SELECT id, {m}, {other} FROM {name} WHERE {p} ORDER BY id"), true, "select where")
@@ -433,6 +433,16 @@ impl Gen {
                     Op::CopyOut,
                     true,
                     "copy query to",
+                )
+            }
+            16 => {
+                // The unqualified mapped column names no column of `orders`: it is the
+                // outer row's.
+                let p = self.predicate(kind, shape, "");
+                read(
+                    format!("SELECT t.id, {} FROM {name} t WHERE EXISTS (SELECT 1 FROM orders WHERE orders.id = t.id AND {p}) ORDER BY t.id", Self::select_list(kind, shape, "t.")),
+                    true,
+                    "correlated subquery",
                 )
             }
             _ => {
