@@ -70,6 +70,8 @@ pub struct Stmt {
     pub ordered: bool,
     /// Run with the extended protocol (always when there are parameters).
     pub extended: bool,
+    /// Several statements in one text: the simple protocol only.
+    pub simple_only: bool,
     /// Which template made it, for the report.
     pub template: &'static str,
 }
@@ -139,7 +141,7 @@ impl Gen {
 
     /// The SQL literals of `v` for the columns a `shape` client names; now
     /// and then an expression Postgres must evaluate (once per row).
-    fn literals(&mut self, v: Value, shape: Shape) -> Vec<String> {
+    fn literals(&mut self, kind: Kind, v: Value, shape: Shape) -> Vec<String> {
         let wrap = self.rng.chance(20);
         let text = |s: &str| {
             if wrap {
@@ -149,7 +151,10 @@ impl Gen {
             }
         };
         match (v, shape) {
-            (Value::Null, Shape::New) if wrap => vec!["NULL::text".into()],
+            (Value::Null, Shape::New) if wrap => vec![match kind {
+                Kind::TypeChange => "NULL::integer".into(),
+                _ => "NULL::text".into(),
+            }],
             (Value::Null, _) => vec!["NULL".into()],
             (Value::Name(s), _) => vec![text(s)],
             (Value::Status(i), Shape::Old) => vec![text(STATUS[i])],
@@ -162,7 +167,7 @@ impl Gen {
 
     fn fresh_literals(&mut self, kind: Kind, shape: Shape) -> Vec<String> {
         let v = self.value(kind);
-        self.literals(v, shape)
+        self.literals(kind, v, shape)
     }
 
     /// `v` as parameters for the columns a `shape` client names.
@@ -193,7 +198,7 @@ impl Gen {
         let cols = kind.cols(shape);
         let c = format!("{q}{}", cols[self.rng.below(cols.len())]);
         let v = self.value(kind);
-        let lits = self.literals(v, shape);
+        let lits = self.literals(kind, v, shape);
         let lit = match (kind, shape, cols.len()) {
             (Kind::Split, Shape::New, _) => {
                 if c.ends_with("first_name") {
@@ -248,7 +253,7 @@ impl Gen {
     fn assignments(&mut self, kind: Kind, shape: Shape) -> Vec<String> {
         let cols = kind.cols(shape);
         let v = self.value(kind);
-        let lits = self.literals(v, shape);
+        let lits = self.literals(kind, v, shape);
         let all: Vec<String> = cols
             .iter()
             .zip(&lits)
@@ -304,7 +309,8 @@ impl Gen {
         } else {
             self.write(kind, shape)
         };
-        s.extended = s.extended || (extended && !matches!(s.op, Op::CopyIn(..) | Op::CopyOut));
+        s.extended = s.extended
+            || (extended && !s.simple_only && !matches!(s.op, Op::CopyIn(..) | Op::CopyOut));
         s
     }
 
@@ -315,6 +321,7 @@ impl Gen {
             op,
             ordered,
             extended: false,
+            simple_only: false,
             template,
         }
     }
@@ -326,7 +333,7 @@ impl Gen {
         let n = 1 + self.rng.below(35);
         let read =
             |sql: String, ordered: bool, template| Self::stmt(sql, Op::Read, ordered, template);
-        match self.rng.below(18) {
+        match self.rng.below(22) {
             0 => {
                 let p = self.predicate(kind, shape, "");
                 read(format!("SELECT id, {m}, {other} FROM {name} WHERE {p} ORDER BY id"), true, "select where")
@@ -435,6 +442,41 @@ impl Gen {
                     "copy query to",
                 )
             }
+            17 => {
+                // Two rules in one statement.
+                let u = Kind::Rename.cols(shape)[0];
+                let st = Kind::TypeChange.cols(shape)[0];
+                let p = self.predicate(Kind::TypeChange, shape, "p.");
+                read(
+                    format!("SELECT u.id, p.id, u.{u}, p.{st} FROM users u JOIN payments p ON p.user_id = u.id WHERE {p} ORDER BY u.id, p.id"),
+                    true,
+                    "two rules joined",
+                )
+            }
+            18 => {
+                let c = self.one_col(kind, shape);
+                read(
+                    format!("SELECT id, {m} FROM {name} ORDER BY {c} NULLS FIRST, id LIMIT {n} OFFSET 2"),
+                    true,
+                    "order by limit",
+                )
+            }
+            19 => {
+                let c = self.one_col(kind, shape);
+                read(
+                    format!("SELECT id, COALESCE({c}::text, '?') AS c, CASE WHEN {c} IS NULL THEN 0 ELSE length({c}::text) END FROM {name} WHERE id <= {n} ORDER BY id"),
+                    true,
+                    "expressions",
+                )
+            }
+            20 => {
+                let p = self.predicate(kind, shape, "t.");
+                read(
+                    format!("SELECT t.id, (SELECT count(*) FROM orders o WHERE o.id = t.id AND {p}) AS n FROM {name} t ORDER BY t.id"),
+                    true,
+                    "select-list subquery",
+                )
+            }
             16 => {
                 // The unqualified mapped column names no column of `orders`: it is the
                 // outer row's.
@@ -462,7 +504,7 @@ impl Gen {
         let t = kind.table();
         let name = t.name;
         let write = |sql: String, template| Self::stmt(sql, Op::Write(kind), false, template);
-        match self.rng.below(13) {
+        match self.rng.below(16) {
             0 | 1 => {
                 let rows = 1 + self.rng.below(3);
                 let values: Vec<String> = (0..rows)
@@ -598,12 +640,20 @@ impl Gen {
             }
             11 => {
                 let rows = 1 + self.rng.below(3);
+                // Both shapes' columns, the form COPY supports in every phase.
+                let both = self.rng.chance(40);
+                let shapes: &[Shape] = if both {
+                    &[Shape::Old, Shape::New]
+                } else {
+                    std::slice::from_ref(&shape)
+                };
                 let mut data = String::new();
                 for _ in 0..rows {
                     let id = self.fresh_id();
                     let v = self.value(kind);
                     let mut cells = vec![id.to_string()];
-                    for p in Self::params(kind, v, shape) {
+                    let values = shapes.iter().flat_map(|&sh| Self::params(kind, v, sh));
+                    for p in values {
                         cells.push(match p {
                             Param::Int(Some(i)) => i.to_string(),
                             Param::Text(Some(s)) => s,
@@ -613,12 +663,56 @@ impl Gen {
                     cells.push(self.other_literal(kind).trim_matches('\'').to_owned());
                     data += &(cells.join("\t") + "\n");
                 }
+                let cols: Vec<&str> = shapes
+                    .iter()
+                    .flat_map(|&sh| kind.cols(sh).iter().copied())
+                    .collect();
                 Self::stmt(
-                    format!("COPY {} FROM STDIN", Self::insert_cols(kind, shape)),
+                    format!(
+                        "COPY {} (id, {}, {}) FROM STDIN",
+                        t.name,
+                        cols.join(", "),
+                        t.other
+                    ),
                     Op::CopyIn(kind, data),
                     false,
                     "copy from",
                 )
+            }
+            13 => {
+                let sets = self.assignments(kind, shape).join(", ");
+                let m = Self::select_list(kind, shape, "");
+                write(
+                    format!("WITH w AS (UPDATE {name} SET {sets} WHERE id = {} RETURNING id, {m}) SELECT * FROM w", self.some_id()),
+                    "writable cte",
+                )
+            }
+            14 => {
+                let id = self.fresh_id();
+                let values = self.row_values(kind, shape, id);
+                let m = Self::select_list(kind, shape, "");
+                let mut s = write(
+                    format!("INSERT INTO {} VALUES {values}; SELECT id, {m} FROM {name} WHERE id = {id}", Self::insert_cols(kind, shape)),
+                    "two statements",
+                );
+                s.simple_only = true;
+                s
+            }
+            15 => {
+                let first = self.assignments(kind, shape).join(", ");
+                let second = self.assignments(kind, shape).join(", ");
+                let (a, b) = (self.some_id(), self.some_id());
+                let end = if self.rng.chance(20) {
+                    "ROLLBACK"
+                } else {
+                    "COMMIT"
+                };
+                let mut s = write(
+                    format!("BEGIN; UPDATE {name} SET {first} WHERE id = {a}; UPDATE {name} SET {second} WHERE id = {b}; {end}"),
+                    "transaction",
+                );
+                s.simple_only = true;
+                s
             }
             _ => {
                 let v = self.value(kind);

@@ -95,6 +95,23 @@ CREATE TABLE people (id int PRIMARY KEY, name text, first_name text, last_name t
 CREATE TABLE orders (id int PRIMARY KEY, user_id int, amount int, note text);
 ";
 
+/// A mapped table no workload statement touches, whose rows read differently
+/// in each phase (see [`probe_expected`]): it shows which rules a session serves.
+pub const PROBE: &str = "
+CREATE TABLE phase_probe (id int PRIMARY KEY, a text, b text);
+INSERT INTO phase_probe VALUES (1, 'old', 'new'), (2, 'old', NULL);
+";
+
+/// What `SELECT a FROM phase_probe ORDER BY id` reads in `phase`.
+pub fn probe_expected(phase: &str) -> Vec<String> {
+    let rows: [&str; 2] = match phase {
+        "expand" => ["old", "old"],
+        "migrate" => ["new", "old"],
+        _ => ["new", super::NULL],
+    };
+    rows.iter().map(|r| (*r).to_owned()).collect()
+}
+
 /// Rows written before the rules existed: old shape only, new columns NULL.
 pub const SEED_OLD_ONLY: &str = "
 INSERT INTO users (id, name, email)
@@ -157,6 +174,13 @@ pub fn rules(phase: &str) -> String {
     format!(
         r#"
 [[rule]]
+id = "phase-probe"
+table = "phase_probe"
+old = "a"
+new = "b"
+phase = "{phase}"
+
+[[rule]]
 id = "users-rename"
 table = "users"
 old = "name"
@@ -194,12 +218,13 @@ name = "concat_ws(' ', first_name, last_name)"
 ///
 /// A row whose new columns are all NULL has not migrated: before contract it
 /// reads its old columns, which must then equal the reference's. Any other
-/// row reads its new columns, which must equal the reference's, and before
-/// contract its old columns too (the dual write). In contract the old columns
-/// are not compared: `COPY … FROM` writes the new ones only.
+/// row reads its new columns, which must equal the reference's, and its old
+/// columns too (the dual write, kept up in contract while they exist) unless
+/// `dual` is false: `COPY … FROM` in contract writes the new ones only.
 pub fn row_diff(
     table: &Table,
     phase: &str,
+    dual: bool,
     physical: &[String],
     reference: &[String],
 ) -> Option<String> {
@@ -220,7 +245,7 @@ pub fn row_diff(
     if !same(table.new_at) {
         return Some("new columns".into());
     }
-    if phase != "contract" && !same(table.old_at) {
+    if dual && !same(table.old_at) {
         return Some("old columns (dual write)".into());
     }
     None
