@@ -333,7 +333,7 @@ impl Gen {
         let n = 1 + self.rng.below(35);
         let read =
             |sql: String, ordered: bool, template| Self::stmt(sql, Op::Read, ordered, template);
-        match self.rng.below(22) {
+        match self.rng.below(29) {
             0 => {
                 let p = self.predicate(kind, shape, "");
                 read(format!("SELECT id, {m}, {other} FROM {name} WHERE {p} ORDER BY id"), true, "select where")
@@ -469,6 +469,62 @@ impl Gen {
                     "expressions",
                 )
             }
+            21 => {
+                let c = self.one_col(kind, shape);
+                read(
+                    format!("SELECT id FROM {name} WHERE {c} NOT IN (SELECT {c} FROM {name} WHERE id < {n} AND {c} IS NOT NULL) ORDER BY id"),
+                    true,
+                    "not in",
+                )
+            }
+            22 => {
+                let c = self.one_col(kind, shape);
+                read(
+                    format!("SELECT count(DISTINCT {c}), min({c}::text), string_agg({c}::text, ',' ORDER BY id) FROM {name} WHERE id <= {n}"),
+                    true,
+                    "distinct aggregate",
+                )
+            }
+            23 => {
+                let c = self.one_col(kind, shape);
+                read(
+                    format!("SELECT t.id, x.v FROM {name} t, LATERAL (SELECT t.{c} AS v) x WHERE t.id <= {n} ORDER BY t.id"),
+                    true,
+                    "lateral",
+                )
+            }
+            24 => {
+                let c = self.one_col(kind, shape);
+                read(
+                    format!("SELECT {c} AS x, id FROM {name} WHERE id <= {n} ORDER BY x NULLS LAST, id"),
+                    true,
+                    "order by label",
+                )
+            }
+            25 => {
+                let c = self.one_col(kind, shape);
+                read(
+                    format!("SELECT id, rank() OVER (ORDER BY {c} NULLS LAST, id) FROM {name} ORDER BY id"),
+                    true,
+                    "window order",
+                )
+            }
+            26 => {
+                let p = self.predicate(kind, shape, "");
+                read(
+                    format!("SELECT id, {m} FROM {name} WHERE {p} ORDER BY id FOR UPDATE"),
+                    true,
+                    "for update",
+                )
+            }
+            27 => {
+                let c = self.one_col(kind, shape);
+                read(
+                    format!("SELECT {c}, count(*) FROM {name} GROUP BY 1 ORDER BY 2 DESC, 1 NULLS FIRST"),
+                    true,
+                    "group by position",
+                )
+            }
             20 => {
                 let p = self.predicate(kind, shape, "t.");
                 read(
@@ -504,7 +560,7 @@ impl Gen {
         let t = kind.table();
         let name = t.name;
         let write = |sql: String, template| Self::stmt(sql, Op::Write(kind), false, template);
-        match self.rng.below(16) {
+        match self.rng.below(21) {
             0 | 1 => {
                 let rows = 1 + self.rng.below(3);
                 let values: Vec<String> = (0..rows)
@@ -697,6 +753,56 @@ impl Gen {
                 );
                 s.simple_only = true;
                 s
+            }
+            16 => {
+                let id = self.some_id();
+                let values = self.row_values(kind, shape, id);
+                let c = self.one_col(kind, shape);
+                let sets: Vec<String> = kind
+                    .cols(shape)
+                    .iter()
+                    .map(|c| format!("{c} = EXCLUDED.{c}"))
+                    .collect();
+                let ret = self.returning(kind, shape, "");
+                write(
+                    format!(
+                        "INSERT INTO {} VALUES {values} ON CONFLICT (id) DO UPDATE SET {} WHERE {name}.{c} IS DISTINCT FROM EXCLUDED.{c}{ret}",
+                        Self::insert_cols(kind, shape),
+                        sets.join(", ")
+                    ),
+                    "on conflict where",
+                )
+            }
+            17 => {
+                let p = self.predicate(kind, shape, "");
+                let (o, v) = (t.other, self.other_literal(kind));
+                write(
+                    format!("UPDATE {name} SET {o} = {v} WHERE id IN (SELECT id FROM {name} WHERE {p} AND id % 7 = {}) RETURNING id, {}", self.rng.below(7), Self::select_list(kind, shape, "")),
+                    "update where subquery",
+                )
+            }
+            18 if kind != Kind::Split => {
+                let c = kind.cols(shape)[0];
+                let filter = format!("id = {}", self.some_id());
+                if self.rng.chance(50) {
+                    write(
+                        format!("UPDATE {name} SET {c} = DEFAULT WHERE {filter} RETURNING {c}"),
+                        "update default",
+                    )
+                } else {
+                    let id = self.fresh_id();
+                    write(
+                        format!("INSERT INTO {name} (id) VALUES ({id}) RETURNING *"),
+                        "insert defaults",
+                    )
+                }
+            }
+            19 => {
+                let c = self.one_col(kind, shape);
+                write(
+                    format!("DELETE FROM {name} WHERE id > 1000 AND id % 11 = {} RETURNING id, {c}::text AS t", self.rng.below(11)),
+                    "delete returning expression",
+                )
             }
             15 => {
                 let first = self.assignments(kind, shape).join(", ");

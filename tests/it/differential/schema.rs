@@ -127,6 +127,16 @@ INSERT INTO orders (id, user_id, amount, note)
   SELECT i, 1 + i % 13, i * 5 % 17, (ARRAY['Eve Park', 'Jo Kim', 'Al Roe'])[1 + i % 3] FROM generate_series(1, 30) i;
 ";
 
+/// Rows written with the old shape only while the rules are in migrate, behind
+/// pgshim's back (run in both databases; the reference's trigger fills the new
+/// columns there): until the next backfill they read their old columns.
+pub const UNMIGRATED: &str = "
+INSERT INTO users (id, name, email) SELECT 500 + i, 'Eve ' || i, 'v' || i || '@x' FROM generate_series(1, 8) i;
+INSERT INTO payments (id, user_id, status, amount)
+  SELECT 500 + i, i, (ARRAY['pending', 'paid', 'failed'])[1 + i % 3], i FROM generate_series(1, 8) i;
+INSERT INTO people (id, name, city) SELECT 500 + i, 'Jo ' || (ARRAY['Lee', 'Ray'])[1 + i % 2], 'Rome' FROM generate_series(1, 8) i;
+";
+
 /// The reference's triggers: a write that changes one shape sets the other
 /// with the rule's transform, as pgshim's dual write does.
 pub const REFERENCE_SYNC: &str = r#"
