@@ -208,12 +208,13 @@ async fn connect(shim: &Reloadable, db: &Db, reference: &Db, shape: Shape) -> Ap
     }
 }
 
-/// Fills the new columns of every rule with `pgshim backfill`.
+/// Fills the new columns of every rule with `pgshim backfill`, from the first key
+/// (`--restart`): a second run must also fill rows below the first run's last key.
 async fn backfill(db: &Db) {
     let config = ops_config(&db.scope(&rules("expand")));
     for kind in KINDS {
         let id = kind.table().rule;
-        let done = run(&config, &["backfill", id]).await;
+        let done = run(&config, &["backfill", id, "--restart"]).await;
         assert!(done.status.success(), "backfill {id}: {done:?}");
     }
 }
