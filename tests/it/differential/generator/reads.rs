@@ -11,7 +11,7 @@ impl Gen {
         let n = 1 + self.rng.below(35);
         let read =
             |sql: String, ordered: bool, template| Self::stmt(sql, Op::Read, ordered, template);
-        match self.rng.below(29) {
+        match self.rng.below(30) {
             0 => {
                 let p = self.predicate(kind, shape, "");
                 read(format!("SELECT id, {m}, {other} FROM {name} WHERE {p} ORDER BY id"), true, "select where")
@@ -147,6 +147,12 @@ impl Gen {
                     "expressions",
                 )
             }
+            28 => read(
+                // Postgres's own error, which pgshim must pass on.
+                format!("SELECT id, {m} FROM {name} WHERE id <= {n} AND 1 / (id - id) = 1"),
+                true,
+                "division by zero",
+            ),
             21 => {
                 let c = self.one_col(kind, shape);
                 read(

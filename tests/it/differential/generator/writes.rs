@@ -9,7 +9,7 @@ impl Gen {
         let t = kind.table();
         let name = t.name;
         let write = |sql: String, template| Self::stmt(sql, Op::Write(kind), false, template);
-        match self.rng.below(21) {
+        match self.rng.below(23) {
             0 | 1 => {
                 let rows = 1 + self.rng.below(3);
                 let values: Vec<String> = (0..rows)
@@ -245,6 +245,81 @@ impl Gen {
                         "insert defaults",
                     )
                 }
+            }
+            20 => {
+                // Django's bulk upsert: one array per column.
+                let rows = 1 + self.rng.below(3);
+                let mut ids = Vec::new();
+                let mut columns: Vec<Vec<String>> = vec![Vec::new(); kind.cols(shape).len()];
+                let mut others = Vec::new();
+                for _ in 0..rows {
+                    ids.push(if self.rng.chance(50) {
+                        self.some_id()
+                    } else {
+                        self.fresh_id()
+                    });
+                    let v = self.fresh_literals(kind, shape);
+                    for (c, l) in columns.iter_mut().zip(v) {
+                        c.push(if l.starts_with("NULL") {
+                            "NULL".into()
+                        } else {
+                            l
+                        });
+                    }
+                    others.push(self.other_literal(kind));
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                let n = ids.len();
+                let ty = |c: &str| {
+                    if c == "status_code" || c == "amount" {
+                        "int"
+                    } else {
+                        "text"
+                    }
+                };
+                let mut arrays = vec![format!(
+                    "ARRAY[{}]::int[]",
+                    ids.iter()
+                        .map(i32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )];
+                for (c, vals) in kind.cols(shape).iter().zip(&columns) {
+                    arrays.push(format!("ARRAY[{}]::{}[]", vals[..n].join(", "), ty(c)));
+                }
+                arrays.push(format!(
+                    "ARRAY[{}]::{}[]",
+                    others[..n].join(", "),
+                    ty(t.other)
+                ));
+                let sets: Vec<String> = kind
+                    .cols(shape)
+                    .iter()
+                    .map(|c| format!("{c} = EXCLUDED.{c}"))
+                    .collect();
+                write(
+                    format!(
+                        "INSERT INTO {} SELECT * FROM UNNEST({}) ON CONFLICT (id) DO UPDATE SET {}",
+                        Self::insert_cols(kind, shape),
+                        arrays.join(", "),
+                        sets.join(", ")
+                    ),
+                    "unnest upsert",
+                )
+            }
+            21 => {
+                // Usually a duplicate key: Postgres's 23505 must come back as it is.
+                let id = self.some_id();
+                let values = self.row_values(kind, shape, id);
+                let ret = self.returning(kind, shape, "");
+                write(
+                    format!(
+                        "INSERT INTO {} VALUES {values}{ret}",
+                        Self::insert_cols(kind, shape)
+                    ),
+                    "insert existing id",
+                )
             }
             19 => {
                 let c = self.one_col(kind, shape);
