@@ -21,6 +21,7 @@
 //! `PGSHIM_DIFF_TRACE=1` prints every statement and outcome).
 mod generator;
 mod outcome;
+mod raw;
 mod schema;
 
 use std::collections::{BTreeMap, HashSet};
@@ -29,13 +30,15 @@ use std::time::Instant;
 use tokio_postgres::{Client, Statement};
 
 use crate::support::ops::{ops_config, run};
+use crate::support::pg::cluster;
 use crate::support::proxy::proxy;
 use crate::support::reloadable::Reloadable;
 use crate::support::rules::Db;
 pub use crate::support::rules::NULL;
 
 use generator::{Gen, Op, Stmt};
-use outcome::{execute, table_rows};
+use outcome::{execute, table_rows, Outcome};
+use raw::Raw;
 use schema::{row_diff, rules, Kind, Shape, KINDS};
 
 /// The seed CI runs with.
@@ -64,8 +67,24 @@ struct App {
     shape: Shape,
     shim: Client,
     reference: Client,
+    /// Raw twins for simple queries whose command tags are compared.
+    shim_raw: Raw,
+    reference_raw: Raw,
     /// Prepared once on both sides, run across every flip.
     prepared: Vec<(Statement, Statement, Kind, bool, String)>,
+}
+
+impl App {
+    /// Runs transaction control on the reference connection a statement uses.
+    async fn run_reference(&self, raw: bool, sql: &str) {
+        if raw {
+            if let Outcome::Err(code, msg) = self.reference_raw.simple(sql).await {
+                panic!("{sql} on the reference: {code} {msg}");
+            }
+        } else {
+            run_simple(&self.reference, sql).await;
+        }
+    }
 }
 
 /// What the run counted.
@@ -200,10 +219,15 @@ async fn connect(shim: &Reloadable, db: &Db, reference: &Db, shape: Shape) -> Ap
             .unwrap_or_else(|e| panic!("prepare on the reference {sql}: {e:?}"));
         prepared.push((a, b, kind, write, sql));
     }
+    let ref_addr = format!("127.0.0.1:{}", cluster().port)
+        .parse()
+        .expect("reference address");
     App {
         shape,
         shim: shim_client,
         reference: ref_client,
+        shim_raw: Raw::connect(shim.addr, &db.name).await,
+        reference_raw: Raw::connect(ref_addr, &reference.name).await,
         prepared,
     }
 }
@@ -256,15 +280,33 @@ impl Ctx<'_> {
             Op::Write(kind) | Op::CopyIn(kind, _) => Some(kind),
             _ => None,
         };
-        let got = execute(&app.shim, &stmt, prepared.map(|p| p.0)).await;
+        // Half the simple-protocol statements go over raw connections, whose
+        // answers include the exact command tags.
+        let raw = !stmt.extended
+            && prepared.is_none()
+            && !matches!(stmt.op, Op::CopyIn(..) | Op::CopyOut)
+            && gen.rng.chance(50);
+        let got = if raw {
+            app.shim_raw.simple(&stmt.sql).await
+        } else {
+            execute(&app.shim, &stmt, prepared.map(|p| p.0)).await
+        };
         if writes.is_some() {
-            run_simple(&app.reference, "BEGIN").await;
+            app.run_reference(raw, "BEGIN").await;
         }
-        let want = execute(&app.reference, &stmt, prepared.map(|p| p.1)).await;
+        let want = if raw {
+            app.reference_raw.simple(&stmt.sql).await
+        } else {
+            execute(&app.reference, &stmt, prepared.map(|p| p.1)).await
+        };
         if stmt.simple_only && !(got.is_ok() && want.is_ok()) {
             // A transaction text that failed leaves its block open and aborted.
-            run_simple(&app.shim, "ROLLBACK").await;
-            run_simple(&app.reference, "ROLLBACK").await;
+            if raw {
+                app.shim_raw.simple("ROLLBACK").await;
+            } else {
+                run_simple(&app.shim, "ROLLBACK").await;
+            }
+            app.run_reference(raw, "ROLLBACK").await;
         }
         let refusal = got.refusal();
         if std::env::var("PGSHIM_DIFF_TRACE").is_ok() {
@@ -288,7 +330,7 @@ impl Ctx<'_> {
             } else {
                 "ROLLBACK"
             };
-            run_simple(&app.reference, end).await;
+            app.run_reference(raw, end).await;
         }
         let at = || {
             format!(
@@ -341,7 +383,7 @@ impl Ctx<'_> {
     /// Checks that `app`'s session serves the rules of this stage.
     async fn probe(&self, app: &App, i: usize, report: &mut Report) {
         let sql = "SELECT a FROM phase_probe ORDER BY id";
-        let got = match app.shim.simple_query(sql).await {
+        let tokio = match app.shim.simple_query(sql).await {
             Ok(messages) => messages
                 .into_iter()
                 .filter_map(|m| match m {
@@ -353,12 +395,18 @@ impl Ctx<'_> {
                 .collect(),
             Err(e) => vec![format!("error {e:?}")],
         };
+        let raw = match app.shim_raw.simple(sql).await {
+            Outcome::Ok(answer) => answer.rows,
+            Outcome::Err(code, msg) => vec![format!("error {code} {msg}")],
+        };
         let want = schema::probe_expected(self.phase);
-        if got != want {
-            report.mismatches.push(format!(
-                "seed {} {} before #{i} {:?} shape: the session serves other rules than {}: probe read {got:?}, want {want:?}",
-                self.seed, self.phase, app.shape, self.phase
-            ));
+        for (connection, got) in [("", tokio), (" (raw connection)", raw)] {
+            if got != want {
+                report.mismatches.push(format!(
+                    "seed {} {} before #{i} {:?} shape{connection}: the session serves other rules than {}: probe read {got:?}, want {want:?}",
+                    self.seed, self.phase, app.shape, self.phase
+                ));
+            }
         }
     }
 

@@ -20,7 +20,7 @@ pub enum Outcome {
 }
 
 /// A successful statement's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Answer {
     pub labels: Vec<String>,
     /// Result column type OIDs then parameter type OIDs (extended protocol only).
@@ -28,6 +28,8 @@ pub struct Answer {
     pub params: Vec<u32>,
     pub rows: Vec<String>,
     pub count: u64,
+    /// Every CommandComplete tag (raw simple protocol only, see [`super::raw`]).
+    pub tags: Vec<String>,
 }
 
 impl Outcome {
@@ -127,13 +129,7 @@ async fn simple(client: &Client, sql: &str) -> Outcome {
         Ok(m) => m,
         Err(e) => return error(&e),
     };
-    let mut answer = Answer {
-        labels: Vec::new(),
-        types: Vec::new(),
-        params: Vec::new(),
-        rows: Vec::new(),
-        count: 0,
-    };
+    let mut answer = Answer::default();
     for m in messages {
         match m {
             SimpleQueryMessage::RowDescription(cols) => {
@@ -184,6 +180,7 @@ async fn query(client: &Client, statement: &Statement, params: &[Param]) -> Outc
             params: statement.params().iter().map(Type::oid).collect(),
             rows,
             count,
+            tags: Vec::new(),
         }),
         Err(e) => error(&e),
     }
@@ -198,11 +195,8 @@ async fn copy_in(client: &Client, sql: &str, data: &str) -> Outcome {
     };
     match run.await {
         Ok(count) => Outcome::Ok(Answer {
-            labels: Vec::new(),
-            types: Vec::new(),
-            params: Vec::new(),
-            rows: Vec::new(),
             count,
+            ..Answer::default()
         }),
         Err(e) => error(&e),
     }
@@ -216,14 +210,11 @@ async fn copy_out(client: &Client, sql: &str) -> Outcome {
     };
     match run.await {
         Ok(bytes) => Outcome::Ok(Answer {
-            labels: Vec::new(),
-            types: Vec::new(),
-            params: Vec::new(),
             rows: String::from_utf8_lossy(&bytes)
                 .lines()
                 .map(str::to_owned)
                 .collect(),
-            count: 0,
+            ..Answer::default()
         }),
         Err(e) => error(&e),
     }
