@@ -37,15 +37,20 @@ pub enum CatalogError {
     },
 }
 
-/// The catalog query: columns of the given tables, in attnum order.
+/// The catalog query: columns of every table in the schemas of mapped tables, in
+/// attnum order. Unmapped tables are read too, so an unqualified column inside a
+/// subquery over them resolves as Postgres resolves it instead of being refused.
 const COLUMNS_SQL: &str = "\
 SELECT n.nspname::text, c.relname::text, a.attname::text, \
-       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef, a.atttypid \
+       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+       a.atthasdef OR a.attidentity <> '', a.atttypid, \
+       CASE WHEN a.attidentity = '' AND a.attgenerated = '' \
+            THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid) END \
 FROM pg_catalog.pg_attribute a \
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-JOIN unnest($1::text[], $2::text[]) AS t(nspname, relname) \
-  ON t.nspname = n.nspname AND t.relname = c.relname \
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+JOIN (SELECT DISTINCT unnest($1::text[])) AS t(nspname) ON t.nspname = n.nspname \
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
 ORDER BY n.nspname, c.relname, a.attnum";
 
@@ -94,7 +99,8 @@ pub async fn connect(
     Ok(client)
 }
 
-/// Reads the columns of the tables `rules` map in `database`, and which
+/// Reads the columns of the tables in the schemas `rules` map tables of in
+/// `database`, the default expressions of plain columns, and which
 /// transforms compute values of another type than their column. Tables that do
 /// not exist are absent from the result.
 ///
@@ -108,10 +114,9 @@ pub async fn read(
 ) -> Result<Catalog, CatalogError> {
     let tables = rules.tables();
     let client = connect(cfg, upstream, database).await?;
-    let (schemas, names): (Vec<&str>, Vec<&str>) =
-        tables.iter().map(|(s, t)| (s.as_str(), t.as_str())).unzip();
+    let schemas: Vec<&str> = tables.iter().map(|(s, _)| s.as_str()).collect();
     let rows = client
-        .query(COLUMNS_SQL, &[&schemas, &names])
+        .query(COLUMNS_SQL, &[&schemas])
         .await
         .map_err(|source| CatalogError::Query {
             database: database.to_owned(),
@@ -120,8 +125,12 @@ pub async fn read(
         })?;
     let mut infos: Vec<TableInfo> = Vec::new();
     let mut type_oids = HashMap::new();
+    let mut defaults = Vec::new();
     for row in rows {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
+        if let Some(expr) = row.get::<_, Option<String>>(7) {
+            defaults.push((schema.clone(), table.clone(), row.get::<_, String>(2), expr));
+        }
         type_oids.insert(
             (schema.clone(), table.clone(), row.get::<_, String>(2)),
             row.get::<_, u32>(6),
@@ -142,6 +151,7 @@ pub async fn read(
         }
     }
     let mut catalog = Catalog::new(infos);
+    let names: Vec<&str> = tables.iter().map(|(_, t)| t.as_str()).collect();
     let relations = client
         .query(RELATIONS_SQL, &[&names])
         .await
@@ -151,6 +161,9 @@ pub async fn read(
             source,
         })?;
     catalog.set_relations(relations.iter().map(|r| (r.get(0), r.get(1))).collect());
+    for (schema, table, column, expr) in &defaults {
+        catalog.set_default(schema, table, column, expr);
+    }
     for probe in rules.transform_probes() {
         let key = (
             probe.schema.clone(),

@@ -43,6 +43,10 @@ pub struct Catalog {
     /// table, temporary ones left out: unqualified names resolve through
     /// them. `None` when not read, and then only mapped tables count.
     relations: Option<HashSet<(String, String)>>,
+    /// `(schema, table, column)` -> its default expression as Postgres prints it, for
+    /// plain columns with a default (not identity or generated columns), so a `DEFAULT`
+    /// that cannot stay where it is written can be replaced by its value.
+    defaults: HashMap<(String, String, String), String>,
 }
 
 // === impl TableInfo ===
@@ -91,6 +95,7 @@ impl Catalog {
             retyped: HashSet::new(),
             type_errors: HashMap::new(),
             relations: None,
+            defaults: HashMap::new(),
         }
     }
 
@@ -99,13 +104,26 @@ impl Catalog {
         self.relations = Some(relations.into_iter().collect());
     }
 
-    /// Whether schema `schema` has a relation called `name`.
+    /// Whether schema `schema` has a relation called `name`: one of the
+    /// tables read, or a relation sharing a mapped table's name.
     pub fn has_relation(&self, schema: &str, name: &str) -> bool {
         let key = (schema.to_owned(), name.to_owned());
-        match &self.relations {
-            Some(relations) => relations.contains(&key),
-            None => self.tables.contains_key(&key),
-        }
+        self.tables.contains_key(&key) || self.relations.as_ref().is_some_and(|r| r.contains(&key))
+    }
+
+    /// Notes the default expression of a plain column.
+    pub fn set_default(&mut self, schema: &str, table: &str, column: &str, expr: &str) {
+        self.defaults.insert(
+            (schema.to_owned(), table.to_owned(), column.to_owned()),
+            expr.to_owned(),
+        );
+    }
+
+    /// The default expression [`Catalog::set_default`] noted for the column.
+    pub fn default_expr(&self, schema: &str, table: &str, column: &str) -> Option<&str> {
+        self.defaults
+            .get(&(schema.to_owned(), table.to_owned(), column.to_owned()))
+            .map(String::as_str)
     }
 
     /// Notes that values a rule computes for `schema.table.column` are of another type

@@ -51,6 +51,18 @@ impl Ctx<'_> {
             .then_some((schema, table))
     }
 
+    /// The columns of an unmapped table the catalog holds (tables in the schemas of mapped
+    /// tables), so unqualified names inside a subquery over it resolve as Postgres does.
+    fn catalog_columns(&self, parts: &[String]) -> Option<Vec<String>> {
+        let (schema, table) = match parts {
+            [t] => (self.search_path.resolve(t, self.catalog)?, t.as_str()),
+            [.., s, t] => (s.clone(), t.as_str()),
+            [] => return None,
+        };
+        let info = self.catalog.table(&schema, table)?;
+        Some(info.columns.iter().map(|c| c.name.clone()).collect())
+    }
+
     /// A relation entry for a table named in `FROM`, `UPDATE`, `INSERT INTO`...
     pub fn table_rel(&self, name: &ObjectName, alias: Option<&Ident>) -> Rel {
         let parts: Vec<String> = name_parts(name)
@@ -81,7 +93,9 @@ impl Ctx<'_> {
         let kind = match (cte, self.mapped_table(name)) {
             (Some(columns), _) => RelKind::Other { columns },
             (None, Some((schema, table))) => RelKind::Mapped { schema, table },
-            (None, None) => RelKind::Other { columns: None },
+            (None, None) => RelKind::Other {
+                columns: self.catalog_columns(&parts),
+            },
         };
         Rel {
             refname,

@@ -316,6 +316,25 @@ impl RenderCtx<'_, '_, '_> {
         }
     }
 
+    /// The value `DEFAULT` stands for in column `slot`, typed as the column: its default
+    /// expression, or NULL when it has none; `None` when it cannot be written out.
+    fn default_value(&self, slot: usize, text: &SlotText) -> Option<String> {
+        let value = if text.has_default {
+            let name = self.names.get(slot)?;
+            let expr =
+                self.ctx
+                    .catalog
+                    .default_expr(self.target.schema, self.target.table, name)?;
+            format!("({expr})")
+        } else {
+            "NULL".to_owned()
+        };
+        Some(match &text.cast {
+            Some(ty) => format!("CAST({value} AS {ty})"),
+            None => value,
+        })
+    }
+
     fn rule_of(&self, slot: usize) -> Option<&super::rules::Rule> {
         let name = self.names.get(slot)?;
         self.ctx
@@ -376,13 +395,18 @@ impl RenderCtx<'_, '_, '_> {
                     edits.push(ItemEdit::Remove);
                     continue;
                 }
-                edits.push(ItemEdit::Keep);
                 if slot.default {
-                    let reason = "DEFAULT together with a value that must be evaluated once; write the value";
-                    return Err(self
-                        .rule_of(i)
-                        .map_or_else(|| Refuse::new(reason), |r| Refuse::rule(r, reason)));
+                    // DEFAULT is not allowed in a derived table: its value is written instead.
+                    let Some(value) = self.default_value(i, slot) else {
+                        let reason = "DEFAULT for a column whose default pgshim cannot write out (identity or generated) next to a value that must be evaluated once; write the value";
+                        return Err(self
+                            .rule_of(i)
+                            .map_or_else(|| Refuse::new(reason), |r| Refuse::rule(r, reason)));
+                    };
+                    edits.push(ItemEdit::Replace(value));
+                    continue;
                 }
+                edits.push(ItemEdit::Keep);
                 if let Some(ty) = &slot.cast {
                     self.ctx.edits.insert(*s, "(")?;
                     self.ctx.edits.insert(*e, format!(")::{ty}"))?;

@@ -15,7 +15,8 @@
 //!   each phase.
 //! - `scope`, `from`, `read`, `items`: name resolution, scopes of `FROM` clauses, the
 //!   statement walk rewriting reads, select lists (`*`, labels).
-//! - `write`, `list`, `insert`, `update`, `copy`: dual-write planning and its rendering.
+//! - `write`, `list`, `insert`, `update`, `group`, `copy`: dual-write planning and its
+//!   rendering.
 //! - `fingerprint`, `cache`: the bounded, literal-insensitive rewrite cache.
 //!
 //! # How a rewrite works
@@ -34,6 +35,7 @@ mod edits;
 mod fingerprint;
 mod from;
 mod function;
+mod group;
 mod ident;
 mod insert;
 mod items;

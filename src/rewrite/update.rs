@@ -2,8 +2,9 @@
 //!
 //! Mirrors are appended as extra assignments; their right-hand sides see the row as it was
 //! before the update, which is what "computed from the row's current phase values" needs.
-//! Exactly-once: a value that is not repeatable but feeds a mirror moves into one
-//! multi-column assignment whose sub-select evaluates it once per row:
+//! Exactly-once: every value that is not repeatable but feeds a mirror, and the source of
+//! `SET (a, b) = (SELECT …)`, move into one multi-column assignment (the `group` module)
+//! whose sub-select evaluates them once per row:
 //! `(name, full_name) = (SELECT s.c1, s.c1 FROM (SELECT <expr>, u.ctid) s(c1, pgshim_ctid)
 //! WHERE s.pgshim_ctid IS NOT NULL)`.
 //! The `ctid` reference correlates the sub-select with the row, so Postgres cannot hoist it
@@ -20,12 +21,11 @@ use sqlparser::ast::{
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::Token;
 
+use super::group::{Group, Slot, SubSelect};
 use super::ident::{normalize, quote};
 use super::list::{edit_list, ItemEdit};
 use super::read::{name_parts, Ctx, Labels};
-use super::rules::Rule;
 use super::scope::RelKind;
-use super::transform::Piece;
 use super::write::{
     inline_slot, mirror_slot, plan, render, repeatable, Current, Out, Placement, SetCol, SlotText,
 };
@@ -63,13 +63,6 @@ pub(crate) fn walk(ctx: &mut Ctx<'_>, update: &Update) -> Result<Labels, Refuse>
     })();
     ctx.scopes.pop();
     result
-}
-
-struct Slot {
-    column: String,
-    /// Index of the assignment it came from.
-    assignment: usize,
-    text: SlotText,
 }
 
 fn first_token(ctx: &Ctx<'_>, a: &Assignment) -> Result<usize, Refuse> {
@@ -127,6 +120,7 @@ pub(crate) fn rewrite_assignments(
         return Err(Refuse::new("cannot locate the SET list items"));
     }
     let mut slots: Vec<Slot> = Vec::new();
+    let mut sub_select: Option<SubSelect> = None;
     let mut touched = false;
     for (k, (a, &(first_tok, last_tok))) in assignments.iter().zip(&items).enumerate() {
         let names = target_names(a)?;
@@ -145,16 +139,48 @@ pub(crate) fn rewrite_assignments(
             .find(|&i| ctx.src.is(i, &Token::Eq))
             .ok_or_else(|| Refuse::new("cannot locate the SET value"))?;
         let values = value_ranges(ctx, &a.value, eq + 1, last_tok, names.len());
-        let values = match values {
-            Some(v) => v,
-            None => {
+        let values = match (values, &a.value) {
+            (Some(v), _) => v,
+            (None, Expr::Subquery(_)) if sub_select.is_none() => {
+                // `(a, b) = (SELECT …)`: every target reads its column of the
+                // sub-select, joined once into the group assignment below.
+                let (s, e) = ctx.src.range(eq + 1, last_tok);
+                let text = ctx.edits.peek_rendered(ctx.src.text, s, e)?;
+                ctx.generated += 1;
+                let alias = format!("pgshim_s{}", ctx.generated);
+                let first = slots.len();
+                for (i, (name, _)) in names.into_iter().enumerate() {
+                    let column = ctx
+                        .catalog
+                        .table(schema, table)
+                        .and_then(|t| t.column(&name));
+                    slots.push(Slot {
+                        column: name,
+                        assignment: k,
+                        text: SlotText {
+                            text: format!("{alias}.c{}", i + 1),
+                            repeatable: true,
+                            default: false,
+                            cast: column.map(|c| c.type_without_typmod()),
+                            has_default: column.is_some_and(|c| c.has_default),
+                        },
+                    });
+                }
+                sub_select = Some(SubSelect {
+                    text,
+                    alias,
+                    slots: (first..slots.len()).collect(),
+                });
+                continue;
+            }
+            (None, _) => {
                 if let Some(rule) = names
                     .iter()
                     .find_map(|(n, _)| ctx.rules.rule_for(schema, table, n))
                 {
                     return Err(Refuse::rule(
                         rule.0,
-                        "SET (...) = (sub-select) on a mapped column",
+                        "SET (...) = (...) on a mapped column whose values are neither a list nor one sub-select",
                     ));
                 }
                 continue;
@@ -206,25 +232,34 @@ pub(crate) fn rewrite_assignments(
     }
     let rule_of = |name: &str| ctx.rules.rule_for(schema, table, name).map(|(r, _, _)| r);
     let uses = plan.slot_uses(slots.len());
+    let once: Vec<usize> = (0..slots.len())
+        .filter(|&n| uses[n] >= 2 && !slots[n].text.repeatable && !slots[n].text.default)
+        .collect();
     let mut groups: Vec<(usize, String)> = Vec::new();
-    for (n, slot) in slots.iter().enumerate() {
-        if uses[n] < 2 || slot.text.repeatable || slot.text.default {
-            continue;
-        }
-        let rule = rule_of(&slot.column);
-        let in_tuple = slots
-            .iter()
-            .filter(|s| s.assignment == slot.assignment)
-            .count()
-            > 1;
-        if in_tuple {
-            let reason = "a value in SET (...) = (...) that must be evaluated once; use separate assignments";
-            return Err(rule.map_or_else(|| Refuse::new(reason), |r| Refuse::rule(r, reason)));
+    if sub_select.is_some() || !once.is_empty() {
+        let rule = slots.iter().find_map(|s| rule_of(&s.column));
+        for &n in &once {
+            let in_tuple = slots
+                .iter()
+                .filter(|s| s.assignment == slots[n].assignment)
+                .count()
+                > 1;
+            if in_tuple {
+                let reason = "a value in SET (...) = (...) that must be evaluated once; use separate assignments";
+                return Err(rule.map_or_else(|| Refuse::new(reason), |r| Refuse::rule(r, reason)));
+            }
         }
         ctx.generated += 1;
         let alias = format!("pgshim_s{}", ctx.generated);
-        let text = group_text(&mut plan, n, &slots, &alias, qual, rule)?;
-        groups.push((n, text));
+        let group = Group {
+            once,
+            sub_select: sub_select.as_ref(),
+            alias: &alias,
+            qual,
+            rule,
+        };
+        let (anchor, text) = group.text(&mut plan, &slots)?;
+        groups.push((anchor, text));
     }
     let mut inline = |n: usize, alone: bool| -> Result<String, Refuse> {
         let s = slots.get(n).ok_or_else(|| Refuse::new("slot"))?;
@@ -310,59 +345,4 @@ fn value_ranges<'e>(
     let items = ctx.src.split_list(open + 1, |_, _| false);
     (items.len() == exprs.len() && exprs.len() == width)
         .then(|| items.into_iter().zip(exprs).collect())
-}
-
-/// Move every output that uses slot `n` into one sub-select assignment evaluating it once.
-fn group_text(
-    plan: &mut super::write::Plan,
-    n: usize,
-    slots: &[Slot],
-    alias: &str,
-    qual: &str,
-    rule: Option<&Rule>,
-) -> Result<String, Refuse> {
-    let uses_slot = |o: &Out| o.value.contains(&Piece::Slot(n));
-    let mut members: Vec<Out> = Vec::new();
-    if plan.placements[n] == Placement::Keep {
-        members.push(Out {
-            column: slots[n].column.clone(),
-            value: vec![Piece::Slot(n)],
-        });
-    }
-    for p in plan.placements.iter_mut() {
-        if let Placement::Replace(outs) = p {
-            members.extend(outs.iter().filter(|o| uses_slot(o)).cloned());
-            outs.retain(|o| !uses_slot(o));
-        }
-    }
-    members.extend(plan.appended.iter().filter(|o| uses_slot(o)).cloned());
-    plan.appended.retain(|o| !uses_slot(o));
-    let mut slot = |m: usize, alone: bool| -> Result<String, Refuse> {
-        if m == n {
-            return Ok(format!("{alias}.c1"));
-        }
-        let s = slots.get(m).ok_or_else(|| Refuse::new("slot"))?;
-        if !(s.text.repeatable || s.text.default) {
-            let reason = "several values that must each be evaluated once feed one mirror";
-            return Err(rule.map_or_else(|| Refuse::new(reason), |r| Refuse::rule(r, reason)));
-        }
-        inline_slot(&s.text, alone, rule)
-    };
-    let columns: Vec<String> = members
-        .iter()
-        .map(|o| quote(&o.column).into_owned())
-        .collect();
-    let values = members
-        .iter()
-        .map(|o| render(&o.value, &mut slot))
-        .collect::<Result<Vec<_>, _>>()?;
-    let source = match &slots[n].text.cast {
-        Some(ty) => format!("({})::{ty}", slots[n].text.text),
-        None => slots[n].text.text.clone(),
-    };
-    Ok(format!(
-        "({}) = (SELECT {} FROM (SELECT {source}, {qual}.ctid) {alias}(c1, pgshim_ctid) WHERE {alias}.pgshim_ctid IS NOT NULL)",
-        columns.join(", "),
-        values.join(", ")
-    ))
 }

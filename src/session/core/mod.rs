@@ -663,6 +663,7 @@ impl Core {
 
     /// Notes a server message forwarded as it is.
     pub(crate) fn server_passed(&mut self, tag: u8) {
+        self.pipeline.on_backend(tag);
         match tag {
             PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => {
                 let _ = self.hidden.on_reply(self.pipeline.next_ready(), tag);

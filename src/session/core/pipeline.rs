@@ -7,6 +7,15 @@
 //! pgshim's own messages and refusals to the replies Postgres sends for them.
 use crate::protocol::{TxStatus, FUNCTION_CALL_TAG, QUERY_TAG, SYNC_TAG, TERMINATE_TAG};
 
+/// Frontend `Execute`.
+const EXECUTE_TAG: u8 = b'E';
+/// Frontend `CopyDone`.
+const COPY_DONE_TAG: u8 = b'c';
+/// Frontend `CopyFail`.
+const COPY_FAIL_TAG: u8 = b'f';
+/// Backend `CopyInResponse`.
+const COPY_IN_RESPONSE_TAG: u8 = b'G';
+
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Activity {
@@ -29,6 +38,12 @@ pub(crate) struct Pipeline {
     readies: u64,
     /// The client sent something since the server was last idle.
     dirty: bool,
+    /// Syncs sent since the last Execute or Query: if that statement is a
+    /// `COPY … FROM STDIN`, Postgres ignores them (it reads Syncs in copy-in
+    /// mode and drops them), so they are answered by no ReadyForQuery.
+    syncs_since_execute: u64,
+    /// The server is in copy-in mode (it sent CopyInResponse).
+    copy_in: bool,
 }
 
 // === impl Pipeline ===
@@ -37,11 +52,34 @@ impl Pipeline {
     /// Notes a message the client sent (by tag).
     pub(crate) fn on_frontend(&mut self, tag: u8) {
         match tag {
-            QUERY_TAG | SYNC_TAG | FUNCTION_CALL_TAG => self.requests += 1,
+            SYNC_TAG => {
+                self.requests += 1;
+                self.syncs_since_execute += 1;
+            }
+            QUERY_TAG => {
+                self.requests += 1;
+                self.syncs_since_execute = 0;
+            }
+            FUNCTION_CALL_TAG => self.requests += 1,
+            EXECUTE_TAG => self.syncs_since_execute = 0,
+            COPY_DONE_TAG | COPY_FAIL_TAG if self.copy_in => {
+                // Syncs sent behind the COPY's Execute were read in copy-in
+                // mode and dropped: no ReadyForQuery answers them.
+                self.requests -= self.syncs_since_execute.min(self.in_flight());
+                self.syncs_since_execute = 0;
+                self.copy_in = false;
+            }
             TERMINATE_TAG => return,
             _ => {}
         }
         self.dirty = true;
+    }
+
+    /// Notes a server message (by tag) that changes how the server reads.
+    pub(crate) fn on_backend(&mut self, tag: u8) {
+        if tag == COPY_IN_RESPONSE_TAG {
+            self.copy_in = true;
+        }
     }
 
     /// Notes a ReadyForQuery with status byte `status`.
@@ -53,6 +91,7 @@ impl Pipeline {
             .and_then(TxStatus::from_byte)
             .unwrap_or(TxStatus::Idle);
         let first = self.tx.is_none();
+        self.copy_in = false;
         // The ReadyForQuery that ends authentication answers no request.
         if !first {
             self.readies += 1;
@@ -147,6 +186,29 @@ mod tests {
         p.on_frontend(b'P');
         p.on_frontend(b'H');
         assert_eq!(p.activity(), Activity::Busy);
+    }
+
+    #[test]
+    fn syncs_behind_an_extended_copy_in_are_not_requests() {
+        let mut p = Pipeline::default();
+        p.on_ready_for_query(Some(b'I'));
+        // Bind, Execute (COPY … FROM STDIN), Sync; the server starts copy-in.
+        for tag in [b'B', b'E', b'S'] {
+            p.on_frontend(tag);
+        }
+        p.on_backend(b'G');
+        for tag in [b'd', b'd', b'c', b'S'] {
+            p.on_frontend(tag);
+        }
+        assert_eq!(p.in_flight(), 1);
+        p.on_ready_for_query(Some(b'I'));
+        assert_eq!(p.activity(), Activity::Idle);
+        // A Sync behind an Execute that is no COPY is answered as usual.
+        for tag in [b'B', b'E', b'S'] {
+            p.on_frontend(tag);
+        }
+        p.on_frontend(b'c');
+        assert_eq!(p.in_flight(), 1);
     }
 
     #[test]
