@@ -10,8 +10,8 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::catalog::{self, CatalogError};
 use crate::config::{OnUnrewritable, UpstreamConfig};
+use crate::introspect::{self, CatalogError};
 use crate::net::upstream::Upstream;
 use crate::rewrite::{Catalog, RewriteCache, RuleError, RuleSet};
 use crate::settings::Settings;
@@ -382,7 +382,7 @@ pub(crate) async fn read_and_check(
     cfg: &UpstreamConfig,
     upstream: &Upstream,
 ) -> Result<Catalog, (FailureKind, String)> {
-    let catalog = catalog::read(cfg, upstream, database, rules)
+    let catalog = introspect::read(cfg, upstream, database, rules)
         .await
         .map_err(|e| (failure_kind(&e), e.to_string()))?;
     rules.check_catalog(&catalog).map_err(|e| {

@@ -14,9 +14,11 @@
 //! - [`session`]: one task per client: startup negotiation, authentication relay,
 //!   the full-duplex forwarding loop and its transaction-state tracking.
 //! - [`rewrite`]: pure SQL rewriting for column mapping rules (no I/O).
-//! - [`catalog`]: reads mapped tables' columns through pgshim's own login.
+//! - [`introspect`]: reads mapped tables' columns (and the relations unqualified
+//!   names may resolve to) through pgshim's own login.
 //! - [`settings`] and [`active`]: the settings and the rules in force, versioned
-//!   and swapped together, with per-database catalogs.
+//!   and swapped together, with per-database catalogs; [`runtime`]: what every
+//!   session, reload, the admin API and the fleet heartbeat share.
 //! - [`usage`]: per rule, which clients still name the old columns, the new ones, or `*`.
 //! - [`admin`]: the admin HTTP listener; [`metrics`]: the Prometheus metric
 //!   families, a leaf every layer counts into.
@@ -33,12 +35,12 @@
 
 pub mod active;
 pub mod admin;
-pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fleet;
+pub mod introspect;
 pub mod logging;
 pub mod metrics;
 pub mod net;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{self, OpsArgs};
-use crate::ops::backfill::{self, Event, Options, Outcome, Progress, DEFAULT_BATCH_SIZE};
+use crate::ops::backfill::{self, Event, Options, Progress, WalkOutcome, DEFAULT_BATCH_SIZE};
 use crate::ops::checkpoint::{self, State};
 use crate::ops::sql::{human, parse_duration};
 use crate::ops::throttle::Throttle;
@@ -120,7 +120,7 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
     })
 }
 
-fn report(rule: &str, outcome: Outcome, p: &Progress, json: bool) -> anyhow::Result<()> {
+fn report(rule: &str, outcome: WalkOutcome, p: &Progress, json: bool) -> anyhow::Result<()> {
     if json {
         return common::print_json(&serde_json::json!({ "outcome": outcome, "progress": p }));
     }
@@ -136,15 +136,15 @@ fn report(rule: &str, outcome: Outcome, p: &Progress, json: bool) -> anyhow::Res
         );
     }
     match outcome {
-        Outcome::Done => println!(
+        WalkOutcome::Done => println!(
             "backfill of rule {rule} done: {run} ({} filled in total); next: pgshim verify {rule}",
             p.rows_done
         ),
-        Outcome::AlreadyDone => println!(
+        WalkOutcome::AlreadyDone => println!(
             "backfill of rule {rule} was already done ({} rows filled) and no row is left unmigrated; `--restart` walks the table again",
             p.rows_done
         ),
-        Outcome::Stopped => println!(
+        WalkOutcome::Stopped => println!(
             "backfill of rule {rule} stopped: {run}; rerun the same command to continue from the checkpoint"
         ),
     }

@@ -11,7 +11,7 @@ use super::common::{self, OpsArgs};
 use super::exit::NotClean;
 use crate::ops::repair;
 use crate::ops::verify::{self, Report};
-use crate::ops::walk::{Outcome, Progress};
+use crate::ops::walk::{Progress, WalkOutcome};
 
 /// `pgshim verify` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -57,7 +57,7 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
             let done = repair::run(&client, &target, &opts, &stop, &mut |e| view.event(e)).await;
             view.finish();
             let (outcome, progress) = done?;
-            if outcome == Outcome::Stopped {
+            if outcome == WalkOutcome::Stopped {
                 anyhow::bail!(
                     "repair of rule {} stopped after rewriting {} rows; rerun the same command to continue from the checkpoint",
                     target.rule.id,

@@ -241,7 +241,7 @@ fn usage_json(rules: &crate::rewrite::RuleSet) -> String {
 }
 
 async fn open(settings: &Settings, db: &str) -> Result<Registered, String> {
-    let client = crate::catalog::connect(&settings.config.upstream, &settings.upstream, db)
+    let client = crate::introspect::connect(&settings.config.upstream, &settings.upstream, db)
         .await
         .map_err(|e| e.to_string())?;
     client

@@ -14,7 +14,7 @@
 //! database`, default `postgres`) when some rule names none, which is where the
 //! migration commands look for a rule ([`registry_database`]).
 //!
-//! [`guard`] is what `plan --phase contract --apply` checks before it drops
+//! [`crate::ops::guard`] is what `plan --phase contract --apply` checks before it drops
 //! columns; [`spread`] is what a reload checks before it changes a phase.
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

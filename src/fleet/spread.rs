@@ -57,7 +57,7 @@ pub async fn check(
 }
 
 async fn read(settings: &Settings, db: &str) -> Result<Vec<Instance>, String> {
-    let client = crate::catalog::connect(&settings.config.upstream, &settings.upstream, db)
+    let client = crate::introspect::connect(&settings.config.upstream, &settings.upstream, db)
         .await
         .map_err(|e| e.to_string())?;
     registry::read(&client, &settings.config.fleet)

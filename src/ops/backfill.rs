@@ -18,7 +18,7 @@ use super::key::Key;
 use super::sql::{ident, setting};
 use super::target::Target;
 use super::walk::{self, Sql};
-pub use super::walk::{Event, Options, Outcome, Progress};
+pub use super::walk::{Event, Options, Progress, WalkOutcome};
 
 /// Default rows per batch: large enough that the per-batch round trips and the commit
 /// cost little next to the rows rewritten, small enough that a batch holds its row
@@ -36,7 +36,7 @@ pub async fn run(
     opts: &Options,
     stop: &CancellationToken,
     observe: &mut dyn FnMut(Event<'_>),
-) -> Result<(Outcome, Progress), OpsError> {
+) -> Result<(WalkOutcome, Progress), OpsError> {
     if opts.batch_size < 1 {
         return Err(OpsError::Usage("--batch-size must be at least 1".into()));
     }
@@ -53,7 +53,7 @@ pub async fn run(
         let left = count_pending(client, target, opts.lock_timeout).await?;
         if left == 0 {
             let progress = Progress::new(id, &cp, cp.rows_scanned);
-            return Ok((Outcome::AlreadyDone, progress));
+            return Ok((WalkOutcome::AlreadyDone, progress));
         }
         cp = checkpoint::reopen(client, Journal::Backfill, id)
             .await?

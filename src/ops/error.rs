@@ -1,5 +1,5 @@
 //! What can go wrong in a migration operation, worded so the operator knows what to do.
-use crate::catalog::CatalogError;
+use crate::introspect::CatalogError;
 use crate::rewrite::RuleError;
 
 /// A migration operation (backfill, verify, plan, status) could not run.

@@ -20,7 +20,7 @@ use super::key::Key;
 use super::sql::ident;
 use super::target::Target;
 use super::verify;
-use super::walk::{self, Event, Options, Outcome, Progress, Sql};
+use super::walk::{self, Event, Options, Progress, Sql, WalkOutcome};
 use crate::rewrite::{Phase, TableInfo};
 
 /// Runs the repair of `target` until the end of the table or `stop`.
@@ -34,7 +34,7 @@ pub async fn run(
     opts: &Options,
     stop: &CancellationToken,
     observe: &mut dyn FnMut(Event<'_>),
-) -> Result<(Outcome, Progress), OpsError> {
+) -> Result<(WalkOutcome, Progress), OpsError> {
     if opts.batch_size < 1 {
         return Err(OpsError::Usage("--batch-size must be at least 1".into()));
     }

@@ -60,7 +60,8 @@ impl Target {
     /// [`OpsError::Catalog`] when the login is not configured or refused.
     pub async fn connect(&self, config: &Config) -> Result<Client, OpsError> {
         let upstream = Upstream::from_config(&config.upstream)?;
-        let client = crate::catalog::connect(&config.upstream, &upstream, &self.database).await?;
+        let client =
+            crate::introspect::connect(&config.upstream, &upstream, &self.database).await?;
         // Operations run idempotent DDL (`CREATE ... IF NOT EXISTS`) on every run; the
         // NOTICEs it draws ("already exists, skipping") would reach the operator as
         // log lines. Warnings and errors still come through.

@@ -103,7 +103,7 @@ pub enum Event<'a> {
 /// How a walk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum WalkOutcome {
     /// Every row has been visited.
     Done,
     /// It was already done before this run and nothing was left to do.
@@ -124,7 +124,7 @@ pub(super) async fn run(
     mut progress: Progress,
     stop: &CancellationToken,
     observe: &mut dyn FnMut(Event<'_>),
-) -> Result<(Outcome, Progress), OpsError> {
+) -> Result<(WalkOutcome, Progress), OpsError> {
     let what = format!("{} batch of rule {}", sql.journal.command(), target.rule.id);
     let mut on_retry = |attempt, wait, error: &OpsError| {
         observe(Event::Retry {
@@ -136,17 +136,17 @@ pub(super) async fn run(
     let prepare = || sql.prepare(client, opts.lock_timeout);
     let prepared = match with_retry(&what, opts.max_attempts, stop, &mut on_retry, prepare).await? {
         Retried::Done(p) => p,
-        Retried::Stopped => return Ok((Outcome::Stopped, progress)),
+        Retried::Stopped => return Ok((WalkOutcome::Stopped, progress)),
     };
     let mut governor = Governor::new(opts.throttle, opts.batch_size);
     let started = Instant::now();
     let mut paused = false;
     loop {
         if stop.is_cancelled() {
-            return Ok((Outcome::Stopped, progress));
+            return Ok((WalkOutcome::Stopped, progress));
         }
         if !wait_for_replicas(client, opts, stop, observe).await? {
-            return Ok((Outcome::Stopped, progress));
+            return Ok((WalkOutcome::Stopped, progress));
         }
         let wants_samples = governor.wants_samples();
         let size = governor.batch_size();
@@ -170,7 +170,7 @@ pub(super) async fn run(
         let batch_started = Instant::now();
         let result = match with_retry(&what, opts.max_attempts, stop, &mut on_retry, step).await? {
             Retried::Done(r) => r,
-            Retried::Stopped => return Ok((Outcome::Stopped, progress)),
+            Retried::Stopped => return Ok((WalkOutcome::Stopped, progress)),
         };
         let pause = match result {
             BatchResult::Paused => {
@@ -198,13 +198,13 @@ pub(super) async fn run(
                 progress.update(&after, done, scanned, started.elapsed(), &governor);
                 observe(Event::Batch(&progress));
                 if after.state == State::Done {
-                    return Ok((Outcome::Done, progress));
+                    return Ok((WalkOutcome::Done, progress));
                 }
                 pause
             }
         };
         if !pause.is_zero() && !sleep_unless_stopped(pause, stop).await {
-            return Ok((Outcome::Stopped, progress));
+            return Ok((WalkOutcome::Stopped, progress));
         }
     }
 }

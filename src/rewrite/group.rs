@@ -48,7 +48,7 @@ impl Group<'_> {
     /// The slot whose assignment item carries the group, and the group's text.
     pub fn text(
         &self,
-        plan: &mut super::write::Plan,
+        plan: &mut super::write::WritePlan,
         slots: &[Slot],
     ) -> Result<(usize, String), Refuse> {
         let mut members_of: Vec<usize> = self.once.clone();
@@ -179,7 +179,7 @@ impl Group<'_> {
 }
 
 /// Every output of `plan` that uses one of `group`'s slots.
-fn grouped_outputs(plan: &super::write::Plan, group: &[usize]) -> Vec<Out> {
+fn grouped_outputs(plan: &super::write::WritePlan, group: &[usize]) -> Vec<Out> {
     let uses = |o: &&Out| {
         o.value
             .iter()

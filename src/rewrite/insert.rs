@@ -21,8 +21,8 @@ use super::scope::{Rel, RelKind};
 use super::transform::Piece;
 use super::update::rewrite_assignments;
 use super::write::{
-    inline_slot, mirror_slot, plan, render, repeatable, Current, Out, Placement, Plan, SetCol,
-    SlotText,
+    inline_slot, mirror_slot, plan, render, repeatable, Current, Out, Placement, SetCol, SlotText,
+    WritePlan,
 };
 use super::Refuse;
 
@@ -256,7 +256,7 @@ fn column_list(
     target: &Target<'_>,
     explicit: &[Column],
     names: &[String],
-    plan: &Plan,
+    plan: &WritePlan,
 ) -> Result<(), Refuse> {
     let appended: Vec<String> = plan
         .appended
@@ -296,7 +296,7 @@ struct RenderCtx<'r, 'c, 'a> {
     ctx: &'r mut Ctx<'a>,
     target: &'r Target<'c>,
     names: &'r [String],
-    plan: &'r Plan,
+    plan: &'r WritePlan,
 }
 
 impl RenderCtx<'_, '_, '_> {
@@ -348,7 +348,7 @@ impl RenderCtx<'_, '_, '_> {
     ///
     /// # Returns
     /// The plan the column list must follow when it differs from the statement's plan.
-    fn values(&mut self, source: &Query, start: usize) -> Result<Option<Plan>, Refuse> {
+    fn values(&mut self, source: &Query, start: usize) -> Result<Option<WritePlan>, Refuse> {
         let SetExpr::Values(values) = source.body.as_ref() else {
             return Err(Refuse::new("VALUES expected"));
         };
@@ -495,7 +495,7 @@ impl RenderCtx<'_, '_, '_> {
         &mut self,
         start: usize,
         cast_outputs: bool,
-        plan: &Plan,
+        plan: &WritePlan,
         dropped: &[bool],
     ) -> Result<(), Refuse> {
         let src = self.ctx.src;

@@ -28,7 +28,6 @@
 
 mod cache;
 mod catalog;
-mod config;
 mod copy;
 mod depth;
 mod edits;
@@ -45,6 +44,7 @@ mod plpgsql;
 mod predicate;
 mod prefilter;
 mod read;
+mod rule_config;
 mod rules;
 mod scope;
 mod search_path;
@@ -60,8 +60,8 @@ pub(crate) mod tests;
 
 pub use cache::{CacheStats, Classified, Lookup, RewriteCache};
 pub use catalog::{Catalog, ColumnInfo, TableInfo};
-pub use config::{OneOrMany, RuleConfig};
 pub use prefilter::mentions_mapped_table;
+pub use rule_config::{OneOrMany, RuleConfig};
 pub use rules::{Phase, Rule, RuleError, RuleSet, TransformProbe};
 pub use search_path::SearchPath;
 pub use sql_prepare::{prepared_statement_name, starts_with_prepare};
@@ -162,6 +162,18 @@ impl Refuse {
         }
     }
 
+    /// The error for the client: the rule is the one named, or else the first
+    /// rule `sql` mentions.
+    fn into_error(self, sql: &str, rules: &RuleSet) -> RewriteError {
+        RewriteError {
+            rule_id: self
+                .rule
+                .unwrap_or_else(|| first_mentioned_rule(sql, rules)),
+            reason: self.reason,
+            kind: self.kind,
+        }
+    }
+
     pub(crate) fn rule(rule: &Rule, reason: impl Into<String>) -> Refuse {
         Refuse {
             rule: Some(rule.id.clone()),
@@ -219,13 +231,7 @@ pub fn rewrite_in(
     };
     outcome
         .map(|(outcome, usage)| (outcome, usage.freeze()))
-        .map_err(|refuse| RewriteError {
-            rule_id: refuse
-                .rule
-                .unwrap_or_else(|| first_mentioned_rule(sql, rules)),
-            reason: refuse.reason,
-            kind: refuse.kind,
-        })
+        .map_err(|refuse| refuse.into_error(sql, rules))
 }
 
 /// Rewrites the statements of a multi-statement text one by one, parsing only those
@@ -361,13 +367,7 @@ pub fn names_mapped_table(sql: &str, rules: &RuleSet) -> Result<bool, RewriteErr
         }
         Ok(found)
     })
-    .map_err(|refuse| RewriteError {
-        rule_id: refuse
-            .rule
-            .unwrap_or_else(|| first_mentioned_rule(sql, rules)),
-        reason: refuse.reason,
-        kind: refuse.kind,
-    })
+    .map_err(|refuse| refuse.into_error(sql, rules))
 }
 
 /// Tokenizes and parses `sql` within the depth and size bounds, and runs `f` on the

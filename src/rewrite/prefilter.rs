@@ -42,7 +42,7 @@ fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rewrite::config::{OneOrMany, RuleConfig};
+    use crate::rewrite::rule_config::{OneOrMany, RuleConfig};
 
     fn rules() -> RuleSet {
         RuleSet::from_configs(&[RuleConfig {

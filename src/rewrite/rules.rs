@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use super::catalog::Catalog;
-use super::config::RuleConfig;
 use super::ident::{parse_dotted, parse_single};
-use super::transform::Template;
+use super::rule_config::RuleConfig;
+use super::transform::TransformTemplate;
 
 /// Where a migration stands; see the semantics table in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,9 +50,9 @@ pub struct Rule {
     /// Lets the phase guard allow a jump of two phases (expand <-> contract).
     pub force: bool,
     /// `to_new[i]` computes `new[i]` from the old columns.
-    pub(crate) to_new: Vec<Template>,
+    pub(crate) to_new: Vec<TransformTemplate>,
     /// `to_old[i]` computes `old[i]` from the new columns.
-    pub(crate) to_old: Vec<Template>,
+    pub(crate) to_old: Vec<TransformTemplate>,
 }
 
 /// A query whose description tells what type a rule's transform computes.
@@ -245,7 +245,7 @@ impl Rule {
     }
 
     /// The transform that computes `column` from the other side.
-    pub(crate) fn transform(&self, side: Side, index: usize) -> Option<&Template> {
+    pub(crate) fn transform(&self, side: Side, index: usize) -> Option<&TransformTemplate> {
         match side {
             Side::Old => self.to_old.get(index),
             Side::New => self.to_new.get(index),
@@ -294,7 +294,7 @@ fn transforms(
     sources: &[String],
     key: &str,
     source_side: &str,
-) -> Result<Vec<Template>, String> {
+) -> Result<Vec<TransformTemplate>, String> {
     for name in given.keys() {
         let norm = parse_single(name).map_err(|e| format!("{key}: {e}"))?;
         if !targets.contains(&norm) {
@@ -311,8 +311,10 @@ fn transforms(
     let mut out = Vec::with_capacity(targets.len());
     for (i, target) in targets.iter().enumerate() {
         let template = match lookup(target) {
-            Some((_, text)) => Template::parse(text).map_err(|e| format!("{key}.{target} {e}"))?,
-            None if targets.len() == sources.len() => Template::identity(&sources[i]),
+            Some((_, text)) => {
+                TransformTemplate::parse(text).map_err(|e| format!("{key}.{target} {e}"))?
+            }
+            None if targets.len() == sources.len() => TransformTemplate::identity(&sources[i]),
             None => {
                 return Err(format!(
                     "{key}.{target} is required when old and new differ in length"
@@ -560,7 +562,7 @@ impl Rule {
             .to_new
             .get(index)
             .into_iter()
-            .flat_map(Template::columns)
+            .flat_map(TransformTemplate::columns)
         {
             if !out.contains(&c) {
                 out.push(c);

@@ -30,7 +30,7 @@ enum Part {
 
 /// A parsed transform.
 #[derive(Debug, Clone)]
-pub(crate) struct Template {
+pub(crate) struct TransformTemplate {
     parts: Vec<Part>,
 }
 
@@ -60,12 +60,12 @@ impl Visitor for Refs<'_> {
     }
 }
 
-// === impl Template ===
+// === impl TransformTemplate ===
 
-impl Template {
+impl TransformTemplate {
     /// A transform that is just `column`.
-    pub fn identity(column: &str) -> Template {
-        Template {
+    pub fn identity(column: &str) -> TransformTemplate {
+        TransformTemplate {
             parts: vec![Part::Column(column.to_owned())],
         }
     }
@@ -75,7 +75,7 @@ impl Template {
     /// # Errors
     /// A message when it is not exactly one SQL expression, uses parameters, subqueries or
     /// qualified names.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<TransformTemplate, String> {
         let (src, tokens) = Source::new(text).map_err(|e| format!("does not parse: {e}"))?;
         if src
             .toks
@@ -124,7 +124,7 @@ impl Template {
         if trimmed_end > at {
             parts.push(Part::Text(text[at..trimmed_end].to_owned()));
         }
-        Ok(Template { parts })
+        Ok(TransformTemplate { parts })
     }
 
     /// The columns the transform reads, with repeats.
@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn holes_at_column_references_only() {
-        let t = Template::parse("split_part(Name, ' name ', 1) /* name */").unwrap();
+        let t = TransformTemplate::parse("split_part(Name, ' name ', 1) /* name */").unwrap();
         assert_eq!(t.columns().collect::<Vec<_>>(), ["name"]);
         let s = t.render_text(&mut |c| format!("u.{c}"));
         assert_eq!(s, "(split_part(u.name, ' name ', 1) /* name */)");
@@ -193,33 +193,40 @@ mod tests {
     #[test]
     fn case_transform_keeps_literals() {
         let t =
-            Template::parse("CASE status WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END").unwrap();
+            TransformTemplate::parse("CASE status WHEN 'pending' THEN 1 WHEN 'paid' THEN 2 END")
+                .unwrap();
         assert_eq!(t.columns().collect::<Vec<_>>(), ["status"]);
     }
 
     #[test]
     fn identity_is_recognised() {
         assert_eq!(
-            Template::parse(" name ").unwrap().identity_column(),
+            TransformTemplate::parse(" name ")
+                .unwrap()
+                .identity_column(),
             Some("name")
         );
         assert_eq!(
-            Template::parse("\"Name\"").unwrap().identity_column(),
+            TransformTemplate::parse("\"Name\"")
+                .unwrap()
+                .identity_column(),
             Some("Name")
         );
         assert_eq!(
-            Template::parse("name || ''").unwrap().identity_column(),
+            TransformTemplate::parse("name || ''")
+                .unwrap()
+                .identity_column(),
             None
         );
     }
 
     #[test]
     fn bad_transforms_are_rejected() {
-        assert!(Template::parse("name +").is_err());
-        assert!(Template::parse("name name").is_err());
-        assert!(Template::parse("u.name").is_err());
-        assert!(Template::parse("$1").is_err());
-        assert!(Template::parse("(SELECT 1)").is_err());
-        assert!(Template::parse("'unterminated").is_err());
+        assert!(TransformTemplate::parse("name +").is_err());
+        assert!(TransformTemplate::parse("name name").is_err());
+        assert!(TransformTemplate::parse("u.name").is_err());
+        assert!(TransformTemplate::parse("$1").is_err());
+        assert!(TransformTemplate::parse("(SELECT 1)").is_err());
+        assert!(TransformTemplate::parse("'unterminated").is_err());
     }
 }

@@ -47,7 +47,7 @@ pub(crate) enum Placement {
 
 /// The write plan for one statement's column list.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Plan {
+pub(crate) struct WritePlan {
     pub placements: Vec<Placement>,
     pub appended: Vec<Out>,
 }
@@ -72,9 +72,9 @@ impl Final {
     }
 }
 
-// === impl Plan ===
+// === impl WritePlan ===
 
-impl Plan {
+impl WritePlan {
     /// Whether the statement needs no change.
     pub fn is_noop(&self) -> bool {
         self.appended.is_empty() && self.placements.iter().all(|p| *p == Placement::Keep)
@@ -104,7 +104,7 @@ impl Plan {
     }
 }
 
-/// Plan a write of `cols` (slot `i` is `cols[i]`'s value) to `schema.table`.
+/// WritePlan a write of `cols` (slot `i` is `cols[i]`'s value) to `schema.table`.
 ///
 /// In contract, while the catalog still has a rule's old columns, writes keep mirroring
 /// into them as in migrate, so stepping back from contract to migrate reads exact values
@@ -116,8 +116,8 @@ pub(crate) fn plan(
     table: &str,
     cols: &[SetCol],
     current: Current<'_>,
-) -> Plan {
-    let mut plan = Plan {
+) -> WritePlan {
+    let mut plan = WritePlan {
         placements: vec![Placement::Keep; cols.len()],
         appended: Vec::new(),
     };
@@ -134,7 +134,7 @@ fn plan_rule(
     old_exists: bool,
     cols: &[SetCol],
     current: Current<'_>,
-    plan: &mut Plan,
+    plan: &mut WritePlan,
 ) {
     let given = |name: &str| cols.iter().find(|c| c.name == name).map(|c| c.slot);
     let touched = rule.old.iter().chain(&rule.new).any(|c| given(c).is_some());

@@ -3,7 +3,7 @@
 //! Every error that ends a session goes through
 //! [`SessionError::to_error_response`], so SQLSTATEs and the `pgshim:`
 //! message prefix are decided in one place. Errors of single statements
-//! (refusals) are answered by the session core, see [`super::core`].
+//! (refusals) are answered by the session core (`session/core/`).
 use std::io;
 
 use bytes::BytesMut;
@@ -16,7 +16,7 @@ use crate::protocol::FrameError;
 /// Which side of the proxy a failure came from: the `side` label of logs
 /// and of `pgshim_protocol_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub enum Blame {
     /// The client (downstream) misbehaved or went away.
     Client,
     /// The Postgres server (upstream) misbehaved, went away or was unreachable.
@@ -78,7 +78,7 @@ pub enum SessionError {
 
 impl SessionError {
     /// Who caused the failure.
-    pub fn side(&self) -> Side {
+    pub fn side(&self) -> Blame {
         match self {
             SessionError::ClientFrame(_)
             | SessionError::Startup(_)
@@ -88,9 +88,9 @@ impl SessionError {
             | SessionError::DuplicateRequest(_)
             | SessionError::ClientTls(_)
             | SessionError::ClientIo(_)
-            | SessionError::StartupTimeout(_) => Side::Client,
-            SessionError::UpstreamConnect(_) | SessionError::UpstreamLost { .. } => Side::Server,
-            SessionError::TooManyConnections(_) | SessionError::ShuttingDown => Side::Proxy,
+            | SessionError::StartupTimeout(_) => Blame::Client,
+            SessionError::UpstreamConnect(_) | SessionError::UpstreamLost { .. } => Blame::Server,
+            SessionError::TooManyConnections(_) | SessionError::ShuttingDown => Blame::Proxy,
         }
     }
 

@@ -22,7 +22,7 @@ use crate::protocol::startup::StartupParams;
 use crate::protocol::{Framer, TERMINATE_TAG};
 use crate::runtime::Context;
 use crate::settings::Settings;
-pub use error::{SessionError, Side};
+pub use error::{Blame, SessionError};
 use relay::{End, Link, Pump, ToClientSide, ToServerSide};
 use startup::Negotiated;
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::rewrite::catalog::{ColumnInfo, TableInfo};
-use crate::rewrite::config::OneOrMany;
+use crate::rewrite::rule_config::OneOrMany;
 
 fn cfg(table: &str, old: &[&str], new: &[&str], phase: &str) -> RuleConfig {
     let many = |v: &[&str]| match v {

@@ -114,15 +114,16 @@ pub async fn read(
 ) -> Result<Catalog, CatalogError> {
     let tables = rules.tables();
     let client = connect(cfg, upstream, database).await?;
+    let query_error = |source| CatalogError::Query {
+        database: database.to_owned(),
+        user: cfg.user.clone().unwrap_or_default(),
+        source,
+    };
     let schemas: Vec<&str> = tables.iter().map(|(s, _)| s.as_str()).collect();
     let rows = client
         .query(COLUMNS_SQL, &[&schemas])
         .await
-        .map_err(|source| CatalogError::Query {
-            database: database.to_owned(),
-            user: cfg.user.clone().unwrap_or_default(),
-            source,
-        })?;
+        .map_err(query_error)?;
     let mut infos: Vec<TableInfo> = Vec::new();
     let mut type_oids = HashMap::new();
     let mut defaults = Vec::new();
@@ -155,11 +156,7 @@ pub async fn read(
     let relations = client
         .query(RELATIONS_SQL, &[&names])
         .await
-        .map_err(|source| CatalogError::Query {
-            database: database.to_owned(),
-            user: cfg.user.clone().unwrap_or_default(),
-            source,
-        })?;
+        .map_err(query_error)?;
     catalog.set_relations(relations.iter().map(|r| (r.get(0), r.get(1))).collect());
     for (schema, table, column, expr) in &defaults {
         catalog.set_default(schema, table, column, expr);
