@@ -10,9 +10,9 @@ use sqlparser::ast::{CopySource, Ident};
 use sqlparser::tokenizer::Token;
 
 use super::catalog::Catalog;
+use super::ctx::{name_parts, Ctx};
 use super::ident::{normalize, quote};
 use super::phase::{column_ref, read_value, Row};
-use super::read::{name_parts, Ctx};
 use super::transform::Piece;
 use super::write::{plan, Current, Placement, SetCol};
 use super::Refuse;

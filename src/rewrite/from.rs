@@ -8,8 +8,8 @@ use sqlparser::ast::{
     Ident, JoinConstraint, JoinOperator, ObjectName, TableFactor, TableWithJoins,
 };
 
+use super::ctx::{name_parts, Ctx, Deferred};
 use super::ident::normalize;
-use super::read::{name_parts, Ctx, Deferred};
 use super::scope::{Rel, RelKind, Scope};
 use super::Refuse;
 

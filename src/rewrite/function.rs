@@ -8,8 +8,8 @@
 //! (`RETURN …`, `BEGIN ATOMIC … END`) are part of the statement and walked as such.
 use sqlparser::ast::{CreateFunction, CreateFunctionBody, Expr, Value};
 
+use super::ctx::{Ctx, Labels};
 use super::prefilter::{find_ignore_ascii_case, mentions_mapped_table};
-use super::read::{Ctx, Labels};
 use super::{plpgsql, rewrite_parsed, Outcome, Refuse};
 
 /// Rewrites or refuses the body of a `CREATE FUNCTION`.

@@ -13,9 +13,9 @@ use sqlparser::ast::{
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::Token;
 
+use super::ctx::{name_parts, Ctx, Labels};
 use super::ident::{normalize, quote};
 use super::list::{edit_list, ItemEdit};
-use super::read::{name_parts, Ctx, Labels};
 use super::rules::{Phase, Side};
 use super::scope::{Rel, RelKind};
 use super::transform::Piece;

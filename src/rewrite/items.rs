@@ -7,9 +7,9 @@
 use sqlparser::ast::{Expr, Ident, SelectItem, SelectItemQualifiedWildcardKind};
 use sqlparser::keywords::Keyword;
 
+use super::ctx::{name_parts, Ctx, ItemsKind, Labels};
 use super::ident::{normalize, quote};
 use super::phase::{column_ref, read_value, value_type, Row};
-use super::read::{name_parts, Ctx, ItemsKind, Labels};
 use super::scope::{find_rel, Rel, RelKind};
 use super::Refuse;
 

@@ -29,6 +29,7 @@
 mod cache;
 mod catalog;
 mod copy;
+mod ctx;
 mod depth;
 mod edits;
 mod fingerprint;
@@ -53,6 +54,7 @@ mod sql_prepare;
 mod transform;
 mod update;
 mod usage;
+mod usage_walk;
 mod write;
 
 #[cfg(test)]
@@ -70,8 +72,8 @@ pub use usage::{RuleUsage, Shape, Usage};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
 
+use ctx::Ctx;
 use edits::Edits;
-use read::Ctx;
 use source::Source;
 use usage::UsageSet;
 
@@ -348,7 +350,7 @@ pub fn names_mapped_table(sql: &str, rules: &RuleSet) -> Result<bool, RewriteErr
         let mut found = false;
         for statement in statements {
             let _ = sqlparser::ast::visit_relations(statement, |name| {
-                let parts: Option<Vec<String>> = read::name_parts(name)
+                let parts: Option<Vec<String>> = ctx::name_parts(name)
                     .map(|parts| parts.into_iter().map(ident::normalize).collect());
                 found = match parts.as_deref() {
                     Some([t]) => rules.maps_table_anywhere(t),

@@ -143,3 +143,30 @@ pub(crate) fn not_migrated(rule: &Rule, qual: &str) -> String {
         .collect::<Vec<_>>()
         .join(" AND ")
 }
+// === impl Rule: SQL for the migration operations (backfill, verify, plan) ===
+
+impl Rule {
+    /// `to_new_n(O)` for `new[index]`, reading the old columns of the row named
+    /// `qualifier` (already quoted as needed), e.g. `(split_part(t.name, ' ', 1))`.
+    ///
+    /// # Returns
+    /// `None` when `index` is out of range.
+    pub fn to_new_sql(&self, index: usize, qualifier: &str) -> Option<String> {
+        let t = self.to_new.get(index)?;
+        Some(t.render_text(&mut |c| column_ref(qualifier, c)))
+    }
+
+    /// `to_old_o(N)` for `old[index]`, reading the new columns of the row named `qualifier`.
+    ///
+    /// # Returns
+    /// `None` when `index` is out of range.
+    pub fn to_old_sql(&self, index: usize, qualifier: &str) -> Option<String> {
+        let t = self.to_old.get(index)?;
+        Some(t.render_text(&mut |c| column_ref(qualifier, c)))
+    }
+
+    /// `q.n1 IS NULL AND ...`: true for a row of `qualifier` that has not migrated.
+    pub fn not_migrated_sql(&self, qualifier: &str) -> String {
+        not_migrated(self, qualifier)
+    }
+}

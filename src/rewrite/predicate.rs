@@ -16,8 +16,8 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Span, Token, Tokenizer};
 
+use super::ctx::Ctx;
 use super::phase::{migrate_value, migrated, MigrateValue};
-use super::read::Ctx;
 use super::scope::{resolve, Resolution};
 use super::Refuse;
 

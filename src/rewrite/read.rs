@@ -10,53 +10,15 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     Delete, Distinct, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
-    ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, Select, SetExpr, Statement,
-    TableFactor, TableWithJoins, Visit, Visitor,
+    OrderBy, OrderByKind, Query, Select, SetExpr, Statement, TableWithJoins, Visit, Visitor,
 };
 use sqlparser::keywords::Keyword;
 
-use super::catalog::Catalog;
-use super::edits::Edits;
+use super::ctx::{name_parts, Ctx, Deferred, ItemsKind, Labels};
 use super::ident::normalize;
 use super::phase::read_value;
-use super::rules::RuleSet;
-use super::scope::{find_rel, resolve, Rel, RelKind, Resolution, Scope};
-use super::source::Source;
+use super::scope::{find_rel, resolve, Rel, RelKind, Resolution};
 use super::{copy, function, insert, predicate, update, Refuse};
-
-/// Output column labels of a query, when known.
-pub(crate) type Labels = Option<Vec<String>>;
-
-/// State of one rewrite.
-pub(crate) struct Ctx<'a> {
-    pub src: &'a Source<'a>,
-    pub rules: &'a RuleSet,
-    pub catalog: &'a Catalog,
-    pub edits: Edits,
-    pub scopes: Vec<Scope>,
-    /// CTE names visible at this point, innermost last, with their columns when known.
-    pub(crate) ctes: Vec<(String, Labels)>,
-    /// Counter for generated relation names (`pgshim_s1`, ...).
-    pub generated: usize,
-    /// The shapes of the rules' columns the statement names.
-    pub(crate) usage: super::usage::UsageSet,
-    /// How unqualified table names resolve.
-    pub(crate) search_path: super::SearchPath,
-}
-
-/// Parts of a `FROM` clause that must be walked once its scope is pushed.
-pub(crate) enum Deferred<'q> {
-    Expr(&'q Expr),
-    Query(&'q Query),
-    Factor(&'q TableFactor),
-}
-
-/// Where a list of select items sits, which decides what ends it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ItemsKind {
-    Select,
-    Returning,
-}
 
 struct ExprWalk<'c, 'a> {
     ctx: &'c mut Ctx<'a>,
@@ -114,43 +76,9 @@ impl Visitor for ExprWalk<'_, '_> {
     }
 }
 
-/// Identifier parts of an object name; `None` for dialect-specific function parts.
-pub(crate) fn name_parts(name: &ObjectName) -> Option<Vec<&Ident>> {
-    name.0
-        .iter()
-        .map(|p| match p {
-            ObjectNamePart::Identifier(i) => Some(i),
-            _ => None,
-        })
-        .collect()
-}
-
 // === impl Ctx ===
 
 impl<'a> Ctx<'a> {
-    pub fn new(
-        src: &'a Source<'a>,
-        rules: &'a RuleSet,
-        catalog: &'a Catalog,
-        search_path: super::SearchPath,
-    ) -> Ctx<'a> {
-        Ctx {
-            search_path,
-            src,
-            rules,
-            catalog,
-            edits: Edits::default(),
-            scopes: Vec::new(),
-            ctes: Vec::new(),
-            generated: 0,
-            usage: Default::default(),
-        }
-    }
-
-    pub fn into_edits(self) -> Edits {
-        self.edits
-    }
-
     /// Walk one statement; returns its output labels (for data-modifying CTEs).
     pub fn walk_statement(&mut self, statement: &Statement) -> Result<Labels, Refuse> {
         self.note_targets(statement);

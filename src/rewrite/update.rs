@@ -21,10 +21,10 @@ use sqlparser::ast::{
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::Token;
 
+use super::ctx::{name_parts, Ctx, Labels};
 use super::group::{Group, Slot, SubSelect};
 use super::ident::{normalize, quote};
 use super::list::{edit_list, ItemEdit};
-use super::read::{name_parts, Ctx, Labels};
 use super::scope::RelKind;
 use super::write::{
     inline_slot, mirror_slot, plan, render, repeatable, Current, Out, Placement, SetCol, SlotText,
