@@ -100,12 +100,16 @@ async fn flip_rule(
         })?;
     eprintln!("rule {id}: phase {phase} written (rules version {version}); waiting for every live instance");
     let reg = registry_client.as_ref().unwrap_or(&client);
-    let waited = flip::wait(config, reg, id, phase, version, timeout)
+    let written = std::time::Instant::now();
+    let waited = flip::wait(config, reg, id, phase, timeout)
         .await
         .with_context(|| format!("reading the fleet registry in database {registry_db}"))?;
     match waited {
         Ok(n) => {
-            println!("rule {id}: phase {phase} in force on all {n} live instances (rules version {version})");
+            println!(
+                "rule {id}: phase {phase} in force on all {n} live instances (rules version {version}, acknowledged in {} ms)",
+                written.elapsed().as_millis()
+            );
             Ok(())
         }
         Err(late) => anyhow::bail!(

@@ -2,11 +2,13 @@
 //! written at all (the fleet phase guard, [`super::spread::decide`]), and which
 //! live instances have not acknowledged it yet.
 //!
-//! An instance has acknowledged a write when its registry row reports the
-//! `pgshim.rules` version written (or a later one) and the rule in the phase
-//! written: the version alone is not enough, since an instance that reads its
-//! rules from a file reports its own reload counter there. Instances that do
-//! not serve the rule at all are not waited for.
+//! An instance has acknowledged a write when its registry row reports the rule
+//! in the phase written, i.e. once that phase is in force there. Database-mode
+//! instances report the `pgshim.rules` version they applied as their
+//! `rules_version`, shown for each laggard; the version alone cannot decide,
+//! since an instance that reads its rules from a file reports its own reload
+//! counter there (such an instance counts once its file has the phase).
+//! Instances that do not serve the rule at all are not waited for.
 use std::time::{Duration, Instant};
 
 use super::registry::{self, Instance, Liveness};
@@ -16,17 +18,15 @@ use crate::rewrite::Phase;
 /// How often the registry is read while waiting.
 const POLL: Duration = Duration::from_millis(100);
 
-/// The live instances serving `rule` that have not acknowledged `version`
-/// with the rule in `phase`, each described for the operator.
-pub fn laggards(instances: &[Instance], rule: &str, phase: Phase, version: u64) -> Vec<String> {
+/// The live instances serving `rule` that do not have it in `phase` yet, each
+/// described for the operator.
+pub fn laggards(instances: &[Instance], rule: &str, phase: Phase) -> Vec<String> {
     instances
         .iter()
         .filter(|i| i.liveness == Liveness::Live)
         .filter_map(|i| {
             let theirs = i.phases.get(rule)?;
-            let acked = u64::try_from(i.rules_version).is_ok_and(|v| v >= version)
-                && theirs.phase == phase.name();
-            if acked {
+            if theirs.phase == phase.name() {
                 return None;
             }
             let mut text = format!(
@@ -49,8 +49,8 @@ pub fn serving(instances: &[Instance], rule: &str) -> usize {
         .count()
 }
 
-/// Reads the registry of `database` until every live instance serving `rule`
-/// acknowledged `version` with `phase`, or `timeout` passes.
+/// Reads the registry behind `client` until every live instance serving
+/// `rule` has it in `phase`, or `timeout` passes.
 ///
 /// # Returns
 /// `Ok(instances acknowledged)`, or `Err(laggards)` after `timeout`.
@@ -62,13 +62,12 @@ pub async fn wait(
     client: &tokio_postgres::Client,
     rule: &str,
     phase: Phase,
-    version: u64,
     timeout: Duration,
 ) -> Result<Result<usize, Vec<String>>, tokio_postgres::Error> {
     let deadline = Instant::now() + timeout;
     loop {
         let instances = registry::read(client, &config.fleet).await?;
-        let late = laggards(&instances, rule, phase, version);
+        let late = laggards(&instances, rule, phase);
         if late.is_empty() {
             return Ok(Ok(serving(&instances, rule)));
         }
@@ -112,16 +111,16 @@ mod tests {
     }
 
     #[test]
-    fn laggards_are_live_instances_behind_the_version_or_the_phase() {
+    fn laggards_are_live_instances_without_the_phase() {
         let fleet = [
             at("done", 7, Some("migrate"), Liveness::Live),
-            at("later", 8, Some("migrate"), Liveness::Live),
+            at("file-mode-done", 2, Some("migrate"), Liveness::Live),
             at("behind", 6, Some("expand"), Liveness::Live),
             at("file-mode", 40, Some("expand"), Liveness::Live),
             at("stale", 1, Some("expand"), Liveness::Stale),
             at("no-rule", 1, None, Liveness::Live),
         ];
-        let late = laggards(&fleet, "r", Phase::Migrate, 7);
+        let late = laggards(&fleet, "r", Phase::Migrate);
         assert_eq!(late.len(), 2, "{late:?}");
         assert!(
             late[0].starts_with("behind (rules version 6, r in expand"),
