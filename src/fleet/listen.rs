@@ -10,7 +10,7 @@
 //! force stay, and each distinct failure is logged once.
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
@@ -25,6 +25,8 @@ use crate::settings::Settings;
 
 /// How often the version counter is compared with the version in force.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the version check retries a version whose reload was refused.
+const RETRY_REFUSED: Duration = Duration::from_secs(30);
 /// Longest a version check may take before the connection is given up.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -72,6 +74,9 @@ async fn follow(
     mut notes: mpsc::UnboundedReceiver<()>,
     stop: &CancellationToken,
 ) -> Result<(), String> {
+    // The version whose reload the check saw refused, and when: retried only
+    // now and then (each refusal is logged), while notifications always reload.
+    let mut refused: Option<(u64, Instant)> = None;
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -93,8 +98,15 @@ async fn follow(
                     .await
                     .map_err(|_| "reading the rules version timed out".to_owned())?
                     .map_err(|e| format!("reading the rules version: {e}"))?;
-                if version != 0 && version != shared.db_rules_version() {
-                    let _ = reloader.reload("pgshim.rules version check").await;
+                let due = match refused {
+                    Some((v, at)) => v != version || at.elapsed() >= RETRY_REFUSED,
+                    None => true,
+                };
+                if version != 0 && version != shared.db_rules_version() && due {
+                    refused = match reloader.reload("pgshim.rules version check").await {
+                        Ok(_) => None,
+                        Err(_) => Some((version, Instant::now())),
+                    };
                 }
             }
         }

@@ -211,3 +211,31 @@ async fn flip_names_a_paused_instance_and_it_catches_up() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lost_notification_is_caught_by_the_version_check() {
+    let (db, rule) = setup().await;
+    push(&db, &rule, "expand").await;
+    let proxy = Reloadable::start(named(&unique_name("quiet")), &database_mode(&db)).await;
+    assert_eq!(proxy.admin.phase(&rule).await, "expand");
+    // A write without NOTIFY, as if the notification had been lost.
+    let reg = registry(&db.name).await;
+    reg.batch_execute(&format!(
+        "BEGIN; UPDATE pgshim.rules SET phase = 'migrate' WHERE id = '{rule}'; \
+         UPDATE pgshim.rules_version SET version = version + 1; COMMIT"
+    ))
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    eventually(20, "the version check applies the table", || async {
+        proxy.admin.phase(&rule).await == "migrate"
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "caught after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(read_a(&proxy.connect(&db.name).await).await, "new");
+    proxy.stop().await.unwrap();
+}
