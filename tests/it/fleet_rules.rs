@@ -114,6 +114,15 @@ async fn flip_converges_on_every_instance_and_refuses_a_two_step_spread() {
             "migrate reads the new column"
         );
     }
+    // The migration commands read the table too: the ops file still says expand.
+    let status = run(&ops, &["status"]).await;
+    assert!(
+        status.stdout.contains(&format!("rule {rule} ("))
+            && status.stdout.contains("phase migrate"),
+        "{}{}",
+        status.stdout,
+        status.stderr
+    );
 
     // An instance still reading its own file, with the rule in expand.
     let file_id = unique_name("file");
