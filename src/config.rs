@@ -39,6 +39,30 @@ pub struct Config {
     /// The fleet registry (`pgshim.instance`): where and how often instances report.
     #[serde(default)]
     pub fleet: FleetConfig,
+    /// `[rules]`: where the `[[rule]]`s come from.
+    #[serde(default)]
+    pub rules: RulesConfig,
+}
+
+/// `[rules]`: whether the rules in force are this file's `[[rule]]`s or the
+/// `pgshim.rules` table in the control database (`[fleet] database`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// `file` (the default) or `database`.
+    #[serde(default)]
+    pub source: RulesSource,
+}
+
+/// `[rules] source`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RulesSource {
+    /// This file's `[[rule]]`s.
+    #[default]
+    File,
+    /// The `pgshim.rules` table, loaded by `pgshim rules push` and changed by `pgshim flip`.
+    Database,
 }
 
 /// `[fleet]`: the registry every `pgshim serve` writes its state to, and when
@@ -366,6 +390,7 @@ impl Default for Config {
             rule: Vec::new(),
             instance_id: None,
             fleet: FleetConfig::default(),
+            rules: RulesConfig::default(),
         }
     }
 }
@@ -538,6 +563,18 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn rules_source_defaults_to_file() {
+        let c = Config::from_toml("", Path::new("p.toml")).unwrap();
+        assert_eq!(c.rules.source, RulesSource::File);
+        let c = Config::from_toml("[rules]\nsource = \"database\"\n", Path::new("p.toml")).unwrap();
+        assert_eq!(c.rules.source, RulesSource::Database);
+        let err = Config::from_toml("[rules]\nsource = \"s3\"\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("s3"), "{err}");
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum ReloadError {
     /// Settings that need a restart cannot be used (admin token, listener TLS).
     #[error(transparent)]
     Setup(#[from] crate::error::Error),
+    /// `[rules] source = "database"` and `pgshim.rules` cannot be used.
+    #[error(transparent)]
+    RulesTable(#[from] crate::fleet::rules::RulesError),
 }
 
 /// What a successful reload did.
@@ -131,6 +134,8 @@ impl Reloader {
             source,
         })?;
         let mut config = Config::from_toml(&text, &self.path)?;
+        // In database mode the rules come from pgshim.rules, the rest from the file.
+        let db_version = crate::fleet::rules::overlay(&mut config).await?;
         check_restart_only(&config)?;
         let current = self.ctx.settings();
         let restart_needed = current.config.restart_needed(&config);
@@ -153,6 +158,10 @@ impl Reloader {
         self.ctx.rules.store(version);
         if let Some(fleet) = &self.fleet {
             fleet.set_config_text(&text);
+            fleet.db_rules_version.store(
+                db_version.unwrap_or(0),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         Ok(Reloaded {
             version: number,

@@ -86,12 +86,17 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
         let token = CancellationToken::new();
-        let ctx = Arc::new(Context::new(self.config.clone(), token.clone()).await?);
+        let (config, db_version) = fleet::rules::at_start(self.config.clone()).await;
+        let ctx = Arc::new(Context::new(config.clone(), token.clone()).await?);
         let listen = listener
             .local_addr()
-            .map_or_else(|_| self.config.listen.clone(), |a| a.to_string());
-        let identity = fleet::Identity::new(self.config.instance_id.as_deref(), &listen);
+            .map_or_else(|_| config.listen.clone(), |a| a.to_string());
+        let identity = fleet::Identity::new(config.instance_id.as_deref(), &listen);
         let shared = Arc::new(fleet::Shared::new(&identity.instance_id));
+        shared.db_rules_version.store(
+            db_version.unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if let Some(path) = &self.config_path {
             // The file as it was read at start; a reload records its own text.
             if let Ok(text) = std::fs::read_to_string(path) {
@@ -118,9 +123,15 @@ impl Server {
         if let Some(reloader) = &reloader {
             background.spawn(watch_file(reloader.clone(), token.clone()));
             background.spawn(reload_on_sighup(reloader.clone(), token.clone()));
+            background.spawn(fleet::listen::run(
+                reloader.clone(),
+                ctx.clone(),
+                shared.clone(),
+                token.clone(),
+            ));
         }
         if let Some(listener) = self.admin {
-            let admin_token = self.config.admin_token()?;
+            let admin_token = config.admin_token()?;
             let admin = Arc::new(Admin {
                 ctx: ctx.clone(),
                 reloader: reloader.clone(),

@@ -28,9 +28,19 @@ pub fn target(
     rule_id: &str,
     args: &OpsArgs,
 ) -> anyhow::Result<(Config, Target)> {
-    let config = Config::load(config_path)?;
+    let config = load(config_path)?;
     let target = Target::resolve(&config, rule_id, args.database.as_deref())?;
     Ok((config, target))
+}
+
+/// Loads the config; with `[rules] source = "database"`, its rules are the
+/// `pgshim.rules` table's, as the running instances have them.
+pub fn load(config_path: &Path) -> anyhow::Result<Config> {
+    let mut config = Config::load(config_path)?;
+    if config.rules.source == crate::config::RulesSource::Database {
+        runtime()?.block_on(crate::fleet::rules::overlay(&mut config))?;
+    }
+    Ok(config)
 }
 
 /// A single-threaded runtime: operations run one statement at a time.

@@ -3,8 +3,10 @@ mod backfill;
 mod common;
 mod demo;
 mod exit;
+mod flip;
 mod plan;
 mod reload;
+mod rules;
 mod serve;
 mod status;
 mod verify;
@@ -68,6 +70,14 @@ pub enum Command {
     /// Show every rule's phase, shapes, backfill progress, last verify and next step.
     #[command(after_help = "Example:\n  pgshim status --json")]
     Status(status::Args),
+    /// Manage the rules table (pgshim.rules) that instances with [rules] source = "database" follow.
+    #[command(after_help = "Example:\n  pgshim rules push --config proxy.toml")]
+    Rules(rules::Args),
+    /// Change one rule's phase in pgshim.rules and wait until every live instance applied it.
+    #[command(
+        after_help = "Example:\n  pgshim flip users-full-name --to migrate --timeout 10s\n\nExit codes: 0 every live instance applied it, 1 refused or instances lagging (named), 2 usage error."
+    )]
+    Flip(flip::Args),
     /// Start a throwaway Postgres with a table mid-migration and pgshim in front of it.
     #[command(after_help = "Example:\n  pgshim demo --port 0")]
     Demo(demo::Args),
@@ -79,7 +89,7 @@ impl Command {
     /// Whether the subcommand was asked for JSON output (`--json`).
     fn json(&self) -> bool {
         match self {
-            Command::Serve | Command::Demo(_) => false,
+            Command::Serve | Command::Demo(_) | Command::Rules(_) | Command::Flip(_) => false,
             Command::Reload(a) => a.json,
             Command::Backfill(a) => a.common.json,
             Command::Verify(a) => a.common.json,
@@ -107,6 +117,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(args) => verify::run(&cli.config, args),
         Command::Plan(args) => plan::run(&cli.config, args),
         Command::Status(args) => status::run(&cli.config, args),
+        Command::Rules(args) => rules::run(&cli.config, args),
+        Command::Flip(args) => flip::run(&cli.config, args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use super::common::{self, OpsArgs};
-use crate::config::Config;
 use crate::fleet::registry::Liveness;
 use crate::ops::bypass;
 use crate::ops::status::{self, RuleStatus};
@@ -22,7 +21,7 @@ pub struct Args {
 /// rule could not be inspected (database unreachable, login refused), so scripts
 /// and health checks see a non-zero exit.
 pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let config = common::load(config_path)?;
     let rules =
         common::runtime()?.block_on(status::status(&config, args.common.database.as_deref()))?;
     if args.common.json {

@@ -156,7 +156,7 @@ impl Beater {
             instance_id: &self.identity.instance_id,
             version: env!("CARGO_PKG_VERSION"),
             started_at: self.identity.started_at,
-            rules_version: rules.number,
+            rules_version: self.shared.reported_rules_version(rules.number),
             config_checksum: &checksum,
             phases: &self.phases,
             sessions: self.shared.sessions.load(Ordering::Relaxed),

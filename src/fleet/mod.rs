@@ -17,7 +17,7 @@
 //! [`crate::ops::guard`] is what `plan --phase contract --apply` checks before it drops
 //! columns; [`spread`] is what a reload checks before it changes a phase.
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,8 +26,11 @@ use tokio::sync::Notify;
 
 use crate::rewrite::{Phase, Rule, RuleSet};
 
+pub mod flip;
 pub mod heartbeat;
+pub mod listen;
 pub mod registry;
+pub mod rules;
 pub mod spread;
 
 pub use heartbeat::Heartbeat;
@@ -55,6 +58,10 @@ pub struct Shared {
     pub reload_error: ArcSwapOption<String>,
     /// Wakes the heartbeat early, so a reload shows in the registry at once.
     pub beat_now: Notify,
+    /// With `[rules] source = "database"`, the `pgshim.rules` version in
+    /// force; 0 otherwise. The registry reports it as `rules_version`, which
+    /// is how `pgshim flip` sees the write acknowledged.
+    pub db_rules_version: AtomicU64,
 }
 
 // === impl Identity ===
@@ -84,6 +91,7 @@ impl Shared {
             checksum: ArcSwap::from_pointee(String::new()),
             reload_error: ArcSwapOption::empty(),
             beat_now: Notify::new(),
+            db_rules_version: AtomicU64::new(0),
         }
     }
 
@@ -91,6 +99,20 @@ impl Shared {
     pub fn session(self: &Arc<Self>) -> SessionGuard {
         self.sessions.fetch_add(1, Ordering::Relaxed);
         SessionGuard(self.clone())
+    }
+
+    /// The `pgshim.rules` version in force; 0 in file mode.
+    pub fn db_rules_version(&self) -> u64 {
+        self.db_rules_version.load(Ordering::Relaxed)
+    }
+
+    /// The rules version for the registry: the `pgshim.rules` version in
+    /// database mode, else `local` (this instance's own reload counter).
+    pub fn reported_rules_version(&self, local: u64) -> u64 {
+        match self.db_rules_version() {
+            0 => local,
+            db => db,
+        }
     }
 
     /// Records the text of the config file now in force.

@@ -26,6 +26,7 @@ mod examples;
 mod fleet_contract;
 mod fleet_guard;
 mod fleet_registry;
+mod fleet_rules;
 mod fleet_status;
 mod fuzz_traffic;
 mod limits;
