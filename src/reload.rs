@@ -1,10 +1,13 @@
 //! Hot reload: a new `proxy.toml` is parsed, validated and checked against the
 //! catalog before it replaces the old one; an invalid one changes nothing.
 //!
-//! Triggers (file change, SIGHUP, `POST /reload`) all end up in
+//! Triggers (file change, SIGHUP, `POST /reload`, and in database mode a
+//! `NOTIFY` on `pgshim_rules`, see [`listen`]) all end up in
 //! [`Reloader::reload`], which runs one reload at a time. New rules are
 //! checked in every database pgshim serves, and settings that only a restart
 //! applies are validated all the same.
+pub mod listen;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -123,7 +123,7 @@ impl Server {
         if let Some(reloader) = &reloader {
             background.spawn(watch_file(reloader.clone(), token.clone()));
             background.spawn(reload_on_sighup(reloader.clone(), token.clone()));
-            background.spawn(fleet::listen::run(
+            background.spawn(crate::reload::listen::run(
                 reloader.clone(),
                 ctx.clone(),
                 shared.clone(),

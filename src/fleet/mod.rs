@@ -28,7 +28,6 @@ use crate::rewrite::{Phase, Rule, RuleSet};
 
 pub mod flip;
 pub mod heartbeat;
-pub mod listen;
 pub mod registry;
 pub mod rules;
 pub mod spread;

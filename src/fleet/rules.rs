@@ -189,7 +189,7 @@ pub async fn connect(config: &Config) -> Result<Client, RulesError> {
         reason,
     };
     let upstream = Upstream::from_config(&config.upstream).map_err(|e| failed(e.to_string()))?;
-    crate::catalog::connect(&config.upstream, &upstream, database)
+    crate::introspect::connect(&config.upstream, &upstream, database)
         .await
         .map_err(|e| failed(e.to_string()))
 }

@@ -1,5 +1,5 @@
 //! With `[rules] source = "database"`, keeps this instance's rules in step
-//! with `pgshim.rules` ([`super::rules`]).
+//! with `pgshim.rules` ([`crate::fleet::rules`]).
 //!
 //! A connection of its own LISTENs on `pgshim_rules`; each notification runs
 //! a reload, which reads the table and validates and applies it exactly as a
@@ -16,10 +16,10 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use super::rules;
-use super::Shared;
+use super::Reloader;
 use crate::config::RulesSource;
-use crate::reload::Reloader;
+use crate::fleet::rules;
+use crate::fleet::Shared;
 use crate::runtime::Context;
 use crate::settings::Settings;
 
