@@ -271,12 +271,16 @@ logfile = $BENCH_TMP/pgbouncer.log
 pidfile = $BENCH_TMP/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
+admin_users = postgres
 ignore_startup_parameters = extra_float_digits
 EOF
     if [[ $EUID -eq 0 ]]; then chown postgres: "$ini" "$BENCH_TMP/userlist.txt"; fi
     log "starting pgbouncer ($mode mode, pool $pool, up to $max_client clients) on 127.0.0.1:$BOUNCER_PORT"
     BENCH_BOUNCER_PIDFILE="$BENCH_TMP/pgbouncer.pid"
-    as_pg pgbouncer -d -q "$ini" || die "pgbouncer did not start (see $BENCH_TMP/pgbouncer.log)"
+    # runuser's PAM session resets the open-file limit: set ours again inside.
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    as_pg sh -c 'ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec pgbouncer -d -q "$2"' \
+        sh "$(ulimit -n)" "$ini" || die "pgbouncer did not start (see $BENCH_TMP/pgbouncer.log)"
     wait_port "$BOUNCER_PORT" 15 || { cat "$BENCH_TMP/pgbouncer.log" >&2 || true; die "pgbouncer is not listening"; }
 }
 

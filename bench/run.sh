@@ -125,6 +125,13 @@ target_port() {
     esac
 }
 
+# Server connections PgBouncer holds (active, idle, used, tested, login),
+# from its admin console.
+bouncer_server_conns() {
+    "$PSQL" -X -At -F ' ' -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres -d pgbouncer -c "SHOW POOLS" 2>/dev/null |
+        awk '$1 == "bench" { n += $7 + $8 + $9 + $10 + $11 } END { print n + 0 }'
+}
+
 target_pid() {
     case $1 in
         pgbouncer) bouncer_pid ;;
@@ -186,14 +193,18 @@ reset_tables() {
 # pgbench against $1 (target) with script $2 and mode $3 for $4 seconds with
 # $5 clients; output to file $6. A 7th argument is a --log-prefix: pgbench
 # then writes one line per transaction to files starting with it.
+#
+# pgbench's -T clock starts before its clients connect, and 1000 connections
+# to Postgres take seconds here (one fork each), so -T gets a second per 200
+# clients on top; the TPS pgbench reports leaves the connection time out.
 pgbench_run() {
     local target=$1 script=$2 mode=$3 secs=$4 clients=$5 out=$6 txlog=${7:-}
     local threads=$((THREADS < clients ? THREADS : clients))
-    local args=(-n -c "$clients" -j "$threads" -T "$secs" -M "$mode"
+    local args=(-n -c "$clients" -j "$threads" -T $((secs + clients / 200)) -M "$mode"
         -h 127.0.0.1 -p "$(target_port "$target")" -U postgres)
     [[ $script == select ]] && args+=(-S)
     [[ -n $txlog ]] && args+=(--log --log-prefix="$txlog")
-    run_bg "$out" timeout -k 5 $((secs + 180)) "$PGBENCH" "${args[@]}" bench
+    run_bg "$out" timeout -k 5 $((secs + clients / 200 + 180)) "$PGBENCH" "${args[@]}" bench
 }
 
 # p50 and p99 transaction latency in ms from pgbench per-transaction logs
@@ -299,13 +310,19 @@ if ((WARMUP > 0)); then
         log "warm-up: $target (${WARMUP}s select-only, $MAX_CLIENTS clients)"
         pgbench_run "$target" select prepared "$WARMUP" "$MAX_CLIENTS" "$OUT_DIR/logs/warmup-$target.log" ||
             { cat "$OUT_DIR/logs/warmup-$target.log" >&2; die "warm-up against $target failed"; }
+        if [[ $target == pgbouncer ]]; then
+            log "pgbouncer holds $(bouncer_server_conns) server connections"
+        fi
     done
 fi
 
 # --- measured runs ------------------------------------------------------------
 
 runs=$((ROUNDS * ${#CLIENT_LIST[@]} * ${#SCRIPT_LIST[@]} * ${#MODE_LIST[@]} * ${#TARGET_LIST[@]}))
-log "measuring: $runs runs of ${DURATION}s, clients ${CLIENT_LIST[*]}, up to $THREADS threads, scale $SCALE (~$((runs * (DURATION + 3) / 60 + 1)) min)"
+secs=0
+for c in "${CLIENT_LIST[@]}"; do secs=$((secs + DURATION + c / 200 + 3)); done
+secs=$((secs * runs / ${#CLIENT_LIST[@]}))
+log "measuring: $runs runs of ${DURATION}s, clients ${CLIENT_LIST[*]}, up to $THREADS threads, scale $SCALE (~$((secs / 60 + 1)) min)"
 for ((round = 1; round <= ROUNDS; round++)); do
     for clients in "${CLIENT_LIST[@]}"; do
         for script in "${SCRIPT_LIST[@]}"; do
