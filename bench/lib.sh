@@ -288,6 +288,14 @@ bouncer_pid() {
     [[ -n $BENCH_BOUNCER_PIDFILE && -s $BENCH_BOUNCER_PIDFILE ]] && cat "$BENCH_BOUNCER_PIDFILE"
 }
 
+# Client and server connections PgBouncer has for database $1, from its admin
+# console (SHOW POOLS): clients active or waiting, then servers active, idle,
+# used, being tested or logging in.
+bouncer_pool_counts() {
+    "$PSQL" -X -At -F ' ' -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres -d pgbouncer -c "SHOW POOLS" 2>/dev/null |
+        awk -v db="$1" '$1 == db { c += $3 + $4; s += $7 + $8 + $9 + $10 + $11 } END { print c + 0, s + 0 }'
+}
+
 stop_pgbouncer() {
     local pid i
     pid=$(bouncer_pid) || return 0
@@ -298,23 +306,24 @@ stop_pgbouncer() {
 }
 
 # Starts pgshim in front of the cluster (plaintext upstream). Sets PGSHIM_PORT
-# and BENCH_PGSHIM_PID. $1 = max_connections (default 1000).
+# and BENCH_PGSHIM_PID. $1 = max_connections (default 1000), $2 = upstream
+# port (default: the cluster's; PgBouncer's for a pooled upstream).
 start_pgshim() {
-    local max_conn=${1:-1000} conf="$BENCH_TMP/pgshim.toml"
+    local max_conn=${1:-1000} upstream_port=${2:-$PG_PORT} conf="$BENCH_TMP/pgshim.toml"
     [[ -n ${PGSHIM_PORT:-} ]] || pick_port PGSHIM_PORT
     cat >"$conf" <<EOF
 listen = "127.0.0.1:$PGSHIM_PORT"
 
 [upstream]
 host = "127.0.0.1"
-port = $PG_PORT
+port = $upstream_port
 tls = "disable"
 
 [limits]
 max_connections = $max_conn
 shutdown_timeout_ms = 2000
 EOF
-    log "starting pgshim on 127.0.0.1:$PGSHIM_PORT"
+    log "starting pgshim on 127.0.0.1:$PGSHIM_PORT (upstream port $upstream_port)"
     "$PGSHIM" serve --config "$conf" >>"$BENCH_TMP/pgshim.log" 2>&1 &
     BENCH_PGSHIM_PID=$!
     if ! wait_port "$PGSHIM_PORT" 15; then

@@ -125,13 +125,6 @@ target_port() {
     esac
 }
 
-# Server connections PgBouncer holds (active, idle, used, tested, login),
-# from its admin console.
-bouncer_server_conns() {
-    "$PSQL" -X -At -F ' ' -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres -d pgbouncer -c "SHOW POOLS" 2>/dev/null |
-        awk '$1 == "bench" { n += $7 + $8 + $9 + $10 + $11 } END { print n + 0 }'
-}
-
 target_pid() {
     case $1 in
         pgbouncer) bouncer_pid ;;
@@ -311,7 +304,8 @@ if ((WARMUP > 0)); then
         pgbench_run "$target" select prepared "$WARMUP" "$MAX_CLIENTS" "$OUT_DIR/logs/warmup-$target.log" ||
             { cat "$OUT_DIR/logs/warmup-$target.log" >&2; die "warm-up against $target failed"; }
         if [[ $target == pgbouncer ]]; then
-            log "pgbouncer holds $(bouncer_server_conns) server connections"
+            read -r _ n_servers <<<"$(bouncer_pool_counts bench)"
+            log "pgbouncer holds $n_servers server connections"
         fi
     done
 fi
