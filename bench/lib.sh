@@ -171,6 +171,20 @@ wait_port() {
     return 1
 }
 
+# Raises this shell's open-file limit (inherited by everything it starts) to
+# at least $1, lifting the hard limit too when running as root; exits when
+# that is not possible.
+raise_fd_limit() {
+    local need=$1
+    (($(ulimit -n) >= need)) && return 0
+    if (($(ulimit -Hn) < need)) && [[ $EUID -eq 0 ]]; then
+        ulimit -Hn "$need" 2>/dev/null || true
+    fi
+    ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    (($(ulimit -n) >= need)) ||
+        die "need $need open files; ulimit -n is $(ulimit -n) and the hard limit $(ulimit -Hn) (raise it, or run as root)"
+}
+
 # Starts a throwaway cluster on a free port. $1 = max_connections.
 # Sets PG_PORT.
 start_postgres() {
@@ -227,10 +241,14 @@ pg_direct() {
     "$PSQL" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"
 }
 
-# Starts PgBouncer in session mode in front of the cluster. $1 = pool size.
-# Sets BOUNCER_PORT.
+# Starts PgBouncer in front of the cluster. $1 = pool size, $2 = pool mode
+# (session, the default, or transaction), $3 = most client connections
+# (default: four times the pool plus 100). Server connections are kept while
+# idle, so a pool warmed once stays warm between runs. The open-file limit
+# must allow two descriptors per connection (raise_fd_limit). Sets BOUNCER_PORT.
 start_pgbouncer() {
-    local pool=$1 ini="$BENCH_TMP/pgbouncer.ini"
+    local pool=$1 mode=${2:-session} ini="$BENCH_TMP/pgbouncer.ini"
+    local max_client=${3:-$((pool * 4 + 100))}
     pick_port BOUNCER_PORT
     printf '"postgres" ""\n' >"$BENCH_TMP/userlist.txt"
     cat >"$ini" <<EOF
@@ -240,28 +258,42 @@ start_pgbouncer() {
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $BOUNCER_PORT
+listen_backlog = 4096
 unix_socket_dir = $BENCH_TMP
 auth_type = trust
 auth_file = $BENCH_TMP/userlist.txt
-pool_mode = session
-max_client_conn = $((pool * 4 + 100))
+pool_mode = $mode
+max_client_conn = $max_client
 default_pool_size = $pool
 max_db_connections = 0
+server_idle_timeout = 0
 logfile = $BENCH_TMP/pgbouncer.log
 pidfile = $BENCH_TMP/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
+admin_users = postgres
 ignore_startup_parameters = extra_float_digits
 EOF
     if [[ $EUID -eq 0 ]]; then chown postgres: "$ini" "$BENCH_TMP/userlist.txt"; fi
-    log "starting pgbouncer (session mode, pool $pool) on 127.0.0.1:$BOUNCER_PORT"
+    log "starting pgbouncer ($mode mode, pool $pool, up to $max_client clients) on 127.0.0.1:$BOUNCER_PORT"
     BENCH_BOUNCER_PIDFILE="$BENCH_TMP/pgbouncer.pid"
-    as_pg pgbouncer -d -q "$ini" || die "pgbouncer did not start (see $BENCH_TMP/pgbouncer.log)"
+    # runuser's PAM session resets the open-file limit: set ours again inside.
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    as_pg sh -c 'ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec pgbouncer -d -q "$2"' \
+        sh "$(ulimit -n)" "$ini" || die "pgbouncer did not start (see $BENCH_TMP/pgbouncer.log)"
     wait_port "$BOUNCER_PORT" 15 || { cat "$BENCH_TMP/pgbouncer.log" >&2 || true; die "pgbouncer is not listening"; }
 }
 
 bouncer_pid() {
     [[ -n $BENCH_BOUNCER_PIDFILE && -s $BENCH_BOUNCER_PIDFILE ]] && cat "$BENCH_BOUNCER_PIDFILE"
+}
+
+# Client and server connections PgBouncer has for database $1, from its admin
+# console (SHOW POOLS): clients active or waiting, then servers active, idle,
+# used, being tested or logging in.
+bouncer_pool_counts() {
+    "$PSQL" -X -At -F ' ' -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres -d pgbouncer -c "SHOW POOLS" 2>/dev/null |
+        awk -v db="$1" '$1 == db { c += $3 + $4; s += $7 + $8 + $9 + $10 + $11 } END { print c + 0, s + 0 }'
 }
 
 stop_pgbouncer() {
@@ -274,23 +306,24 @@ stop_pgbouncer() {
 }
 
 # Starts pgshim in front of the cluster (plaintext upstream). Sets PGSHIM_PORT
-# and BENCH_PGSHIM_PID. $1 = max_connections (default 1000).
+# and BENCH_PGSHIM_PID. $1 = max_connections (default 1000), $2 = upstream
+# port (default: the cluster's; PgBouncer's for a pooled upstream).
 start_pgshim() {
-    local max_conn=${1:-1000} conf="$BENCH_TMP/pgshim.toml"
+    local max_conn=${1:-1000} upstream_port=${2:-$PG_PORT} conf="$BENCH_TMP/pgshim.toml"
     [[ -n ${PGSHIM_PORT:-} ]] || pick_port PGSHIM_PORT
     cat >"$conf" <<EOF
 listen = "127.0.0.1:$PGSHIM_PORT"
 
 [upstream]
 host = "127.0.0.1"
-port = $PG_PORT
+port = $upstream_port
 tls = "disable"
 
 [limits]
 max_connections = $max_conn
 shutdown_timeout_ms = 2000
 EOF
-    log "starting pgshim on 127.0.0.1:$PGSHIM_PORT"
+    log "starting pgshim on 127.0.0.1:$PGSHIM_PORT (upstream port $upstream_port)"
     "$PGSHIM" serve --config "$conf" >>"$BENCH_TMP/pgshim.log" 2>&1 &
     BENCH_PGSHIM_PID=$!
     if ! wait_port "$PGSHIM_PORT" 15; then
@@ -358,7 +391,6 @@ rss_sampler() {
     done
 }
 
-# Drops a pid from BENCH_EXTRA_PIDS once it has been waited for.
 # Stops the pgshim a script started as `name` (its pid in SHIM_PID[name], its
 # log in SHIM_LOG[name], both associative arrays of the caller) and keeps its
 # log in $LOG_DIR.
@@ -383,6 +415,7 @@ shim_alive() {
     fi
 }
 
+# Drops a pid from BENCH_EXTRA_PIDS once it has been waited for.
 forget_pid() {
     local keep=() p
     for p in "${BENCH_EXTRA_PIDS[@]}"; do
