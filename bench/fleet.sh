@@ -40,7 +40,8 @@ idle_before=$(idle_percent 1)
 make_tmp
 install_traps
 start_postgres $((INSTANCES + 20))
-start_pgshim
+# pgshim's own login, which its heartbeat writes the registry with.
+PGSHIM_UPSTREAM_USER=postgres start_pgshim
 
 log "waiting for pgshim's heartbeat to create pgshim.instance"
 for _ in $(seq 1 50); do

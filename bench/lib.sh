@@ -318,6 +318,7 @@ listen = "127.0.0.1:$PGSHIM_PORT"
 host = "127.0.0.1"
 port = $upstream_port
 tls = "disable"
+${PGSHIM_UPSTREAM_USER:+user = \"$PGSHIM_UPSTREAM_USER\"}
 
 [limits]
 max_connections = $max_conn
