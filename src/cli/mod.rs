@@ -51,7 +51,7 @@ pub enum Command {
     /// Run the proxy (the default).
     #[command(after_help = "Example:\n  pgshim serve --config proxy.toml --log-format json")]
     Serve,
-    /// Ask a running pgshim to reload its config file (POST /reload on [admin] listen).
+    /// Ask a running pgshim to reload its config file (POST /reload on `[admin] listen`).
     #[command(after_help = "Example:\n  pgshim reload --config proxy.toml")]
     Reload(reload::Args),
     /// Fill the new columns of rows that have not migrated, in resumable batches.
@@ -70,7 +70,7 @@ pub enum Command {
     /// Show every rule's phase, shapes, backfill progress, last verify and next step.
     #[command(after_help = "Example:\n  pgshim status --json")]
     Status(status::Args),
-    /// Manage the rules table (pgshim.rules) that instances with [rules] source = "database" follow.
+    /// Manage the rules table (pgshim.rules) that instances with `[rules] source = "database"` follow.
     #[command(after_help = "Example:\n  pgshim rules push --config proxy.toml")]
     Rules(rules::Args),
     /// Change one rule's phase in pgshim.rules and wait until every live instance applied it.

@@ -7,14 +7,14 @@
 //! `pgshim.instance` ([`registry`]) every `[fleet] heartbeat_ms` (2 s) from a
 //! background task ([`heartbeat`]) and deletes it on a clean shutdown. The row
 //! carries the phases in force and which shapes of each rule clients used
-//! ([`crate::usage`]). A row
+//! (`crate::usage`). A row
 //! older than `stale_after_ms` (10 s) is shown as stale, one older than
 //! `forget_after_ms` (60 s) is ignored. The registry lives in every database
 //! a rule names with `database`, and in the control database (`[fleet]
 //! database`, default `postgres`) when some rule names none, which is where the
 //! migration commands look for a rule ([`registry_database`]).
 //!
-//! [`crate::ops::guard`] is what `plan --phase contract --apply` checks before it drops
+//! `crate::ops::guard` is what `plan --phase contract --apply` checks before it drops
 //! columns; [`spread`] is what a reload checks before it changes a phase.
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -99,7 +99,7 @@ pub struct Beat<'a> {
     pub sessions: usize,
     /// Why the last reload changed nothing, unless a later one succeeded.
     pub last_reload_error: Option<&'a str>,
-    /// Per rule, which shapes clients used ([`crate::usage::Report`] as JSON); written
+    /// Per rule, which shapes clients used (`crate::usage::Report` as JSON); written
     /// only where the table has the column.
     pub usage: Option<&'a str>,
 }

@@ -372,7 +372,7 @@ pub async fn overlay(config: &mut Config) -> Result<Option<u64>, RulesError> {
 
 /// The config to start serving with: in database mode, the table's rules
 /// in place of the file's. When the table cannot be read the file's rules are
-/// served (logged) until the listener ([`super::listen`]) can apply the table's.
+/// served (logged) until the listener (`crate::reload::listen`) can apply the table's.
 ///
 /// # Returns
 /// The config, and the table's version when its rules are in it.

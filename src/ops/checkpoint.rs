@@ -5,7 +5,6 @@
 //! skips rows. Each batch also re-reads the row `FOR UPDATE`, which is how `--pause` from
 //! another shell reaches a running backfill, and why two backfills of one rule take
 //! turns instead of doing the same work twice.
-use std::time::SystemTime;
 
 use tokio_postgres::{Client, GenericClient};
 
@@ -67,8 +66,6 @@ pub enum State {
 /// One rule's backfill checkpoint.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
-    /// The rule.
-    pub rule_id: String,
     /// The key the table is walked by; a resume must use the same one.
     pub key_columns: Vec<String>,
     /// The last key visited (as text), `None` before the first batch.
@@ -79,12 +76,6 @@ pub struct Checkpoint {
     pub rows_scanned: i64,
     /// Running, paused or done.
     pub state: State,
-    /// When this (re)start began.
-    pub started_at: SystemTime,
-    /// When the last batch committed.
-    pub updated_at: SystemTime,
-    /// When it finished.
-    pub finished_at: Option<SystemTime>,
 }
 
 // === impl Journal ===
@@ -134,15 +125,11 @@ impl Checkpoint {
     /// A checkpoint from a row of [`load_sql`] (or any `RETURNING` of the same columns).
     pub fn from_row(row: &tokio_postgres::Row) -> Checkpoint {
         Checkpoint {
-            rule_id: row.get(0),
             key_columns: row.get(1),
             last_key: row.get(2),
             rows_done: row.get(3),
             rows_scanned: row.get(4),
             state: State::parse(row.get(5)),
-            started_at: row.get(6),
-            updated_at: row.get(7),
-            finished_at: row.get(8),
         }
     }
 }

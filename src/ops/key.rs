@@ -117,14 +117,6 @@ impl Key {
             .collect();
         format!("ARRAY[{}]", cols.join(", "))
     }
-
-    /// A key as people read it: `42`, or `(7, abc)` for a composite key.
-    pub fn display(values: &[String]) -> String {
-        match values {
-            [one] => one.clone(),
-            many => format!("({})", many.join(", ")),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -142,6 +134,5 @@ mod tests {
             key.params(3),
             "(CAST($3::text AS integer), CAST($4::text AS bigint))"
         );
-        assert_eq!(Key::display(&["1".into(), "x".into()]), "(1, x)");
     }
 }

@@ -14,11 +14,6 @@ pub fn table(schema: &str, table: &str) -> String {
     format!("{}.{}", ident(schema), ident(table))
 }
 
-/// `'text'`, with embedded quotes doubled.
-pub fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
 /// A duration as a Postgres setting value in milliseconds, e.g. `'1500ms'`.
 pub fn setting(d: Duration) -> String {
     format!("'{}ms'", d.as_millis())

@@ -22,7 +22,7 @@ use crate::protocol::startup::StartupParams;
 use crate::protocol::{Framer, TERMINATE_TAG};
 use crate::runtime::Context;
 use crate::settings::Settings;
-pub use error::{Blame, SessionError};
+pub use error::SessionError;
 use relay::{End, Link, Pump, ToClientSide, ToServerSide};
 use startup::Negotiated;
 
@@ -49,12 +49,7 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
         }
         Ok(Err(failed)) => {
             let error = &failed.error;
-            if matches!(
-                error,
-                SessionError::ClientFrame(_)
-                    | SessionError::Startup(_)
-                    | SessionError::UnencryptedAfterSslRequest
-            ) {
+            if error.is_client_protocol_error() {
                 metrics().protocol_errors_client.increment(1);
             }
             tracing::info!(client = %peer, error = %error, answered = failed.answered(), "connection refused");
