@@ -608,10 +608,18 @@ impl Core {
     /// What to send for the message held by [`ToServer::SendAndCheck`], once
     /// [`Core::verdict_ready`] (or after giving up waiting).
     pub(crate) fn after_check(&mut self) -> ToServer {
-        let Some(check) = self.check.take() else {
+        let Some(check) = &mut self.check else {
             return ToServer::Forward;
         };
-        let (name, held, verdict) = check.into_parts();
+        let (name, held, verdict) = check.take();
+        if verdict != Verdict::Pending {
+            self.check = None;
+        }
+        // Without a verdict in time the check stays, so the hidden replies
+        // are still swallowed when they come.
+        let Some(held) = held else {
+            return ToServer::Forward;
+        };
         match verdict {
             Verdict::Changed => {
                 self.statements.set_result_changed(&name);
@@ -701,7 +709,11 @@ impl Core {
             }
         }
         if let Some(check) = &mut self.check {
-            if check.on_server(self.pipeline.next_ready(), msg) {
+            let ours = check.on_server(self.pipeline.next_ready(), msg);
+            if check.finished() {
+                self.check = None;
+            }
+            if ours {
                 return ToClient::Swallow;
             }
         }
@@ -764,6 +776,9 @@ impl Core {
         }
         if let Some(check) = &mut self.check {
             check.end_pipeline(pipeline);
+            if check.finished() {
+                self.check = None;
+            }
         }
     }
 }

@@ -106,8 +106,9 @@ pub(crate) struct ShapeCheck {
     name: Bytes,
     /// The RowDescription or NoData the client was shown.
     shown: Bytes,
-    /// The client's Bind, held until the verdict.
-    held: Bytes,
+    /// The client's Bind, held until the verdict; `None` once it went on
+    /// unchecked (no verdict in time), while the hidden replies are still due.
+    held: Option<Bytes>,
     step: Step,
     verdict: Verdict,
 }
@@ -129,7 +130,7 @@ impl ShapeCheck {
             parse,
             name,
             shown,
-            held,
+            held: Some(held),
             step: Step::Parsing,
             verdict: Verdict::Pending,
         }
@@ -191,9 +192,15 @@ impl ShapeCheck {
         }
     }
 
-    /// The statement, the held message and the verdict.
-    pub(crate) fn into_parts(self) -> (Bytes, Bytes, Verdict) {
-        (self.name, self.held, self.verdict)
+    /// Takes the statement, the held message and the verdict.
+    pub(crate) fn take(&mut self) -> (Bytes, Option<Bytes>, Verdict) {
+        (self.name.clone(), self.held.take(), self.verdict)
+    }
+
+    /// True when the check has nothing left to do: the held message went on
+    /// and no hidden reply is still due.
+    pub(crate) fn finished(&self) -> bool {
+        self.held.is_none() && self.ready()
     }
 }
 

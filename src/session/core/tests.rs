@@ -483,6 +483,24 @@ fn an_unchanged_result_lets_the_held_bind_through() {
 }
 
 #[test]
+fn a_check_without_an_answer_in_time_still_swallows_its_replies() {
+    let mut core = prepared_then_new_rules("SELECT name FROM users", "expand", "migrate", true);
+    let bind_msg = bind("s1");
+    sent_bytes(client(&mut core, &bind_msg));
+    // The socket code gave up waiting: the Bind goes on unchecked.
+    let held = sent_bytes(core.after_check());
+    assert_eq!(&held[..], &bind_msg[..]);
+    assert!(!core.idle());
+    for m in [close_complete(), parse_complete(), parameters()] {
+        assert_eq!(server(&mut core, &m), ToClient::Swallow);
+    }
+    let shape = row_description(&[("name", 25, -1)]);
+    assert_eq!(server(&mut core, &shape), ToClient::Swallow);
+    assert!(!core.checking());
+    assert_eq!(server(&mut core, &bind_complete()), ToClient::Forward);
+}
+
+#[test]
 fn a_check_behind_an_error_is_skipped_not_waited_for() {
     let mut core = prepared_then_new_rules("SELECT name FROM users", "expand", "migrate", true);
     client(&mut core, &parse("", "SELEC oops"));
