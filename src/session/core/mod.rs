@@ -795,10 +795,13 @@ fn is_query_reply(tag: u8) -> bool {
 /// can change a table's columns. Words inside literals count too, which only
 /// costs a catalog read.
 fn is_ddl(sql: &[u8]) -> bool {
+    has_any_word(sql, &[b"alter", b"drop", b"create"])
+}
+
+/// Whether `sql` has one of `words` (any case) as a whole word, without
+/// allocating.
+fn has_any_word(sql: &[u8], words: &[&[u8]]) -> bool {
     let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
-    sql.split(|b| !is_word(*b)).any(|w| {
-        w.eq_ignore_ascii_case(b"alter")
-            || w.eq_ignore_ascii_case(b"drop")
-            || w.eq_ignore_ascii_case(b"create")
-    })
+    sql.split(|b| !is_word(*b))
+        .any(|w| words.iter().any(|t| w.eq_ignore_ascii_case(t)))
 }

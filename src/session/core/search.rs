@@ -30,16 +30,17 @@ const TRIGGERS: &[&[u8]] = &[
     b"role",
     b"authorization",
     b"temp",
+    b"temporary",
+    b"pg_temp",
     b"rollback",
     b"abort",
 ];
 
-/// Whether `sql` may change what the search path resolves to.
+/// Whether `sql` may change what the search path resolves to: it has one of
+/// [`TRIGGERS`] as a whole word (a table called `user_roles` is no reason to
+/// ask). Words inside literals count too, which only costs a round trip.
 pub(crate) fn may_change_path(sql: &[u8]) -> bool {
-    TRIGGERS.iter().any(|word| {
-        sql.windows(word.len())
-            .any(|w| w.eq_ignore_ascii_case(word))
-    })
+    super::has_any_word(sql, TRIGGERS)
 }
 
 /// The hidden query: the schemas of the path, and the session's temporary
@@ -238,6 +239,11 @@ mod tests {
         assert!(may_change_path(b"SET SEARCH_PATH TO app"));
         assert!(may_change_path(b"create temporary table users (id int)"));
         assert!(may_change_path(b"ROLLBACK"));
+        assert!(may_change_path(b"DROP TABLE pg_temp.users"));
+        assert!(may_change_path(b"SET ROLE app_owner"));
         assert!(!may_change_path(b"SELECT name FROM users"));
+        assert!(!may_change_path(
+            b"SELECT * FROM user_roles WHERE temperature > 3"
+        ));
     }
 }
