@@ -11,8 +11,8 @@
 #      with a usage report) on $INSTANCES connections at $INSTANCES/$INTERVAL
 #      transactions per second in all (`-R`), each client its own instance id.
 #   3. Postgres's load: transactions/s from pg_stat_database, and the CPU its
-#      processes used (utime + stime of the postmaster's children, sampled
-#      while the beats run), as a share of one core.
+#      processes used (time on a CPU of the postmaster and its children, from
+#      /proc/PID/schedstat, sampled while the beats run), as a share of one core.
 #
 # Flip convergence is measured by the integration test fleet_rules (three
 # instances acknowledge a `pgshim flip` within a second); simulated instances
@@ -53,18 +53,17 @@ done
 [[ $(pg_direct -d postgres -Atc "SELECT to_regclass('pgshim.instance') IS NOT NULL") == t ]] \
     || die "pgshim did not create pgshim.instance (see $BENCH_TMP/pgshim.log)"
 
-# CPU seconds used so far by the cluster's backends and helpers.
+# CPU seconds used so far by the cluster's backends and helpers, from
+# /proc/PID/schedstat (nanoseconds on a CPU; clock ticks are too coarse for
+# backends that each run a beat every two seconds).
 postgres_cpu_seconds() {
-    local postmaster ticks=0 pid stat
+    local postmaster ns=0 pid on_cpu _rest
     postmaster=$(head -1 "$BENCH_PGDATA/postmaster.pid")
     for pid in $postmaster $(ps -o pid= --ppid "$postmaster"); do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        # Fields 14 and 15 (utime, stime) after the command name in parentheses.
-        stat=${stat##*) }
-        read -r -a fields <<<"$stat"
-        ticks=$((ticks + fields[11] + fields[12]))
+        read -r on_cpu _rest <"/proc/$pid/schedstat" 2>/dev/null || continue
+        ns=$((ns + on_cpu))
     done
-    echo "scale=3; $ticks / $(getconf CLK_TCK)" | bc
+    echo "scale=3; $ns / 1000000000" | bc
 }
 
 commits() {
