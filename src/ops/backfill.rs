@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{self, Journal, State};
 use super::error::OpsError;
-use super::key::Key;
 use super::sql::{ident, setting};
 use super::target::Target;
 use super::walk::{self, Sql};
@@ -37,17 +36,12 @@ pub async fn run(
     stop: &CancellationToken,
     observe: &mut dyn FnMut(Event<'_>),
 ) -> Result<(WalkOutcome, Progress), OpsError> {
-    if opts.batch_size < 1 {
-        return Err(OpsError::Usage("--batch-size must be at least 1".into()));
-    }
-    let info = target.table_info(client).await?;
-    target.require_both_shapes(&info)?;
-    let key = Key::find(client, &target.rule).await?;
-    checkpoint::ensure_schema(client).await?;
-    let table = target.rule.qualified_table();
+    let walk::Start {
+        key,
+        checkpoint: mut cp,
+        ..
+    } = walk::start(client, target, opts, Journal::Backfill).await?;
     let id = &target.rule.id;
-    let mut cp =
-        checkpoint::start(client, Journal::Backfill, id, &table, &key, opts.restart).await?;
     let mut left_behind = None;
     if cp.state == State::Done {
         let left = count_pending(client, target, opts.lock_timeout).await?;

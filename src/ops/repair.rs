@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{self, Journal, State};
 use super::error::OpsError;
-use super::key::Key;
 use super::sql::ident;
 use super::target::Target;
 use super::verify;
@@ -35,16 +34,13 @@ pub async fn run(
     stop: &CancellationToken,
     observe: &mut dyn FnMut(Event<'_>),
 ) -> Result<(WalkOutcome, Progress), OpsError> {
-    if opts.batch_size < 1 {
-        return Err(OpsError::Usage("--batch-size must be at least 1".into()));
-    }
-    let info = target.table_info(client).await?;
-    target.require_both_shapes(&info)?;
-    let key = Key::find(client, &target.rule).await?;
-    checkpoint::ensure_schema(client).await?;
+    let walk::Start {
+        info,
+        key,
+        checkpoint: mut cp,
+    } = walk::start(client, target, opts, Journal::Repair).await?;
     let table = target.rule.qualified_table();
     let id = &target.rule.id;
-    let mut cp = checkpoint::start(client, Journal::Repair, id, &table, &key, opts.restart).await?;
     if cp.state == State::Done {
         cp = checkpoint::start(client, Journal::Repair, id, &table, &key, true).await?;
     }

@@ -17,14 +17,16 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{self, Checkpoint, State};
+use super::checkpoint::{self, Checkpoint, Journal, State};
 use super::error::OpsError;
+use super::key::Key;
 use super::retry::{sleep_unless_stopped, with_retry, Retried};
 use super::sql::setting;
 use super::target::Target;
 use super::throttle::{BatchSample, Governor, Throttle};
 use super::walk_sql::Prepared;
 pub(super) use super::walk_sql::Sql;
+use crate::rewrite::TableInfo;
 
 /// How to run a walk.
 #[derive(Debug, Clone)]
@@ -110,6 +112,45 @@ pub enum WalkOutcome {
     AlreadyDone,
     /// Ctrl-C/SIGTERM: the current batch finished, a rerun continues.
     Stopped,
+}
+
+/// What a walk of `target` starts from: the table's columns (both shapes
+/// checked present), the key it is walked by, and the journal's checkpoint.
+pub struct Start {
+    /// The table's columns.
+    pub info: TableInfo,
+    /// The key the table is walked by.
+    pub key: Key,
+    /// The checkpoint, created or resumed.
+    pub checkpoint: Checkpoint,
+}
+
+/// Checks the options and the table, finds the key, and starts or resumes
+/// the checkpoint of `journal`: what backfill and repair do before walking.
+///
+/// # Errors
+/// [`OpsError`] for a bad batch size, a missing column or key, or a failed statement.
+pub async fn start(
+    client: &Client,
+    target: &Target,
+    opts: &Options,
+    journal: Journal,
+) -> Result<Start, OpsError> {
+    if opts.batch_size < 1 {
+        return Err(OpsError::Usage("--batch-size must be at least 1".into()));
+    }
+    let info = target.table_info(client).await?;
+    target.require_both_shapes(&info)?;
+    let key = Key::find(client, &target.rule).await?;
+    checkpoint::ensure_schema(client).await?;
+    let table = target.rule.qualified_table();
+    let checkpoint =
+        checkpoint::start(client, journal, &target.rule.id, &table, &key, opts.restart).await?;
+    Ok(Start {
+        info,
+        key,
+        checkpoint,
+    })
 }
 
 /// Runs the walk from checkpoint `cp` until the end of the table or `stop`.
