@@ -325,7 +325,9 @@ max_connections = $max_conn
 shutdown_timeout_ms = 2000
 EOF
     log "starting pgshim on 127.0.0.1:$PGSHIM_PORT (upstream port $upstream_port)"
-    "$PGSHIM" serve --config "$conf" >>"$BENCH_TMP/pgshim.log" 2>&1 &
+    # A session of its own, as a service runs: with autogroup scheduling a
+    # proxy in our session would share one CPU share with pgbench (README).
+    setsid "$PGSHIM" serve --config "$conf" >>"$BENCH_TMP/pgshim.log" 2>&1 &
     BENCH_PGSHIM_PID=$!
     if ! wait_port "$PGSHIM_PORT" 15; then
         cat "$BENCH_TMP/pgshim.log" >&2

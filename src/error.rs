@@ -16,4 +16,7 @@ pub enum Error {
     /// Certificates or keys could not be loaded.
     #[error(transparent)]
     TlsSetup(#[from] TlsSetupError),
+    /// The threads that serve sessions could not be started.
+    #[error("cannot start the session threads (lower PGSHIM_WORKER_THREADS, or raise the process's thread limit): {0}")]
+    Runtime(#[source] std::io::Error),
 }

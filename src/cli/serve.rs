@@ -15,11 +15,13 @@ use crate::server::Server;
 /// cannot be loaded.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(config_path)?);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = worker_threads()? {
-        builder.worker_threads(n);
-    }
-    let runtime = builder
+    let session_threads = match worker_threads()? {
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    // Accepting, reloads, the admin API and the heartbeat; sessions run on
+    // threads of their own (`Server::session_threads`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -28,7 +30,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {} (the `listen` key in {})", config.listen, config_path.display()))?;
         tracing::info!(listen = %config.listen, upstream = %config.upstream_addr(), config = %config_path.display(), "pgshim listening");
-        let mut server = Server::new(config.clone()).config_file(config_path.to_owned());
+        let mut server = Server::new(config.clone())
+            .config_file(config_path.to_owned())
+            .session_threads(session_threads);
         if let Some(admin) = &config.admin {
             let admin_listener = TcpListener::bind(&admin.listen)
                 .await

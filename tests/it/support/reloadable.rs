@@ -248,9 +248,11 @@ impl Reloadable {
         let config = pgshim::Config::load(&path)
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{text}"));
         let (stop, stopped) = oneshot::channel::<()>();
+        // Sessions on threads of their own, as `pgshim serve` runs them.
         let server = pgshim::server::Server::new(Arc::new(config))
             .config_file(path.clone())
-            .admin(admin_listener);
+            .admin(admin_listener)
+            .session_threads(2);
         let task = tokio::spawn(server.run(listener, async {
             let _ = stopped.await;
         }));

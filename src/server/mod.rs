@@ -22,6 +22,10 @@ use crate::runtime::Context;
 use crate::session;
 use crate::session::SessionError;
 
+mod threads;
+
+use threads::SessionThreads;
+
 /// Extra time, past `shutdown_timeout_ms`, for sessions to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How often the config file is checked for changes.
@@ -32,6 +36,7 @@ pub struct Server {
     config: Arc<Config>,
     config_path: Option<PathBuf>,
     admin: Option<TcpListener>,
+    session_threads: Option<usize>,
 }
 
 /// Serves clients on `listener` until `shutdown` completes (no reload, no
@@ -56,6 +61,7 @@ impl Server {
             config,
             config_path: None,
             admin: None,
+            session_threads: None,
         }
     }
 
@@ -68,6 +74,13 @@ impl Server {
     /// Serves the admin API on `listener`.
     pub fn admin(mut self, listener: TcpListener) -> Server {
         self.admin = Some(listener);
+        self
+    }
+
+    /// Serves sessions on `count` threads of their own, one single-threaded
+    /// runtime each, instead of on the runtime that calls [`Server::run`].
+    pub fn session_threads(mut self, count: usize) -> Server {
+        self.session_threads = Some(count);
         self
     }
 
@@ -139,9 +152,21 @@ impl Server {
             });
             background.spawn(http::serve(listener, admin, token.clone()));
         }
+        let threads = self
+            .session_threads
+            .map(SessionThreads::start)
+            .transpose()?;
         // Started last, so no early return leaves it beating.
         let heartbeat = fleet::Heartbeat::start(ctx.clone(), identity, shared.clone());
-        accept_loop(&listener, &ctx, &shared, &tracker, shutdown).await;
+        accept_loop(
+            &listener,
+            &ctx,
+            &shared,
+            &tracker,
+            threads.as_ref(),
+            shutdown,
+        )
+        .await;
         drop(listener);
         let limits = ctx.settings().config.limits.clone();
         tracing::info!(
@@ -161,6 +186,11 @@ impl Server {
                 "sessions still open after shutdown_timeout_ms; closing them"
             );
         }
+        if let Some(threads) = threads {
+            // The sessions are gone, or were given up on: their threads end
+            // (a session still open is dropped with its runtime).
+            let _ = tokio::task::spawn_blocking(move || threads.join()).await;
+        }
         // Leave the registry only once no session serves the rules any more.
         heartbeat.stop().await;
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, background.wait()).await;
@@ -174,6 +204,7 @@ async fn accept_loop(
     ctx: &Arc<Context>,
     shared: &Arc<fleet::Shared>,
     tracker: &TaskTracker,
+    threads: Option<&SessionThreads>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut cap = Cap::new(ctx.settings().config.limits.max_connections);
@@ -201,12 +232,20 @@ async fn accept_loop(
                 let m = metrics();
                 m.connections_total.increment(1);
                 m.connections.increment(1.0);
-                tracker.spawn(async move {
+                let tracked = tracker.token();
+                let serve = move |tcp| async move {
                     session::run(tcp, peer, ctx).await;
                     metrics().connections.decrement(1.0);
                     drop(counted);
                     drop(permit);
-                });
+                    drop(tracked);
+                };
+                match threads {
+                    Some(threads) => threads.spawn(tcp, serve),
+                    None => {
+                        tokio::spawn(serve(tcp));
+                    }
+                }
             }
             None => {
                 metrics().rejected_max_connections.increment(1);
