@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 use crate::rewrite::{Phase, Rule, RuleSet};
 
-pub mod flip;
+pub mod ack;
 pub mod heartbeat;
 pub mod registry;
 pub mod rules;
