@@ -101,7 +101,7 @@ fn push(config_path: &Path, timeout: Duration) -> anyhow::Result<()> {
                 expected: ack::Expected::rules(old.as_ref(), &new, db, &control),
             })
             .collect();
-        await_fleet(&config, &waits, "the pushed rules", version, timeout).await
+        await_fleet(&config, &waits, "pgshim.rules", version, timeout).await
     })
 }
 

@@ -61,7 +61,7 @@ pub enum RulesError {
         reason: String,
     },
     /// A statement on the table failed.
-    #[error("{what} pgshim.rules in database {database}: {source}")]
+    #[error("{what} pgshim.rules in database {database}: {}", super::pg_error(.source))]
     Query {
         /// Reading or writing.
         what: &'static str,
@@ -199,6 +199,11 @@ pub async fn connect(config: &Config) -> Result<Client, RulesError> {
 /// # Errors
 /// What Postgres said, e.g. when the login may not create a schema.
 pub async fn ensure(client: &Client) -> Result<(), tokio_postgres::Error> {
+    // CREATE ... IF NOT EXISTS still needs CREATE on the database, which a
+    // login that writes the tables an administrator made for it lacks.
+    if exists(client).await? {
+        return Ok(());
+    }
     let mut attempt = 0;
     loop {
         match client.batch_execute(SCHEMA_SQL).await {
