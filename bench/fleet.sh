@@ -26,7 +26,8 @@
 #      reports itself (write to the registry read that saw every acknowledgement;
 #      it polls every 100 ms), and from write to the last acknowledgement as the
 #      simulator saw it (the write's time is pgshim.rules_version.updated_at).
-#      Then min/median/max of each, and the extra Postgres CPU a flip cost.
+#      Then min/median/max of each, the extra Postgres CPU a flip cost, and
+#      the statements that took the most time during the flips.
 #
 # Environment:
 #   INSTANCES=200   simulated instances (QUICK=1 sets 20)
@@ -169,6 +170,10 @@ cpu_rate=$(echo "scale=5; ($cpu1 - $cpu0) / $elapsed" | bc)
 cpu=$(echo "scale=1; 100 * $cpu_rate / 1" | bc)
 rows=$(pg_direct -d postgres -Atc "SELECT count(*) FROM pgshim.instance")
 
+# Where the flips' time goes: pg_stat_statements before them, to subtract.
+pg_direct -d postgres -c "CREATE TABLE bench_statements AS
+    SELECT queryid, calls, total_exec_time FROM pg_stat_statements" >/dev/null
+
 walls=() reported=() acked=()
 phase=expand
 fcpu0=$(postgres_cpu_seconds)
@@ -206,6 +211,12 @@ flip_cpu_ms=$(echo "scale=0; 1000 * (($fcpu1 - $fcpu0) - $cpu_rate * ($ft1 - $ft
 flip_statements=$(echo "scale=0; (($fs1 - $fs0) - $sps * ($ft1 - $ft0)) / $FLIPS" | bc)
 
 mkdir -p "$OUT_DIR"
+pg_direct -d postgres -F ' | ' -Atc "
+    SELECT s.calls - coalesce(b.calls, 0), round((s.total_exec_time - coalesce(b.total_exec_time, 0))::numeric, 1),
+           left(regexp_replace(s.query, '\s+', ' ', 'g'), 90)
+    FROM pg_stat_statements s LEFT JOIN bench_statements b USING (queryid)
+    WHERE s.calls > coalesce(b.calls, 0)
+    ORDER BY 2 DESC LIMIT 6" >"$BENCH_TMP/top.txt"
 {
     echo "| instances | beat interval | beats/s asked | statements/s | transactions/s | Postgres CPU (% of one core) | registry rows |"
     echo "|---:|---:|---:|---:|---:|---:|---:|"
@@ -218,5 +229,12 @@ mkdir -p "$OUT_DIR"
     echo "| write to last acknowledgement (simulator) | $(printf '%s\n' "${acked[@]}" | spread) |"
     echo
     echo "Per flip, beyond the beats: ${flip_statements} statements, ${flip_cpu_ms} ms of Postgres CPU."
+    echo
+    echo "Statements run during the flips (beats included), by execution time:"
+    echo
+    echo "| calls | ms | statement |"
+    echo "|---:|---:|---|"
+    sed 's/^/| /; s/$/ |/' "$BENCH_TMP/top.txt"
+    echo
     echo "pgshim $PGSHIM_LABEL, $(nproc) cores${QUICK:+, QUICK}; ${idle_before}% idle before the run."
 } | tee "$OUT_DIR/fleet.md"
