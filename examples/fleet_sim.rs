@@ -46,6 +46,8 @@ struct Acks {
     notes: BTreeMap<u64, u64>,
 }
 
+// === impl Acks ===
+
 impl Acks {
     fn noted(&mut self, version: u64, at: u64) {
         self.notes.entry(version).or_insert(at);
@@ -75,6 +77,8 @@ struct Sim {
     in_force: Vec<(String, Phase)>,
     phases: Phases,
 }
+
+// === impl Sim ===
 
 impl Sim {
     async fn beat(&mut self) -> Result<(), tokio_postgres::Error> {

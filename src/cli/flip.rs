@@ -121,18 +121,18 @@ pub(super) async fn await_fleet(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     match ack::wait(&config.fleet, waits, timeout).await? {
-        ack::Outcome::Acknowledged { instances: 0, .. } => {
+        ack::Waited::Acknowledged { instances: 0, .. } => {
             println!("{what} written (rules version {version}); no live instance serves these rules, so none was waited for");
             Ok(())
         }
-        ack::Outcome::Acknowledged { instances, after } => {
+        ack::Waited::Acknowledged { instances, after } => {
             println!(
                 "{what} in force on all {instances} live instances (rules version {version}, acknowledged in {} ms)",
                 after.as_millis()
             );
             Ok(())
         }
-        ack::Outcome::Lagging(late) => anyhow::bail!(
+        ack::Waited::Lagging(late) => anyhow::bail!(
             "{what} is written (rules version {version}) but {} live instances have not applied it after {}: {}; `pgshim status` shows them, and each retries at its next version check",
             late.len(),
             crate::ops::sql::human(timeout),

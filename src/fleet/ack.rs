@@ -46,7 +46,7 @@ pub struct Waiting<'a> {
 
 /// How a wait ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Waited {
     /// Every live instance concerned reports the write.
     Acknowledged {
         /// How many live instances were waited for (0: none serves the rules).
@@ -171,7 +171,7 @@ pub async fn wait(
     fleet: &FleetConfig,
     waits: &[Waiting<'_>],
     timeout: Duration,
-) -> Result<Outcome, WaitError> {
+) -> Result<Waited, WaitError> {
     let started = Instant::now();
     loop {
         let mut late = Vec::new();
@@ -191,7 +191,7 @@ pub async fn wait(
             );
         }
         if late.is_empty() {
-            return Ok(Outcome::Acknowledged {
+            return Ok(Waited::Acknowledged {
                 instances: waited_for.len(),
                 after: started.elapsed(),
             });
@@ -200,7 +200,7 @@ pub async fn wait(
             // An instance registered in several databases is named once.
             let mut seen = BTreeSet::new();
             late.retain(|l| seen.insert(l.clone()));
-            return Ok(Outcome::Lagging(late));
+            return Ok(Waited::Lagging(late));
         }
         tokio::time::sleep(POLL).await;
     }
