@@ -87,6 +87,11 @@ impl Reloader {
         self
     }
 
+    /// What this instance shares with the fleet, when joined to it.
+    pub fn fleet_state(&self) -> Option<&Arc<crate::fleet::Shared>> {
+        self.fleet.as_ref()
+    }
+
     /// Why the last reload was refused, unless a later one succeeded.
     pub fn last_error(&self) -> Option<Arc<String>> {
         self.last_error.load_full()

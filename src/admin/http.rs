@@ -1,6 +1,10 @@
 //! The admin listener: `GET /metrics`, `GET /rules`, `POST /reload`,
 //! `GET /healthz`. A deliberately small HTTP/1.1 server (one request per
 //! connection), so the admin port pulls in no web framework.
+//!
+//! `/rules` says where the rules in force came from: `version` counts this
+//! instance's reloads, while `table_version` is the `pgshim.rules` version in
+//! force in database mode, the one `pgshim flip` waits for in the registry.
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -8,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::RulesSource;
 use crate::metrics::handle;
 use crate::reload::Reloader;
 use crate::runtime::Context;
@@ -180,8 +185,22 @@ fn rules_json(admin: &Admin) -> String {
             })
         })
         .collect();
+    let configured = match version.settings.config.rules.source {
+        RulesSource::File => "file",
+        RulesSource::Database => "database",
+    };
+    // In database mode the file's rules serve until pgshim.rules could be read.
+    let table_version = admin
+        .reloader
+        .as_ref()
+        .and_then(|r| r.fleet_state())
+        .map(|f| f.db_rules_version())
+        .filter(|v| *v != 0);
     let body = serde_json::json!({
         "version": version.number,
+        "source": if table_version.is_some() { "database" } else { "file" },
+        "configured_source": configured,
+        "table_version": table_version,
         "loaded_at": loaded_at,
         "rules": rules,
         "databases_held": version.databases_held(),

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use super::common;
 use crate::config::{Config, RulesSource};
-use crate::fleet::{flip, registry, registry_database, rules, spread};
+use crate::fleet::{ack, registry, registry_database, rules, spread};
 use crate::ops::sql::parse_duration;
 use crate::ops::OpsError;
 use crate::rewrite::Phase;
@@ -99,21 +99,41 @@ async fn flip_rule(
             anyhow::anyhow!("rule {id} left pgshim.rules while flipping; run flip again")
         })?;
     eprintln!("rule {id}: phase {phase} written (rules version {version}); waiting for every live instance");
-    let reg = registry_client.as_ref().unwrap_or(&client);
-    let written = std::time::Instant::now();
-    let waited = flip::wait(config, reg, id, phase, timeout)
-        .await
-        .with_context(|| format!("reading the fleet registry in database {registry_db}"))?;
-    match waited {
-        Ok(n) => {
+    let waits = [ack::Waiting {
+        database: registry_db,
+        client: registry_client.as_ref().unwrap_or(&client),
+        expected: ack::Expected::phase(id, phase),
+    }];
+    let what = format!("rule {id}: phase {phase}");
+    await_fleet(config, &waits, &what, version, timeout).await
+}
+
+/// Waits until every live instance concerned has acknowledged the write of
+/// `version` (`what`, e.g. "rule r: phase migrate"), and says so.
+///
+/// # Errors
+/// The instances that lag after `timeout`, named; a registry that cannot be read.
+pub(super) async fn await_fleet(
+    config: &Config,
+    waits: &[ack::Waiting<'_>],
+    what: &str,
+    version: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    match ack::wait(&config.fleet, waits, timeout).await? {
+        ack::Waited::Acknowledged { instances: 0, .. } => {
+            println!("{what} written (rules version {version}); no live instance serves these rules, so none was waited for");
+            Ok(())
+        }
+        ack::Waited::Acknowledged { instances, after } => {
             println!(
-                "rule {id}: phase {phase} in force on all {n} live instances (rules version {version}, acknowledged in {} ms)",
-                written.elapsed().as_millis()
+                "{what} in force on all {instances} live instances (rules version {version}, acknowledged in {} ms)",
+                after.as_millis()
             );
             Ok(())
         }
-        Err(late) => anyhow::bail!(
-            "rule {id}: phase {phase} is written (rules version {version}) but {} live instances have not applied it after {}: {}; `pgshim status` shows them, and each retries at its next version check",
+        ack::Waited::Lagging(late) => anyhow::bail!(
+            "{what} is written (rules version {version}) but {} live instances have not applied it after {}: {}; `pgshim status` shows them, and each retries at its next version check",
             late.len(),
             crate::ops::sql::human(timeout),
             late.join("; ")

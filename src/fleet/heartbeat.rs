@@ -230,7 +230,7 @@ async fn beat_one(
     };
     registry::beat(&open.client, &beat, forget_after_ms)
         .await
-        .map_err(|e| format!("writing this instance's row: {e}"))?;
+        .map_err(|e| format!("writing this instance's row: {}", super::pg_error(&e)))?;
     Ok(open)
 }
 
@@ -250,15 +250,24 @@ async fn open(settings: &Settings, db: &str) -> Result<Registered, String> {
              SET statement_timeout = '5s'",
         )
         .await
-        .map_err(|e| format!("configuring the registry connection: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "configuring the registry connection: {}",
+                super::pg_error(&e)
+            )
+        })?;
     registry::ensure(&client).await.map_err(|e| {
         format!(
-            "creating pgshim.instance (pgshim's [upstream] user needs CREATE on the database): {e}"
+            "creating pgshim.instance (pgshim's [upstream] user needs CREATE on the database): {}",
+            super::pg_error(&e)
         )
     })?;
-    let usage_column = registry::ensure_usage_column(&client)
-        .await
-        .map_err(|e| format!("reading the columns of pgshim.instance: {e}"))?;
+    let usage_column = registry::ensure_usage_column(&client).await.map_err(|e| {
+        format!(
+            "reading the columns of pgshim.instance: {}",
+            super::pg_error(&e)
+        )
+    })?;
     Ok(Registered {
         client,
         usage_column,

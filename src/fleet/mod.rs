@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 use crate::rewrite::{Phase, Rule, RuleSet};
 
-pub mod flip;
+pub mod ack;
 pub mod heartbeat;
 pub mod registry;
 pub mod rules;
@@ -182,6 +182,15 @@ pub fn next_phases(previous: &Phases, rules: &[(String, Phase)], now_ms: u64) ->
             (id.clone(), entry)
         })
         .collect()
+}
+
+/// What Postgres said, for a log line: tokio-postgres shows a server error
+/// as just "db error", which hides causes such as a missing privilege.
+pub(crate) fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -97,7 +97,7 @@ async fn follow(
                 let version = tokio::time::timeout(QUERY_TIMEOUT, rules::version(client))
                     .await
                     .map_err(|_| "reading the rules version timed out".to_owned())?
-                    .map_err(|e| format!("reading the rules version: {e}"))?;
+                    .map_err(|e| format!("reading the rules version: {}", crate::fleet::pg_error(&e)))?;
                 let due = match refused {
                     Some((v, at)) => v != version || at.elapsed() >= RETRY_REFUSED,
                     None => true,

@@ -1,12 +1,14 @@
 //! Rules from the database: `pgshim rules push` and `pgshim flip` change the
-//! rules of every instance with `[rules] source = "database"` at once; flip
-//! waits for every live instance, names the ones that lag, and refuses a
-//! phase two steps from a live instance; file-mode instances keep their file.
+//! rules of every instance with `[rules] source = "database"` at once; both
+//! wait for every live instance and name the ones that lag, flip refuses a
+//! phase two steps from a live instance, and `/rules` shows the table version
+//! in force; file-mode instances keep their file.
 use std::time::Duration;
 
+use serde_json::{json, Value};
 use tokio_postgres::Client;
 
-use crate::support::fleet::{converged, named, ops_file, phase, registry};
+use crate::support::fleet::{converged, named, ops_file, phase, registry, row};
 use crate::support::ops::run;
 use crate::support::reloadable::{ab_rule, AdminApi, AdminBinary, Reloadable};
 use crate::support::rules::Db;
@@ -247,4 +249,144 @@ async fn a_lost_notification_is_caught_by_the_version_check() {
     );
     assert_eq!(read_a(&proxy.connect(&db.name).await).await, "new");
     proxy.stop().await.unwrap();
+}
+
+/// A rename rule `x` -> `y` on table `u` with id `id`, in expand.
+fn xy_rule(id: &str) -> String {
+    format!(
+        "[[rule]]\nid = \"{id}\"\ntable = \"u\"\nold = \"x\"\nnew = \"y\"\nphase = \"expand\"\n"
+    )
+}
+
+#[tokio::test]
+async fn push_waits_for_every_instance_and_names_the_laggards() {
+    let (db, rule) = setup().await;
+    db.direct()
+        .await
+        .batch_execute("CREATE TABLE u (id int PRIMARY KEY, x text, y text)")
+        .await
+        .unwrap();
+    let extra = unique_name("fu");
+    let file = |rules: &str| ops_file(&database_mode(&db), &db.scope(rules));
+
+    let out = run(&file(&ab_rule(&rule, "expand")), &["rules", "push"]).await;
+    assert!(out.status.success(), "push: {}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("no live instance serves these rules"),
+        "nothing to wait for yet: {}",
+        out.stdout
+    );
+
+    let ids = [unique_name("a"), unique_name("b"), unique_name("paused")];
+    let a = Reloadable::start(named(&ids[0]), &database_mode(&db)).await;
+    let b = Reloadable::start(named(&ids[1]), &database_mode(&db)).await;
+    let mut c = AdminBinary::start(named(&ids[2]), &database_mode(&db), None).await;
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let reg = registry(&db.name).await;
+    converged(&reg, &all, &rule, "expand").await;
+
+    // One push changes a phase and adds a rule; it returns once all three serve both.
+    let both = format!("{}{}", ab_rule(&rule, "migrate"), xy_rule(&extra));
+    let out = run(&file(&both), &["rules", "push"]).await;
+    assert!(out.status.success(), "push: {}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("pushed 2 rules")
+            && out.stdout.contains("on all 3 live instances")
+            && out.stdout.contains("acknowledged in"),
+        "{}",
+        out.stdout
+    );
+    for admin in [a.admin, b.admin, c.admin] {
+        assert_eq!(admin.phase(&rule).await, "migrate");
+        assert_eq!(admin.phase(&extra).await, "expand");
+    }
+
+    // Removing the rule again while one instance is paused: named, exit 1.
+    c.signal("STOP");
+    let out = run(
+        &file(&ab_rule(&rule, "migrate")),
+        &["rules", "push", "--timeout", "1s"],
+    )
+    .await;
+    c.signal("CONT");
+    assert_eq!(out.status.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("have not applied it")
+            && out.stderr.contains(&format!(
+                "{} (rules version 2, {extra} still served",
+                ids[2]
+            ))
+            && !out.stderr.contains(&ids[0])
+            && !out.stderr.contains(&ids[1]),
+        "names the paused instance only: {}",
+        out.stderr
+    );
+    eventually(20, "the paused instance drops the removed rule", || async {
+        row(&reg, &ids[2])
+            .await
+            .is_some_and(|r| r.phases.get(&extra).is_none() && r.rules_version == 3)
+    })
+    .await;
+
+    c.signal("TERM");
+    let _ = tokio::time::timeout(Duration::from_secs(20), c.child.wait()).await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn admin_rules_shows_the_table_version_in_force_and_the_source() {
+    let (db, rule) = setup().await;
+    let db_mode = Reloadable::start(named(&unique_name("db")), &database_mode(&db)).await;
+    let before = db_mode.admin.rules().await;
+    assert_eq!(
+        (
+            &before["source"],
+            &before["configured_source"],
+            &before["table_version"]
+        ),
+        (&json!("file"), &json!("database"), &Value::Null),
+        "nothing pushed yet, so the file's (empty) rules serve: {before}"
+    );
+
+    push(&db, &rule, "expand").await;
+    eventually(20, "the pushed rules are in force", || async {
+        db_mode.admin.rules().await["table_version"] == 1
+    })
+    .await;
+    let reg = registry(&db.name).await;
+    reg.batch_execute(
+        "UPDATE pgshim.rules_version SET version = 5; SELECT pg_notify('pgshim_rules', '5')",
+    )
+    .await
+    .unwrap();
+    eventually(20, "a new table version is shown", || async {
+        db_mode.admin.rules().await["table_version"] == 5
+    })
+    .await;
+    let now = db_mode.admin.rules().await;
+    assert_eq!(now["source"], "database", "{now}");
+    assert_eq!(now["rules"][0]["id"], rule.as_str(), "{now}");
+    assert!(
+        now["version"].as_u64().is_some_and(|v| v != 5),
+        "the local reload counter is kept apart: {now}"
+    );
+
+    let file_mode = Reloadable::start(
+        named(&unique_name("file")),
+        &format!("{}{}", fleet(&db), db.scope(&ab_rule(&rule, "expand"))),
+    )
+    .await;
+    let theirs = file_mode.admin.rules().await;
+    assert_eq!(
+        (
+            &theirs["source"],
+            &theirs["configured_source"],
+            &theirs["table_version"]
+        ),
+        (&json!("file"), &json!("file"), &Value::Null),
+        "{theirs}"
+    );
+    file_mode.stop().await.unwrap();
+    db_mode.stop().await.unwrap();
 }
