@@ -148,11 +148,13 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let release = Arc::new(Semaphore::new(0));
         let started = Arc::new(Semaphore::new(0));
+        let done = Arc::new(Semaphore::new(0));
         let mut clients = Vec::new();
         for _ in 0..4 {
             clients.push(TcpStream::connect(addr).await.unwrap());
             let (tcp, _) = listener.accept().await.unwrap();
-            let (seen, release, up) = (seen.clone(), release.clone(), started.clone());
+            let (seen, release, up, finished) =
+                (seen.clone(), release.clone(), started.clone(), done.clone());
             threads.spawn(tcp, move |tcp| async move {
                 let name = || std::thread::current().name().map(str::to_owned);
                 let first = name();
@@ -162,11 +164,14 @@ mod tests {
                 assert_eq!(name(), first);
                 drop(tcp);
                 seen.lock().unwrap().push(first);
+                finished.add_permits(1);
             });
             // Counted before the next client is placed.
             started.acquire().await.unwrap().forget();
         }
         release.add_permits(4);
+        // As the server does, the threads stop once their sessions are done.
+        done.acquire_many(4).await.unwrap().forget();
         tokio::task::spawn_blocking(move || threads.join())
             .await
             .unwrap();
