@@ -23,6 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 
+/// A session thread's stack: tokio's worker size, what sessions ran on before
+/// they had threads of their own, whatever `RUST_MIN_STACK` says. Parsing does
+/// not depend on it: the rewriter grows its own stack for that.
+const STACK_BYTES: usize = 2 * 1024 * 1024;
+
 /// A fixed set of session threads, stopped by [`SessionThreads::join`] or
 /// when dropped.
 pub(crate) struct SessionThreads {
@@ -65,6 +70,7 @@ impl SessionThreads {
             let stopped = stop.clone();
             let join = std::thread::Builder::new()
                 .name(format!("pgshim-session-{i}"))
+                .stack_size(STACK_BYTES)
                 .spawn(move || runtime.block_on(stopped.cancelled()))
                 .map_err(Error::Runtime)?;
             threads.push(SessionThread {
