@@ -162,7 +162,7 @@ during() {
     "$@" >"$LOGS/backfill-during-$label.log" 2>&1 || { cat "$LOGS/backfill-during-$label.log" >&2; die "$label under load failed"; }
     t1=$EPOCHREALTIME
     finish_app "$label"
-    if (($(calc "%d" "b > a + c" "$ta" "$t1" "$secs"))); then
+    if (($(calc "%d" "(b > a + c)" "$ta" "$t1" "$secs"))); then
         log "WARNING: $label outlasted pgbench ($secs s): its TPS counts time without traffic"
     fi
     echo "$(window_tps "$label" "$(calc "%.6f" "a + 1" "$ta")" "$t0") $(window_tps "$label" "$t0" "$t1") $(calc "%.2f" "b - a" "$t0" "$t1")"
