@@ -196,6 +196,44 @@ pub(crate) fn pg_error(e: &tokio_postgres::Error) -> String {
 /// Milliseconds since the Unix epoch.
 pub use crate::clock::unix_ms;
 
+/// The answer of `exists_sql`, one boolean built from `to_regclass`.
+///
+/// # Errors
+/// What Postgres said.
+pub(crate) async fn tables_exist(
+    client: &tokio_postgres::Client,
+    exists_sql: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client.query_one(exists_sql, &[]).await?.get(0))
+}
+
+/// Runs `schema_sql` (`CREATE … IF NOT EXISTS` statements) unless `exists_sql`
+/// (one boolean) says the tables are already there: `IF NOT EXISTS` still
+/// needs CREATE on the database, which a login that only writes tables an
+/// administrator made for it lacks. Writers creating them at once: the loser
+/// sees a unique violation and tries again.
+///
+/// # Errors
+/// What Postgres said, e.g. when the login may not create a schema.
+pub(crate) async fn create_if_missing(
+    client: &tokio_postgres::Client,
+    exists_sql: &str,
+    schema_sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    if tables_exist(client, exists_sql).await? {
+        return Ok(());
+    }
+    let mut attempt = 0;
+    loop {
+        match client.batch_execute(schema_sql).await {
+            Err(e) if attempt < 2 && e.code().is_some_and(|c| c.code() == "23505") => {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn host_name() -> String {
     let from_file = |path: &str| {
         std::fs::read_to_string(path)

@@ -160,21 +160,7 @@ pub fn liveness(age_ms: i64, cfg: &FleetConfig) -> Option<Liveness> {
 /// # Errors
 /// What Postgres said, e.g. when the login may not create a schema.
 pub async fn ensure(client: &Client) -> Result<(), tokio_postgres::Error> {
-    // CREATE ... IF NOT EXISTS still needs CREATE on the database, which a
-    // login may lack once an administrator has made the table for it.
-    if exists(client).await? {
-        return Ok(());
-    }
-    let mut attempt = 0;
-    loop {
-        match client.batch_execute(SCHEMA_SQL).await {
-            // Instances creating the table at once: the loser sees a unique violation.
-            Err(e) if attempt < 2 && e.code().is_some_and(|c| c.code() == "23505") => {
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
+    super::create_if_missing(client, EXISTS_SQL, SCHEMA_SQL).await
 }
 
 /// Adds the `usage` column when the table lacks it (made by an older pgshim).
@@ -200,12 +186,7 @@ async fn has_usage_column(client: &Client) -> Result<bool, tokio_postgres::Error
     Ok(client.query_one(HAS_USAGE_SQL, &[]).await?.get(0))
 }
 
-async fn exists(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    let row = client
-        .query_one("SELECT to_regclass('pgshim.instance') IS NOT NULL", &[])
-        .await?;
-    Ok(row.get(0))
-}
+const EXISTS_SQL: &str = "SELECT to_regclass('pgshim.instance') IS NOT NULL";
 
 /// Writes this instance's row and removes rows older than `forget_after_ms`.
 ///
@@ -266,7 +247,7 @@ pub async fn read(
     client: &Client,
     cfg: &FleetConfig,
 ) -> Result<Vec<Instance>, tokio_postgres::Error> {
-    if !exists(client).await? {
+    if !super::tables_exist(client, EXISTS_SQL).await? {
         return Ok(Vec::new());
     }
     let rows = client.query(READ_SQL, &[]).await?;

@@ -32,21 +32,7 @@ ORDER BY r.position";
 /// # Errors
 /// What Postgres said, e.g. when the login may not create a schema.
 pub async fn ensure(client: &Client) -> Result<(), tokio_postgres::Error> {
-    // CREATE ... IF NOT EXISTS still needs CREATE on the database, which a
-    // login that writes the tables an administrator made for it lacks.
-    if exists(client).await? {
-        return Ok(());
-    }
-    let mut attempt = 0;
-    loop {
-        match client.batch_execute(SCHEMA_SQL).await {
-            // Two writers creating the tables at once: the loser sees a unique violation.
-            Err(e) if attempt < 2 && e.code().is_some_and(|c| c.code() == "23505") => {
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
+    crate::fleet::create_if_missing(client, EXISTS_SQL, SCHEMA_SQL).await
 }
 
 /// The table's content; `None` when nothing was ever pushed.
@@ -54,7 +40,7 @@ pub async fn ensure(client: &Client) -> Result<(), tokio_postgres::Error> {
 /// # Errors
 /// What Postgres said.
 pub async fn read(client: &Client) -> Result<Option<Stored>, tokio_postgres::Error> {
-    if !exists(client).await? {
+    if !crate::fleet::tables_exist(client, EXISTS_SQL).await? {
         return Ok(None);
     }
     let rows = client.query(READ_SQL, &[]).await?;
@@ -83,7 +69,7 @@ pub async fn read(client: &Client) -> Result<Option<Stored>, tokio_postgres::Err
 /// # Errors
 /// What Postgres said.
 pub async fn version(client: &Client) -> Result<u64, tokio_postgres::Error> {
-    if !exists(client).await? {
+    if !crate::fleet::tables_exist(client, EXISTS_SQL).await? {
         return Ok(0);
     }
     let row = client
@@ -92,13 +78,5 @@ pub async fn version(client: &Client) -> Result<u64, tokio_postgres::Error> {
     Ok(row.map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
 }
 
-async fn exists(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "SELECT to_regclass('pgshim.rules') IS NOT NULL \
-                AND to_regclass('pgshim.rules_version') IS NOT NULL",
-            &[],
-        )
-        .await?;
-    Ok(row.get(0))
-}
+const EXISTS_SQL: &str = "SELECT to_regclass('pgshim.rules') IS NOT NULL \
+    AND to_regclass('pgshim.rules_version') IS NOT NULL";
