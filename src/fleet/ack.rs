@@ -209,33 +209,10 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::registry::{Phases, RulePhase};
 
     fn at(id: &str, version: i64, phases: &[(&str, &str)], liveness: Liveness) -> Instance {
-        let phases: Phases = phases
-            .iter()
-            .map(|(rule, phase)| {
-                let entry = RulePhase {
-                    phase: (*phase).into(),
-                    migrate_since_ms: None,
-                };
-                ((*rule).to_owned(), entry)
-            })
-            .collect();
-        Instance {
-            instance_id: id.into(),
-            version: String::new(),
-            started_at: String::new(),
-            rules_version: version,
-            config_checksum: String::new(),
-            phases,
-            sessions: 0,
-            last_reload_error: None,
-            usage: None,
-            last_beat: String::new(),
-            age_ms: 0,
-            liveness,
-        }
+        let phases: Vec<_> = phases.iter().map(|&(r, p)| (r, p, None)).collect();
+        Instance::for_test(id, version, &phases, liveness)
     }
 
     #[test]

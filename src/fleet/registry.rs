@@ -143,6 +143,45 @@ pub struct Instance {
     pub liveness: Liveness,
 }
 
+// === impl Instance ===
+
+#[cfg(test)]
+impl Instance {
+    /// A registry row for unit tests: `id` reporting `phases` (rule, phase,
+    /// migrate since) at `rules_version`, everything else empty.
+    pub(crate) fn for_test(
+        id: &str,
+        rules_version: i64,
+        phases: &[(&str, &str, Option<u64>)],
+        liveness: Liveness,
+    ) -> Instance {
+        let phases = phases
+            .iter()
+            .map(|(rule, phase, since)| {
+                let entry = RulePhase {
+                    phase: (*phase).into(),
+                    migrate_since_ms: *since,
+                };
+                ((*rule).to_owned(), entry)
+            })
+            .collect();
+        Instance {
+            instance_id: id.into(),
+            version: String::new(),
+            started_at: String::new(),
+            rules_version,
+            config_checksum: String::new(),
+            phases,
+            sessions: 0,
+            last_reload_error: None,
+            usage: None,
+            last_beat: String::new(),
+            age_ms: 0,
+            liveness,
+        }
+    }
+}
+
 /// How a row of age `age_ms` counts; `None` once it is to be ignored.
 pub fn liveness(age_ms: i64, cfg: &FleetConfig) -> Option<Liveness> {
     let age = u64::try_from(age_ms).unwrap_or(0);

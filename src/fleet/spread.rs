@@ -113,31 +113,9 @@ fn rank(phase: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::registry::{Phases, RulePhase};
 
     fn at(id: &str, phase: &str, liveness: Liveness) -> Instance {
-        let mut phases = Phases::new();
-        phases.insert(
-            "r".into(),
-            RulePhase {
-                phase: phase.into(),
-                migrate_since_ms: None,
-            },
-        );
-        Instance {
-            instance_id: id.into(),
-            version: String::new(),
-            started_at: String::new(),
-            rules_version: 1,
-            config_checksum: String::new(),
-            phases,
-            sessions: 0,
-            last_reload_error: None,
-            usage: None,
-            last_beat: String::new(),
-            age_ms: 0,
-            liveness,
-        }
+        Instance::for_test(id, 1, &[("r", phase, None)], liveness)
     }
 
     #[test]

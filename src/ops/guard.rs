@@ -166,34 +166,18 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::registry::{Phases, RulePhase};
+    use crate::fleet::registry::Phases;
 
     fn instance(id: &str, phase: &str, since: Option<u64>, liveness: Liveness) -> Instance {
-        let mut phases = Phases::new();
-        phases.insert(
-            "r".into(),
-            RulePhase {
-                phase: phase.into(),
-                migrate_since_ms: since,
-            },
-        );
+        let age_ms = if liveness == Liveness::Live {
+            1_000
+        } else {
+            20_000
+        };
         Instance {
-            instance_id: id.into(),
             version: "0".into(),
-            started_at: String::new(),
-            rules_version: 1,
-            config_checksum: String::new(),
-            phases,
-            sessions: 0,
-            last_reload_error: None,
-            usage: None,
-            last_beat: String::new(),
-            age_ms: if liveness == Liveness::Live {
-                1_000
-            } else {
-                20_000
-            },
-            liveness,
+            age_ms,
+            ..Instance::for_test(id, 1, &[("r", phase, since)], liveness)
         }
     }
 
