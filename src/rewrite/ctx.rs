@@ -29,6 +29,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) usage: super::usage::UsageSet,
     /// How unqualified table names resolve.
     pub(crate) search_path: super::SearchPath,
+    /// While a `WHERE` is walked: what the mapped columns its query orders by
+    /// read as in migrate (see [`super::predicate`]).
+    pub(crate) ordered: Vec<String>,
 }
 
 /// Parts of a `FROM` clause that must be walked once its scope is pushed.
@@ -75,6 +78,7 @@ impl<'a> Ctx<'a> {
             ctes: Vec::new(),
             generated: 0,
             usage: Default::default(),
+            ordered: Vec::new(),
         }
     }
 

@@ -22,16 +22,7 @@ pub(crate) fn read_value(rule: &Rule, side: Side, index: usize, row: &Row<'_>) -
         (Phase::Expand, Side::New) | (Phase::Contract, Side::Old) => {
             computed(rule, side, index, row)
         }
-        (Phase::Migrate, _) => {
-            let MigrateValue {
-                not_migrated,
-                unmigrated,
-                migrated,
-            } = migrate_value(rule, side, index, row)?;
-            Some(format!(
-                "(CASE WHEN {not_migrated} THEN {unmigrated} ELSE {migrated} END)"
-            ))
-        }
+        (Phase::Migrate, _) => Some(migrate_value(rule, side, index, row)?.case()),
     }
 }
 
@@ -43,6 +34,19 @@ pub(crate) struct MigrateValue {
     pub unmigrated: String,
     /// The value for a row that has.
     pub migrated: String,
+}
+
+impl MigrateValue {
+    /// The one expression: what a column reads as in migrate, and what the
+    /// index `pgshim plan --phase expand` adds for it is built on.
+    pub(crate) fn case(&self) -> String {
+        let MigrateValue {
+            not_migrated,
+            unmigrated,
+            migrated,
+        } = self;
+        format!("(CASE WHEN {not_migrated} THEN {unmigrated} ELSE {migrated} END)")
+    }
 }
 
 /// The migrate-phase value of `rule.side(side)[index]` for the row named `qual`, as its

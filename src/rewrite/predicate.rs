@@ -11,6 +11,13 @@
 //! Only the operand that is not the column is repeated, so it must be free to evaluate
 //! twice: literals and `$n` parameters, possibly cast with `::type`. Anything else keeps
 //! the `CASE` form.
+//!
+//! A query that also orders by the column (`WHERE c > $1 ORDER BY c LIMIT 10`) sorts by
+//! the `CASE` value, which only an index on that expression (the one `pgshim plan --phase
+//! expand` adds) returns in order; the two-column form cannot bound a scan of it, so it
+//! would read from the start of the index. Its `WHERE` predicates on the column keep the
+//! `CASE` form as well, `(two-column form) AND P(CASE …)`: the same predicate twice, so
+//! the result is the same, and the planner takes whichever index serves it best.
 use sqlparser::ast::{BinaryOperator, CastKind, DataType, Expr, Ident};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
@@ -76,13 +83,26 @@ fn rewrite_shape(
     let text = ctx.src.text;
     let (before, after) = (&text[shape.start..ref_start], &text[ref_end..shape.end]);
     let has_migrated = migrated(m.rule, &m.qual);
-    Ok(Some((
-        shape.start,
-        shape.end,
-        format!(
-            "(({not_migrated} AND {before}{unmigrated}{after}) OR (({has_migrated}) AND {before}{migrated_value}{after}))"
-        ),
-    )))
+    let case = MigrateValue {
+        not_migrated,
+        unmigrated,
+        migrated: migrated_value,
+    };
+    let MigrateValue {
+        not_migrated,
+        unmigrated,
+        migrated: migrated_value,
+    } = &case;
+    let split = format!(
+        "(({not_migrated} AND {before}{unmigrated}{after}) OR (({has_migrated}) AND {before}{migrated_value}{after}))"
+    );
+    let value = case.case();
+    let text = if ctx.ordered.contains(&value) {
+        format!("({split} AND {before}{value}{after})")
+    } else {
+        split
+    };
+    Ok(Some((shape.start, shape.end, text)))
 }
 
 /// The ways `expr` reads as a predicate on one column (a comparison of two columns reads

@@ -16,7 +16,7 @@ use sqlparser::keywords::Keyword;
 
 use super::ctx::{name_parts, Ctx, Deferred, ItemsKind, Labels};
 use super::ident::normalize;
-use super::phase::read_value;
+use super::phase::{migrate_value, read_value};
 use super::scope::{find_rel, resolve, Rel, RelKind, Resolution};
 use super::{copy, function, insert, predicate, update, Refuse};
 
@@ -222,7 +222,11 @@ impl<'a> Ctx<'a> {
         let first = self.first_projection_token(select)?;
         let labels = self.walk_items(&select.projection, first, ItemsKind::Select)?;
         self.walk_node(&select.distinct)?;
-        self.walk_node(&select.selection)?;
+        let ordered = self.ordered_values(order_by.filter(|_| select.selection.is_some()), &labels);
+        let outer = std::mem::replace(&mut self.ordered, ordered);
+        let walked = self.walk_node(&select.selection);
+        self.ordered = outer;
+        walked?;
         self.walk_node(&select.group_by)?;
         self.walk_node(&select.having)?;
         self.walk_node(&select.named_window)?;
@@ -245,6 +249,43 @@ impl<'a> Ctx<'a> {
             }
         }
         Ok(labels)
+    }
+
+    /// What the mapped columns `order_by` names read as in migrate (labels of
+    /// the select list aside), for the predicates of its `WHERE`. A name that
+    /// does not resolve is left to the walk of the `ORDER BY` to report.
+    fn ordered_values(&self, order_by: Option<&OrderBy>, labels: &Labels) -> Vec<String> {
+        let Some(OrderBy {
+            kind: OrderByKind::Expressions(items),
+            ..
+        }) = order_by
+        else {
+            return Vec::new();
+        };
+        let mut values = Vec::new();
+        for item in items {
+            let (qualifier, column) = match &item.expr {
+                Expr::Identifier(id) => {
+                    if labels.as_ref().is_some_and(|l| l.contains(&normalize(id))) {
+                        continue;
+                    }
+                    (&[][..], id)
+                }
+                Expr::CompoundIdentifier(parts) => match parts.split_last() {
+                    Some((column, qualifier)) if !qualifier.is_empty() => (qualifier, column),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            if let Ok(Resolution::Mapped(m)) =
+                resolve(&self.scopes, self.rules, self.catalog, qualifier, column)
+            {
+                if let Some(v) = migrate_value(m.rule, m.side, m.index, &m.row()) {
+                    values.push(v.case());
+                }
+            }
+        }
+        values
     }
 
     fn first_projection_token(&self, select: &Select) -> Result<usize, Refuse> {

@@ -1,6 +1,6 @@
-//! Reads by a mapped column stay index lookups in every phase, and the
-//! index-friendly migrate predicates give exactly the phase's values, NULLs
-//! and negations included.
+//! Reads by a mapped column stay index lookups in every phase (ORDER BY …
+//! LIMIT too, bounded by its WHERE), and the index-friendly migrate
+//! predicates give exactly the phase's values, NULLs and negations included.
 use crate::support::rules::{simple_rows, Db};
 
 const SETUP: &str = "
@@ -139,12 +139,26 @@ async fn order_by_a_renamed_column_in_migrate_uses_the_index_plan_creates() {
         .unwrap();
     for column in ["name", "full_name"] {
         let sql = format!("SELECT id FROM {table} ORDER BY {column} LIMIT 5");
-        let plan = plan(&client, &sql).await;
+        let ordered = plan(&client, &sql).await;
         assert!(
-            plan.contains("users_name_idx_pgshim_migrate"),
-            "{sql}\n{plan}"
+            ordered.contains("users_name_idx_pgshim_migrate"),
+            "{sql}\n{ordered}"
         );
         let rows = simple_rows(&client, &sql).await.unwrap().0;
         assert_eq!(rows, ["1", "10", "100", "1000", "10000"], "{sql}");
+        // A range on the same column bounds the scan of that index rather
+        // than filtering it from the start.
+        let sql =
+            format!("SELECT id FROM {table} WHERE {column} > 'user-5' ORDER BY {column} LIMIT 5");
+        let ranged = plan(&client, &sql).await;
+        let scan = ranged
+            .lines()
+            .skip_while(|l| !l.contains("users_name_idx_pgshim_migrate"))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(scan.contains("Index Cond"), "{sql}\n{ranged}");
+        let rows = simple_rows(&client, &sql).await.unwrap().0;
+        assert_eq!(rows, ["50", "500", "5000", "5001", "5002"], "{sql}");
     }
 }

@@ -333,6 +333,43 @@ fn migrate_predicates_on_expressions_keep_the_case_form() {
 }
 
 #[test]
+fn migrate_predicates_on_the_order_by_column_also_keep_the_case_form() {
+    // The ORDER BY reads the CASE value, which only an index on it returns in
+    // order: the WHERE keeps that form too, so the same index bounds the scan.
+    assert_eq!(
+        rw(
+            "migrate",
+            "SELECT id FROM users WHERE name > $1 ORDER BY name LIMIT 10"
+        ),
+        "SELECT id FROM users WHERE (((users.full_name IS NULL AND users.name > $1) OR ((users.full_name IS NOT NULL) AND users.full_name > $1)) AND (CASE WHEN users.full_name IS NULL THEN users.name ELSE users.full_name END) > $1) ORDER BY (CASE WHEN users.full_name IS NULL THEN users.name ELSE users.full_name END) LIMIT 10"
+    );
+    // Either name of the column, qualified or not; other columns, and a
+    // label of the select list, are left as they were.
+    assert_eq!(
+        rw(
+            "migrate",
+            "SELECT u.id FROM users u WHERE full_name BETWEEN 'a' AND 'b' AND u.id > 3 ORDER BY u.name DESC"
+        ),
+        "SELECT u.id FROM users u WHERE (((u.full_name IS NULL AND u.name BETWEEN 'a' AND 'b') OR ((u.full_name IS NOT NULL) AND u.full_name BETWEEN 'a' AND 'b')) AND (CASE WHEN u.full_name IS NULL THEN u.name ELSE u.full_name END) BETWEEN 'a' AND 'b') AND u.id > 3 ORDER BY (CASE WHEN u.full_name IS NULL THEN u.name ELSE u.full_name END) DESC"
+    );
+    assert_eq!(
+        rw(
+            "migrate",
+            "SELECT id AS name FROM users WHERE name = 'x' ORDER BY name"
+        ),
+        "SELECT id AS name FROM users WHERE ((users.full_name IS NULL AND users.name = 'x') OR ((users.full_name IS NOT NULL) AND users.full_name = 'x')) ORDER BY name"
+    );
+    // A subquery's WHERE follows its own ORDER BY, not the outer one's.
+    assert_eq!(
+        rw(
+            "migrate",
+            "SELECT id FROM users WHERE id IN (SELECT id FROM users WHERE name = 'x') ORDER BY name"
+        ),
+        "SELECT id FROM users WHERE id IN (SELECT id FROM users WHERE ((users.full_name IS NULL AND users.name = 'x') OR ((users.full_name IS NOT NULL) AND users.full_name = 'x'))) ORDER BY (CASE WHEN users.full_name IS NULL THEN users.name ELSE users.full_name END)"
+    );
+}
+
+#[test]
 fn predicates_outside_migrate_are_unchanged() {
     assert_eq!(
         rw("expand", "SELECT id FROM users WHERE name = $1"),
