@@ -138,7 +138,9 @@ impl Link {
     }
 
     /// Sends pgshim's query for the session's search path when it is due,
-    /// and waits for its answer, so the next statement is rewritten with it.
+    /// and waits for its answer, so the next statement is rewritten with it;
+    /// then, when the path changed, prepares SQL-level prepared statements
+    /// again for it.
     async fn read_search_path(&self, pump: &mut Pump<'_>, addr: &str) -> Result<(), SessionError> {
         let Some(probe) = self.core().probe_now() else {
             return Ok(());
@@ -148,6 +150,12 @@ impl Link {
             .map_err(|e| lost(addr, UpstreamCause::Io(e)))?;
         if !self.wait_for(CHECK_TIMEOUT, Core::probed).await {
             tracing::warn!("no answer to pgshim's query of the session's search_path within 5 s; statements go on with the path known before");
+        }
+        let reprepare = self.core().take_path_reprepare();
+        if let Some(queries) = reprepare {
+            pump.write_flushed(&queries)
+                .await
+                .map_err(|e| lost(addr, UpstreamCause::Io(e)))?;
         }
         Ok(())
     }
@@ -242,11 +250,18 @@ impl Pump<'_> {
                     {
                         match frame {
                             Frame::Raw { tag, len } => {
+                                off += len;
                                 if let Some(tag) = tag {
                                     core.client_passed(tag);
                                     terminated |= tag == TERMINATE_TAG;
+                                    // The Sync behind a statement that may
+                                    // change the search path (a whole Sync:
+                                    // one with a body is left alone).
+                                    if core.take_settle() && self.framer.at_boundary() {
+                                        found = Found::Settle;
+                                        break;
+                                    }
                                 }
-                                off += len;
                             }
                             Frame::Whole(h) => {
                                 let action = core.client_message(&self.buf[off..off + h.total_len]);
@@ -559,24 +574,34 @@ impl Pump<'_> {
 /// has the catalog read afresh after DDL on a mapped table.
 ///
 /// # Returns
-/// Simple queries to send first (see [`Core::take_rules`]).
+/// Simple queries to send first: SQL-level prepared statements prepared
+/// again for a changed search path ([`Core::take_path_reprepare`]) or new
+/// rules ([`Core::take_rules`]).
 async fn refresh(link: &Link, up: &ToServerSide<'_>) -> Option<BytesMut> {
-    let (ddl_sent, number) = {
+    let (ddl_sent, number, mut reprepare) = {
         let mut core = link.core();
         if !core.idle() {
             return None;
         }
-        (core.take_ddl_sent(), core.rules_number())
+        // SQL-level statements left for idle by a path change in a transaction.
+        let reprepare = core.take_path_reprepare();
+        (core.take_ddl_sent(), core.rules_number(), reprepare)
     };
     if ddl_sent {
         up.ctx.rules.catalog_changed(up.database);
     }
     if Some(up.ctx.rules.current_number()) == number {
-        return None;
+        return reprepare;
     }
     let version = up.ctx.rules.current();
     let db = version.for_database(up.database).await;
-    link.core().take_rules(SessionRules::new(&version, db))
+    let queries = link.core().take_rules(SessionRules::new(&version, db));
+    match (&mut reprepare, queries) {
+        (Some(first), Some(more)) => first.extend_from_slice(&more),
+        (None, queries) => reprepare = queries,
+        (Some(_), None) => {}
+    }
+    reprepare
 }
 
 /// Publishes what the core counted: metrics, and old-name usage by `client`.

@@ -177,3 +177,82 @@ async fn a_temporary_table_shadows_the_mapped_one() {
     .unwrap();
     assert_eq!(stored(&db, "back@x").await, ["Ba Ck|Ba Ck"]);
 }
+
+/// A mapped `app.users` and an unmapped `public.users` with the old column
+/// names but not the new one, so a statement rewritten for the wrong one
+/// fails or writes one shape only.
+const SAME_NAMES: &str = "CREATE SCHEMA app;
+CREATE TABLE app.users (id serial PRIMARY KEY, name text, full_name text, email text);
+CREATE TABLE public.users (id serial PRIMARY KEY, name text, email text);";
+
+#[tokio::test]
+async fn a_prepared_statement_is_rewritten_for_the_path_it_runs_under() {
+    let db = Db::create("sp_prepared", SAME_NAMES).await;
+    let proxy = db.proxy(RULE).start().await;
+    let client = db.through(&proxy).await;
+    let insert = "INSERT INTO users (email, name) VALUES ($1, $2)";
+    // Prepared while `users` is public.users (not mapped), run after the
+    // path moved to app: Postgres analyses it again for app.users, so both
+    // shapes must be written.
+    let on_public = client.prepare(insert).await.unwrap();
+    client
+        .batch_execute("SET search_path TO app")
+        .await
+        .unwrap();
+    client
+        .execute(&on_public, &[&"moved@x", &"Mo Ved"])
+        .await
+        .unwrap();
+    assert_eq!(stored(&db, "moved@x").await, ["Mo Ved|Mo Ved"]);
+    // And the other way: prepared for app.users (rewritten), run on
+    // public.users, which has no full_name.
+    let on_app = client.prepare(insert).await.unwrap();
+    client.batch_execute("RESET search_path").await.unwrap();
+    client
+        .execute(&on_app, &[&"back@x", &"Ba Ck"])
+        .await
+        .unwrap();
+    assert_eq!(
+        db.physical("SELECT name FROM public.users WHERE email = 'back@x'")
+            .await,
+        ["Ba Ck"]
+    );
+    // Both statements keep following the path.
+    client
+        .batch_execute("SET search_path TO app")
+        .await
+        .unwrap();
+    client
+        .execute(&on_app, &[&"again@x", &"Aga In"])
+        .await
+        .unwrap();
+    assert_eq!(stored(&db, "again@x").await, ["Aga In|Aga In"]);
+}
+
+#[tokio::test]
+async fn statements_pipelined_behind_an_extended_protocol_set_use_its_path() {
+    let db = Db::create("sp_pipelined", SAME_NAMES).await;
+    let proxy = db.proxy(RULE).start().await;
+    let client = db.through(&proxy).await;
+    let set = client.prepare("SET search_path TO app").await.unwrap();
+    let insert = client
+        .prepare("INSERT INTO users (email, name) VALUES ($1, $2)")
+        .await
+        .unwrap();
+    // Bind, Execute and Sync of each, written together: the INSERT's arrive
+    // before the SET has run, prepared for public.users.
+    let (set, insert) = within(20, "pipelined SET and INSERT", async {
+        tokio::join!(
+            client.execute(&set, &[]),
+            client.execute(&insert, &[&"pipe@x", &"Pi Pe"]),
+        )
+    })
+    .await;
+    set.unwrap();
+    insert.unwrap();
+    assert_eq!(stored(&db, "pipe@x").await, ["Pi Pe|Pi Pe"]);
+    assert!(db
+        .physical("SELECT name FROM public.users")
+        .await
+        .is_empty());
+}

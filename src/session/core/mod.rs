@@ -43,7 +43,7 @@ use crate::protocol::frontend::{
     CLOSE_TAG, DESCRIBE_TAG, PARSE_TAG,
 };
 use crate::protocol::{
-    AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG,
+    AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG, SYNC_TAG,
     TERMINATE_TAG,
 };
 use crate::rewrite::{
@@ -130,9 +130,21 @@ pub(crate) struct Core {
     path_changed_in_tx: bool,
     /// The hidden query reading the search path, while it is answered.
     probe: Option<Probe>,
-    /// A simple query that may change the search path was just passed: the
-    /// socket code stops there until it is answered and the path is read.
+    /// A statement that may change the search path was just passed (a
+    /// simple query, or the Sync behind an extended-protocol one): the socket
+    /// code stops there until it is answered and the path is read.
     settle: bool,
+    /// An extended-protocol statement that may change the search path was
+    /// parsed or bound with nothing before it unanswered: the Sync that ends
+    /// its pipeline settles, as a simple query does.
+    settle_at_sync: bool,
+    /// The unnamed statement may change the search path: each Bind runs it
+    /// again.
+    unnamed_changes_path: bool,
+    /// The search path changed while SQL-level prepared statements exist:
+    /// Postgres analyses them again under the new path, so pgshim prepares
+    /// them again, rewritten for it, once the session is idle.
+    sql_reprepare_due: bool,
     /// The client sent DDL naming a mapped table: the catalog is read afresh
     /// once the session is idle again (the DDL has run, or rolled back).
     ddl_sent: bool,
@@ -218,7 +230,7 @@ impl Core {
         self.probe.is_none()
     }
 
-    /// True once a simple query that may change the search path was passed
+    /// True once a statement that may change the search path was passed
     /// (reset by the call): the socket code waits until it is answered.
     pub(crate) fn take_settle(&mut self) -> bool {
         std::mem::take(&mut self.settle)
@@ -232,6 +244,17 @@ impl Core {
     /// Whether DDL naming a mapped table was sent since the last call.
     pub(crate) fn take_ddl_sent(&mut self) -> bool {
         std::mem::take(&mut self.ddl_sent)
+    }
+
+    /// Simple queries that prepare the SQL-level prepared statements again
+    /// for a search path that changed, once the session is idle (hidden
+    /// statements inside the client's transaction block could abort it).
+    pub(crate) fn take_path_reprepare(&mut self) -> Option<BytesMut> {
+        if !self.sql_reprepare_due || !self.idle() {
+            return None;
+        }
+        self.sql_reprepare_due = false;
+        self.reprepare_sql()
     }
 
     /// Puts `rules` in force. Statements prepared under older rules are
@@ -305,6 +328,8 @@ impl Core {
                 self.statements.any_stale()
                     || self.statements.any_changed()
                     || self.statements.any_usage()
+                    || self.statements.any_changes_path()
+                    || self.unnamed_changes_path
             }
             // Every Describe of a statement is answered by a
             // ParameterDescription, which places the descriptions that follow.
@@ -315,8 +340,10 @@ impl Core {
 
     /// Notes a client message forwarded as it is.
     pub(crate) fn client_passed(&mut self, tag: u8) {
-        if tag == QUERY_TAG {
-            self.tally.count(StatementOutcome::PassedThrough);
+        match tag {
+            QUERY_TAG => self.tally.count(StatementOutcome::PassedThrough),
+            SYNC_TAG => self.settle |= std::mem::take(&mut self.settle_at_sync),
+            _ => {}
         }
         self.sent.on_sent(self.pipeline.next_request(), tag);
         self.pipeline.on_frontend(tag);
@@ -334,6 +361,12 @@ impl Core {
             PARSE_TAG => self.parse(msg),
             BIND_TAG => match bind_statement(msg) {
                 Some(name) => {
+                    if self.statements.changes_path(name)
+                        || (name.is_empty() && self.unnamed_changes_path)
+                    {
+                        self.path_may_change();
+                        self.settle_at_sync |= self.pipeline.in_flight() == 0;
+                    }
                     let action = self.before_use(name, msg);
                     if let Some(usage) = self.statements.usage(name) {
                         self.tally.usage.push(usage.clone());
@@ -363,6 +396,20 @@ impl Core {
         action
     }
 
+    /// A statement that may change the search path is on its way: the path
+    /// is read again before the next statement is rewritten, and again when
+    /// its transaction ends.
+    fn path_may_change(&mut self) {
+        self.probe_due = true;
+        self.path_changed_in_tx = true;
+    }
+
+    /// Whether statement text `sql` may change the search path, in a session
+    /// that follows it (one with rules in force).
+    fn may_change_path(&self, sql: &[u8]) -> bool {
+        self.rules.as_ref().is_some_and(SessionRules::active) && search::may_change_path(sql)
+    }
+
     /// What to send for statement text `sql`, or `None` to send it as it
     /// is; refusals become a stand-in statement that Postgres fails in the
     /// same place. Also says which shapes of the rules the statement uses.
@@ -375,10 +422,6 @@ impl Core {
                 .push(self.pipeline.next_request(), &StatementError::NoRules);
             return (Some(Sql::StandIn(token.into_bytes())), Usage::default());
         };
-        if rules.active() && search::may_change_path(sql) {
-            self.probe_due = true;
-            self.path_changed_in_tx = true;
-        }
         let (decision, usage) = rules.rewrite(sql, &self.search_path, &mut self.tally);
         if decision != Rewrite::Unmapped {
             // DDL naming a mapped table: the catalog is read afresh once it has run.
@@ -436,6 +479,9 @@ impl Core {
         // Pipelined behind nothing, the query's answer is sure to come: the
         // statements behind it wait for it and for the path it leaves.
         let quiet = self.pipeline.quiet();
+        if self.may_change_path(sql) {
+            self.path_may_change();
+        }
         let (rewritten, usage) = self.rewrite(sql);
         self.settle = self.probe_due && quiet;
         self.count_usage(usage);
@@ -478,6 +524,16 @@ impl Core {
         let Some(body) = parse_body(msg) else {
             return ToServer::Forward;
         };
+        let changes_path = self.may_change_path(body.sql);
+        if changes_path {
+            self.path_may_change();
+            // Postgres runs it at an Execute before the Sync; the statements
+            // behind that Sync wait for it as they do behind a simple query.
+            self.settle_at_sync |= self.pipeline.in_flight() == 0;
+        }
+        if body.name.is_empty() {
+            self.unnamed_changes_path = changes_path;
+        }
         let (rewritten, usage) = self.rewrite(body.sql);
         let mut out = BytesMut::new();
         let new_sql = match rewritten {
@@ -504,6 +560,7 @@ impl Core {
                 sent: Bytes::copy_from_slice(sent),
                 described: None,
                 result_changed: false,
+                changes_path,
                 usage,
             };
             self.statements
@@ -700,7 +757,7 @@ impl Core {
                 if let Some(done) = probe.on_server(msg) {
                     self.probe = None;
                     match done {
-                        Some(path) => self.search_path = path,
+                        Some(path) => self.set_search_path(path),
                         // Asked again once the transaction is over.
                         None => self.path_changed_in_tx = true,
                     }
@@ -753,6 +810,18 @@ impl Core {
                 None => ToClient::Forward,
             },
         }
+    }
+
+    /// Takes the path a probe read. Postgres analyses a prepared statement
+    /// again when the path it was prepared under is no longer the session's,
+    /// resolving its names afresh: pgshim rewrites each again before its next
+    /// use (a protocol-level statement) or once idle (an SQL-level one).
+    fn set_search_path(&mut self, path: SearchPath) {
+        if path.schemas() != self.search_path.schemas() {
+            self.statements.mark_all_stale();
+            self.sql_reprepare_due = !self.sql_prepared.is_empty();
+        }
+        self.search_path = path;
     }
 
     /// Ends a pipeline: what it left unanswered will never be answered.

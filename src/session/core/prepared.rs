@@ -33,6 +33,8 @@ pub(crate) struct Prepared {
     /// Prepared again under new rules with other result columns: every Bind
     /// fails until the client prepares it again, as with Postgres.
     pub(crate) result_changed: bool,
+    /// Its text may change the search path (each Execute runs it again).
+    pub(crate) changes_path: bool,
     /// Which shapes of the rules the statement uses, counted at each Bind.
     pub(crate) usage: Usage,
 }
@@ -47,6 +49,8 @@ pub(crate) struct Statements {
     changed: usize,
     /// How many statements use a mapped table's columns.
     with_usage: usize,
+    /// How many statements may change the search path.
+    path_changers: usize,
 }
 
 // === impl Statements ===
@@ -55,25 +59,31 @@ impl Statements {
     /// Remembers `name` (a new Parse replaces an older one of the same name).
     pub(crate) fn insert(&mut self, name: Bytes, prepared: Prepared) {
         self.stale.remove(&name);
-        let added = (
-            usize::from(prepared.result_changed),
-            usize::from(!prepared.usage.is_empty()),
-        );
+        self.count(&prepared, 1);
         if let Some(old) = self.by_name.insert(name, prepared) {
-            self.changed -= usize::from(old.result_changed);
-            self.with_usage -= usize::from(!old.usage.is_empty());
+            self.count(&old, -1);
         }
-        self.changed += added.0;
-        self.with_usage += added.1;
     }
 
     /// Forgets `name` (Close, DEALLOCATE).
     pub(crate) fn remove(&mut self, name: &[u8]) {
         self.stale.remove(name);
         if let Some(old) = self.by_name.remove(name) {
-            self.changed -= usize::from(old.result_changed);
-            self.with_usage -= usize::from(!old.usage.is_empty());
+            self.count(&old, -1);
         }
+    }
+
+    /// Adds (`sign` 1) or takes away (-1) `p` in the counts of statements
+    /// with each property.
+    fn count(&mut self, p: &Prepared, sign: isize) {
+        let add = |n: &mut usize, has: bool| {
+            if has {
+                *n = n.wrapping_add_signed(sign);
+            }
+        };
+        add(&mut self.changed, p.result_changed);
+        add(&mut self.with_usage, !p.usage.is_empty());
+        add(&mut self.path_changers, p.changes_path);
     }
 
     /// Forgets everything (DEALLOCATE ALL, DISCARD ALL).
@@ -82,6 +92,7 @@ impl Statements {
         self.by_name.clear();
         self.changed = 0;
         self.with_usage = 0;
+        self.path_changers = 0;
     }
 
     /// Records the description the client was shown for `name`.
@@ -103,6 +114,17 @@ impl Statements {
             .get(name)
             .map(|p| &p.usage)
             .filter(|u| !u.is_empty())
+    }
+
+    /// True when some statement may change the search path, so each Bind is
+    /// looked at.
+    pub(crate) fn any_changes_path(&self) -> bool {
+        self.path_changers > 0
+    }
+
+    /// Whether statement `name` may change the search path.
+    pub(crate) fn changes_path(&self, name: &[u8]) -> bool {
+        self.path_changers > 0 && self.by_name.get(name).is_some_and(|p| p.changes_path)
     }
 
     /// True when some statement's result changed under new rules.
@@ -457,6 +479,7 @@ mod tests {
             sent: Bytes::new(),
             described: None,
             result_changed: false,
+            changes_path: false,
             usage: Usage::default(),
         };
         s.insert(Bytes::from_static(b"a"), p);

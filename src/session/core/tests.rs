@@ -941,6 +941,137 @@ fn the_search_path_is_read_before_statements_and_after_a_change() {
     assert!(core.probe_now().is_some());
 }
 
+/// Answers a probe of the search path with `schemas` (a text array),
+/// outside a transaction block.
+fn answer_probe(core: &mut Core, schemas: &str) {
+    answer_probe_in(core, schemas, b'I');
+}
+
+/// Answers a probe of the search path with `schemas`, ending with
+/// ReadyForQuery status `status`.
+fn answer_probe_in(core: &mut Core, schemas: &str, status: u8) {
+    assert!(core.probe_now().is_some(), "a probe is due");
+    for m in [
+        search::data_row_message(&[schemas, "{}"]),
+        command_complete("SELECT 1"),
+        ready(status),
+    ] {
+        assert_eq!(server(core, &m), ToClient::Swallow);
+    }
+    assert!(core.probed());
+}
+
+#[test]
+fn an_extended_protocol_path_change_settles_at_its_sync() {
+    let mut core = ready_core("expand");
+    answer_probe(&mut core, "{public}");
+    // Parse, Bind, Execute, Sync of a SET, then a statement behind it.
+    for m in [parse("", "SET search_path TO app"), bind(""), execute()] {
+        client(&mut core, &m);
+        assert!(!core.take_settle(), "not before the Sync");
+    }
+    client(&mut core, &sync());
+    assert!(core.take_settle(), "the Sync settles");
+    assert!(core.probe_now().is_none(), "not while the SET is in flight");
+    for m in [parse_complete(), bind_complete(), command_complete("SET")] {
+        server(&mut core, &m);
+    }
+    server(&mut core, &ready(b'I'));
+    assert!(core.settled());
+    answer_probe(&mut core, "{app}");
+    // A Sync with nothing of the kind in front does not settle.
+    for m in [parse("", "SELECT 1"), bind(""), execute(), sync()] {
+        client(&mut core, &m);
+    }
+    assert!(!core.take_settle());
+}
+
+#[test]
+fn each_run_of_a_prepared_path_change_is_followed() {
+    let mut core = ready_core("expand");
+    answer_probe(&mut core, "{public}");
+    for m in [parse("to_app", "SET search_path TO app"), sync()] {
+        client(&mut core, &m);
+    }
+    assert!(core.take_settle());
+    server(&mut core, &parse_complete());
+    server(&mut core, &ready(b'I'));
+    answer_probe(&mut core, "{public}");
+    // Only a Bind names it from now on: each one is looked at.
+    assert!(core.client_wants_whole(BIND_TAG));
+    for m in [bind("to_app"), execute(), sync()] {
+        client(&mut core, &m);
+    }
+    assert!(core.take_settle());
+    for m in [bind_complete(), command_complete("SET"), ready(b'I')] {
+        server(&mut core, &m);
+    }
+    answer_probe(&mut core, "{app}");
+    assert_eq!(core.search_path.schemas(), ["app"]);
+    client(&mut core, &close_statement("to_app"));
+    assert!(!core.statements.any_changes_path());
+}
+
+#[test]
+fn a_new_search_path_prepares_statements_again_before_their_next_use() {
+    let mut core = ready_core("migrate");
+    answer_probe(&mut core, "{public}");
+    client(&mut core, &parse("s1", "SELECT name FROM users"));
+    client(&mut core, &sync());
+    server(&mut core, &parse_complete());
+    server(&mut core, &ready(b'I'));
+    client(&mut core, &query("SET search_path TO public, app"));
+    assert!(core.take_settle());
+    server(&mut core, &command_complete("SET"));
+    server(&mut core, &ready(b'I'));
+    // The same schemas again: nothing to redo.
+    answer_probe(&mut core, "{public}");
+    assert!(!core.statements.any_stale());
+    client(&mut core, &query("SET search_path TO app, public"));
+    server(&mut core, &command_complete("SET"));
+    server(&mut core, &ready(b'I'));
+    answer_probe(&mut core, "{app,public}");
+    assert!(
+        core.statements.any_stale(),
+        "Postgres analyses it again under the new path, so pgshim rewrites it again"
+    );
+    assert!(core.client_wants_whole(BIND_TAG));
+}
+
+#[test]
+fn a_new_search_path_prepares_sql_prepared_statements_again_once_idle() {
+    let mut core = ready_core("migrate");
+    answer_probe(&mut core, "{public}");
+    client(&mut core, &query("PREPARE q AS SELECT name FROM users"));
+    server(&mut core, &command_complete("PREPARE"));
+    server(&mut core, &ready(b'I'));
+    client(
+        &mut core,
+        &query("BEGIN; SET LOCAL search_path TO app, public"),
+    );
+    server(&mut core, &command_complete("BEGIN"));
+    server(&mut core, &command_complete("SET"));
+    server(&mut core, &ready(b'T'));
+    answer_probe_in(&mut core, "{app,public}", b'T');
+    assert!(
+        core.take_path_reprepare().is_none(),
+        "not inside the client's transaction block"
+    );
+    client(&mut core, &query("COMMIT"));
+    server(&mut core, &command_complete("COMMIT"));
+    server(&mut core, &ready(b'I'));
+    answer_probe(&mut core, "{public}");
+    let again = core
+        .take_path_reprepare()
+        .expect("prepared again when idle");
+    let again = String::from_utf8_lossy(&again).into_owned();
+    assert!(
+        again.contains("DEALLOCATE") && again.contains("PREPARE"),
+        "{again}"
+    );
+    assert!(core.take_path_reprepare().is_none(), "once");
+}
+
 #[test]
 fn a_failed_probe_keeps_the_path_and_asks_again_after_the_transaction() {
     let mut core = ready_core("expand");
