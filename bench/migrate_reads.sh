@@ -541,7 +541,7 @@ mkdir -p "$OUT_DIR"
     echo "- $machine"
     echo "- $noise"
     echo "- cell = TPS through pgshim / TPS of the same query kind and mode sent straight to Postgres on \`$OLD_COL\` (as the application did in expand, before the migration), measured back to back in the same phase; target >= $TARGET_RATIO, cells below it are marked ✗."
-    echo "- In migrate, predicates on the mapped column against a literal or \$n become \`((n IS NULL AND P(o)) OR (n IS NOT NULL AND P(n)))\`, which both indexes serve; \`ORDER BY\` the mapped column reads a \`CASE\` expression that no index serves, so the ORDER BY … LIMIT cells of migrate sort every matching row."
+    echo "- In migrate, predicates on the mapped column against a literal or \$n become \`((n IS NULL AND P(o)) OR (n IS NOT NULL AND P(n)))\`, which both indexes serve; \`ORDER BY\` the mapped column reads as the \`CASE\` expression that \`pgshim plan --phase expand\` indexes, and a predicate on the column it orders by is also kept in that form, so the same index bounds the scan."
     if [[ $REFERENCE == 1 ]]; then
         echo "- *reference* rows: the old-shape query through a second pgshim without rules, over direct; the part of every other cell that is the proxy hop itself, not the rule (not held to the target)."
     fi
