@@ -15,6 +15,11 @@
 #   QUICK=1          a quick check: 200000 rows, 4 s pgbench runs
 #   ROWS=1000000     rows in the table
 #   DURATION=10      seconds pgbench runs alone before each fill starts
+#   ROUNDS=3         repeat both parts this many times, the fills in a rotating
+#                    order; the tables show medians and list every round's figures
+#                    (app TPS alone drifts by 10-20% between runs on a small
+#                    machine, and the first write of a freshly loaded table is
+#                    slower, which one round cannot tell from a fill's cost)
 #   CLIENTS=8        pgbench -c
 #   THREADS=2        pgbench -j
 #   BATCH_SIZE=      pgshim backfill --batch-size (default: pgshim's default)
@@ -34,8 +39,9 @@ ROWS=${ROWS:-1000000}
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
 BATCH_SIZE=${BATCH_SIZE:-}
-for v in ROWS DURATION CLIENTS THREADS; do
+for v in ROWS DURATION CLIENTS THREADS ROUNDS; do
     if ! [[ ${!v} =~ ^[0-9]+$ ]] || ((${!v} == 0)); then
         die "$v must be a positive whole number (got '${!v}')"
     fi
@@ -102,17 +108,43 @@ timed() {
     calc "%.2f" "b - a" "$t0" "$t1"
 }
 
-log "1/2 speed alone: one UPDATE of the whole table"
-reset_new_column
-up_secs=$(timed speed-update "${update_all[@]}")
-log "1/2 speed alone: pgshim backfill (default settings)"
-reset_new_column
-bf_secs=$(timed speed-backfill "${backfill_default[@]}")
-"$PGSHIM" verify bench-full-name --config "$CONF" >>"$LOGS/backfill-speed-backfill.log" 2>&1 ||
-    { cat "$LOGS/backfill-speed-backfill.log" >&2; die "verify failed after the backfill"; }
-log "1/2 speed alone: pgshim backfill --throttle auto"
-reset_new_column
-auto_secs=$(timed speed-auto "${backfill_auto[@]}")
+# The median of the numbers given.
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%s", (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'
+}
+
+# The three ways to fill the column. Each round runs each once, in an order that
+# rotates from round to round, so a machine whose speed drifts favours none of them.
+fills=(update backfill auto)
+# Sets CMD and WHAT for fill $1.
+fill_command() {
+    case $1 in
+        update) CMD=("${update_all[@]}") WHAT="one UPDATE of the whole table" ;;
+        backfill) CMD=("${backfill_default[@]}") WHAT="pgshim backfill (default settings)" ;;
+        auto) CMD=("${backfill_auto[@]}") WHAT="pgshim backfill --throttle auto" ;;
+    esac
+}
+
+declare -A alone_secs
+for ((r = 1; r <= ROUNDS; r++)); do
+    for ((i = 0; i < 3; i++)); do
+        fill=${fills[$(((i + r - 1) % 3))]}
+        fill_command "$fill"
+        log "1/2 speed alone, round $r/$ROUNDS: $WHAT"
+        reset_new_column
+        alone_secs[$fill]+=" $(timed "speed-$fill-r$r" "${CMD[@]}")"
+        if [[ $fill == backfill ]]; then
+            "$PGSHIM" verify bench-full-name --config "$CONF" >>"$LOGS/backfill-speed-$fill-r$r.log" 2>&1 ||
+                { cat "$LOGS/backfill-speed-$fill-r$r.log" >&2; die "verify failed after the backfill"; }
+        fi
+    done
+done
+# shellcheck disable=SC2086 # the lists are space-separated numbers
+{
+    up_secs=$(median ${alone_secs[update]})
+    bf_secs=$(median ${alone_secs[backfill]})
+    auto_secs=$(median ${alone_secs[auto]})
+}
 
 PGB_SCRIPT="$BENCH_TMP/app.sql"
 cat >"$PGB_SCRIPT" <<EOF
@@ -172,12 +204,31 @@ during() {
 # fill's time alone.
 app_secs() { calc "%d" "b + 1 + a * 8 + 3" "$1" "$DURATION"; }
 
-log "2/2 traffic: pgbench alone for $DURATION s, then during one UPDATE of the whole table"
-read -r alone_up tps_up up_load_secs <<<"$(during update "$(app_secs "$up_secs")" "${update_all[@]}")"
-log "2/2 traffic: pgbench alone, then during pgshim backfill (default settings)"
-read -r alone_bf tps_bf bf_load_secs <<<"$(during backfill "$(app_secs "$bf_secs")" "${backfill_default[@]}")"
-log "2/2 traffic: pgbench alone, then during pgshim backfill --throttle auto"
-read -r alone_auto tps_auto auto_load_secs <<<"$(during auto "$(app_secs "$auto_secs")" "${backfill_auto[@]}")"
+declare -A alone during load ratio
+# shellcheck disable=SC2086 # the lists are space-separated numbers
+for ((r = 1; r <= ROUNDS; r++)); do
+    for ((i = 0; i < 3; i++)); do
+        fill=${fills[$(((i + r - 1) % 3))]}
+        fill_command "$fill"
+        secs=$(median ${alone_secs[$fill]})
+        log "2/2 traffic, round $r/$ROUNDS: pgbench alone for $DURATION s, then during $WHAT"
+        read -r a d l <<<"$(during "$fill-r$r" "$(app_secs "$secs")" "${CMD[@]}")"
+        alone[$fill]+=" $a"
+        during[$fill]+=" $d"
+        load[$fill]+=" $l"
+        ratio[$fill]+=" $(calc "%.3f" "(b > 0 ? a / b : 0)" "$d" "$a")"
+    done
+done
+# shellcheck disable=SC2086 # the lists are space-separated numbers
+for fill in "${fills[@]}"; do
+    declare "alone_$fill=$(calc "%.0f" "a" "$(median ${alone[$fill]})")"
+    declare "tps_$fill=$(calc "%.0f" "a" "$(median ${during[$fill]})")"
+    declare "load_$fill=$(median ${load[$fill]})"
+    declare "ratio_$fill=$(calc "%.2f" "a" "$(median ${ratio[$fill]})")"
+done
+alone_up=$alone_update tps_up=$tps_update up_load_secs=$load_update
+alone_bf=$alone_backfill tps_bf=$tps_backfill bf_load_secs=$load_backfill
+auto_load_secs=$load_auto
 
 rows_per_s() { calc "%.0f" "(b > 0 ? a / b : 0)" "$ROWS" "$1"; }
 vs() { calc "%.2f" "(b > 0 ? a / b : 0)" "$1" "$2"; }
@@ -193,19 +244,23 @@ report=$(
 
 pgshim: $PGSHIM_LABEL; $ROWS rows; batch size ${BATCH_SIZE:-default}; $(nproc) CPUs; app: pgbench -c $CLIENTS -j $THREADS (prepared; 1 UPDATE + 1 SELECT by primary key), directly on Postgres.
 
-| fill the new column | alone: s | alone: rows/s | vs one UPDATE | under app load: s | vs default backfill under load |
-|---|---:|---:|---:|---:|---:|
-| one UPDATE of the table | $up_secs | $up_rate | 1.00 | $up_load_secs | $(vs "$up_load_secs" "$bf_load_secs") |
-| pgshim backfill (default) | $bf_secs | $bf_rate | $(vs "$bf_rate" "$up_rate") | $bf_load_secs | 1.00 |
-| pgshim backfill --throttle auto | $auto_secs | $auto_rate | $(vs "$auto_rate" "$up_rate") | $auto_load_secs | $(vs "$auto_load_secs" "$bf_load_secs") |
+Medians over $ROUNDS round(s); each fill runs once per round, alone and then under app load, in an order that rotates between rounds.
 
-| app traffic (pgbench) | TPS alone, just before | TPS during the fill | during vs alone |
-|---|---:|---:|---:|
-| one UPDATE | $alone_up | $tps_up | $(vs "$tps_up" "$alone_up") |
-| pgshim backfill (default) | $alone_bf | $tps_bf | $(vs "$tps_bf" "$alone_bf") |
-| pgshim backfill --throttle auto | $alone_auto | $tps_auto | $(vs "$tps_auto" "$alone_auto") |
+| fill the new column | alone: s | alone: rows/s | vs one UPDATE | under app load: s | vs default backfill under load | alone: s, each round | under load: s, each round |
+|---|---:|---:|---:|---:|---:|---|---|
+| one UPDATE of the table | $up_secs | $up_rate | 1.00 | $up_load_secs | $(vs "$up_load_secs" "$bf_load_secs") |${alone_secs[update]} |${load[update]} |
+| pgshim backfill (default) | $bf_secs | $bf_rate | $(vs "$bf_rate" "$up_rate") | $bf_load_secs | 1.00 |${alone_secs[backfill]} |${load[backfill]} |
+| pgshim backfill --throttle auto | $auto_secs | $auto_rate | $(vs "$auto_rate" "$up_rate") | $auto_load_secs | $(vs "$auto_load_secs" "$bf_load_secs") |${alone_secs[auto]} |${load[auto]} |
 
-Targets: default backfill >= 0.60x the rows/s of one UPDATE (here $(vs "$bf_rate" "$up_rate")); with --throttle auto, app TPS >= 0.90x alone (here $(vs "$tps_auto" "$alone_auto")) and the fill under load within 2x the unthrottled one (here $(vs "$auto_load_secs" "$bf_load_secs")x the default backfill under load, $(vs "$auto_load_secs" "$bf_secs")x the default backfill alone).
+The ratio column is the median of each round's own ratio.
+
+| app traffic (pgbench) | TPS alone, just before | TPS during the fill | during vs alone | each round |
+|---|---:|---:|---:|---|
+| one UPDATE | $alone_up | $tps_up | $ratio_update |${ratio[update]} |
+| pgshim backfill (default) | $alone_bf | $tps_bf | $ratio_backfill |${ratio[backfill]} |
+| pgshim backfill --throttle auto | $alone_auto | $tps_auto | $ratio_auto |${ratio[auto]} |
+
+Targets: default backfill >= 0.60x the rows/s of one UPDATE (here $(vs "$bf_rate" "$up_rate")); with --throttle auto, app TPS >= 0.90x alone (here $ratio_auto) and the fill under load within 2x the unthrottled one (here $(vs "$auto_load_secs" "$bf_load_secs")x the default backfill under load, $(vs "$auto_load_secs" "$bf_secs")x the default backfill alone).
 EOF
 )
 echo "$report"
