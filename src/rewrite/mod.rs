@@ -261,7 +261,7 @@ fn rewrite_each(
     for (start, end) in ranges {
         let text = &sql[start..end];
         if !mentions_mapped_table(text.as_bytes(), rules) {
-            if let Some(after) = set_search_path(text, &path) {
+            if let Some(after) = search_path_after(text, &path) {
                 path = after;
             }
             continue;
@@ -296,8 +296,10 @@ fn rewrite_parsed(
     parsed_with_usage(sql, rules, catalog, path).map(|(outcome, _)| outcome)
 }
 
-/// The search path after `text`, when it is a `SET search_path` statement.
-fn set_search_path(text: &str, path: &SearchPath) -> Option<SearchPath> {
+/// The search path after `text`, starting from `path`, when its last statement
+/// is a `SET search_path` naming its schemas (`None` for anything else:
+/// `RESET`, `DEFAULT`, `set_config()`, other statements).
+pub fn search_path_after(text: &str, path: &SearchPath) -> Option<SearchPath> {
     let bytes = text.as_bytes();
     let mentions = bytes
         .windows(b"search_path".len())

@@ -1,10 +1,11 @@
 //! Unqualified names resolve through the session's real search path: startup
 //! `options`, database defaults, `SET`, `SET LOCAL`, `set_config()`, a `SET`
-//! earlier in the same text; a temporary table that shadows a mapped table
-//! is not mapped.
+//! earlier in the same text or the same extended-protocol pipeline; a
+//! temporary table that shadows a mapped table is not mapped.
 use crate::support::connect;
 use crate::support::pg::TRUST_USER;
 use crate::support::rules::{simple_rows, Db};
+use crate::support::wire::{bind_execute, login, parse, replies, send, startup, sync};
 use crate::support::within;
 
 /// A mapped `app.users` and an unmapped `public.users` of another shape.
@@ -255,4 +256,61 @@ async fn statements_pipelined_behind_an_extended_protocol_set_use_its_path() {
         .physical("SELECT name FROM public.users")
         .await
         .is_empty());
+}
+
+#[tokio::test]
+async fn statements_in_the_same_pipeline_as_an_extended_protocol_set_use_its_path() {
+    let db = Db::create("sp_same_sync", SAME_NAMES).await;
+    let proxy = db.proxy(RULE).start().await;
+    let (mut s, _) = login(
+        proxy.addr,
+        &startup((3, 0), &[("user", TRUST_USER), ("database", &db.name)]),
+    )
+    .await;
+    // SET and INSERT in one pipeline with one Sync, as a driver's batch sends
+    // them: the INSERT arrives before the SET has run.
+    let batch = [
+        parse("SET search_path TO app"),
+        bind_execute(),
+        parse("INSERT INTO users (email, name) VALUES ('same-sync@x', 'Same Sync')"),
+        bind_execute(),
+        sync(),
+    ]
+    .concat();
+    send(&mut s, &batch).await;
+    let got = within(20, "the pipeline's replies", replies(&mut s, 1)).await;
+    assert_eq!(got, ["1", "2", "C", "1", "2", "C", "Z"], "{got:?}");
+    assert_eq!(stored(&db, "same-sync@x").await, ["Same Sync|Same Sync"]);
+    // A statement failing behind a SET ends its pipeline: nothing after it
+    // runs, and the rollback undoes the SET. The path read behind the Sync
+    // is the one that holds again.
+    let batch = [
+        parse("SET search_path TO public"),
+        bind_execute(),
+        parse("SELECT 1/0"),
+        bind_execute(),
+        parse("INSERT INTO users (email, name) VALUES ('never@x', 'Nev Er')"),
+        bind_execute(),
+        sync(),
+    ]
+    .concat();
+    send(&mut s, &batch).await;
+    let got = within(20, "the failing pipeline's replies", replies(&mut s, 1)).await;
+    assert_eq!(got[..3], ["1", "2", "C"], "{got:?}");
+    assert_eq!(got[got.len() - 2..], ["E22012", "Z"], "{got:?}");
+    assert!(stored(&db, "never@x").await.is_empty());
+    // Pipelined on its own afterwards, the INSERT resolves by the path that holds.
+    send(
+        &mut s,
+        &[
+            parse("INSERT INTO users (email, name) VALUES ('after@x', 'Af Ter')"),
+            bind_execute(),
+            sync(),
+        ]
+        .concat(),
+    )
+    .await;
+    let got = within(20, "the INSERT's replies", replies(&mut s, 1)).await;
+    assert_eq!(got, ["1", "2", "C", "Z"], "{got:?}");
+    assert_eq!(stored(&db, "after@x").await, ["Af Ter|Af Ter"]);
 }

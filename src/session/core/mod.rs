@@ -47,7 +47,8 @@ use crate::protocol::{
     TERMINATE_TAG,
 };
 use crate::rewrite::{
-    prepared_statement_name, starts_with_prepare, Outcome, RefusalKind, SearchPath, Usage,
+    prepared_statement_name, search_path_after, starts_with_prepare, Outcome, RefusalKind,
+    SearchPath, Usage,
 };
 use pipeline::Pipeline;
 use prepared::{deallocated, Deallocated, Hidden, Prepared, SentCounter, SqlPrepared, Statements};
@@ -138,9 +139,9 @@ pub(crate) struct Core {
     /// parsed or bound with nothing before it unanswered: the Sync that ends
     /// its pipeline settles, as a simple query does.
     settle_at_sync: bool,
-    /// The unnamed statement may change the search path: each Bind runs it
-    /// again.
-    unnamed_changes_path: bool,
+    /// The unnamed statement's text, when it may change the search path:
+    /// each Bind runs it again.
+    unnamed_path_changer: Option<Bytes>,
     /// The search path changed while SQL-level prepared statements exist:
     /// Postgres analyses them again under the new path, so pgshim prepares
     /// them again, rewritten for it, once the session is idle.
@@ -329,7 +330,7 @@ impl Core {
                     || self.statements.any_changed()
                     || self.statements.any_usage()
                     || self.statements.any_changes_path()
-                    || self.unnamed_changes_path
+                    || self.unnamed_path_changer.is_some()
             }
             // Every Describe of a statement is answered by a
             // ParameterDescription, which places the descriptions that follow.
@@ -361,11 +362,15 @@ impl Core {
             PARSE_TAG => self.parse(msg),
             BIND_TAG => match bind_statement(msg) {
                 Some(name) => {
-                    if self.statements.changes_path(name)
-                        || (name.is_empty() && self.unnamed_changes_path)
-                    {
+                    let changer = if name.is_empty() {
+                        self.unnamed_path_changer.clone()
+                    } else {
+                        self.statements.path_changer(name)
+                    };
+                    if let Some(sql) = changer {
                         self.path_may_change();
                         self.settle_at_sync |= self.pipeline.in_flight() == 0;
+                        self.predict_path(&sql);
                     }
                     let action = self.before_use(name, msg);
                     if let Some(usage) = self.statements.usage(name) {
@@ -532,7 +537,7 @@ impl Core {
             self.settle_at_sync |= self.pipeline.in_flight() == 0;
         }
         if body.name.is_empty() {
-            self.unnamed_changes_path = changes_path;
+            self.unnamed_path_changer = changes_path.then(|| Bytes::copy_from_slice(body.sql));
         }
         let (rewritten, usage) = self.rewrite(body.sql);
         let mut out = BytesMut::new();
@@ -809,6 +814,20 @@ impl Core {
                 Some(edited) => ToClient::Send(edited.freeze()),
                 None => ToClient::Forward,
             },
+        }
+    }
+
+    /// A statement that may change the search path, `sql`, is bound. When it
+    /// is a `SET search_path` naming its schemas, the statements behind it in
+    /// its pipeline are rewritten for the path it sets: Postgres runs it at
+    /// the Execute behind this Bind and, should it fail, skips everything up
+    /// to the Sync. The probe behind the Sync reads the path that holds.
+    fn predict_path(&mut self, sql: &[u8]) {
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return;
+        };
+        if let Some(path) = search_path_after(text, &self.search_path) {
+            self.set_search_path(path);
         }
     }
 

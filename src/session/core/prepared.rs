@@ -122,9 +122,15 @@ impl Statements {
         self.path_changers > 0
     }
 
-    /// Whether statement `name` may change the search path.
-    pub(crate) fn changes_path(&self, name: &[u8]) -> bool {
-        self.path_changers > 0 && self.by_name.get(name).is_some_and(|p| p.changes_path)
+    /// The text of statement `name` when it may change the search path.
+    pub(crate) fn path_changer(&self, name: &[u8]) -> Option<Bytes> {
+        if self.path_changers == 0 {
+            return None;
+        }
+        self.by_name
+            .get(name)
+            .filter(|p| p.changes_path)
+            .map(|p| p.sql.clone())
     }
 
     /// True when some statement's result changed under new rules.

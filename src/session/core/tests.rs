@@ -1013,6 +1013,55 @@ fn each_run_of_a_prepared_path_change_is_followed() {
 }
 
 #[test]
+fn statements_behind_a_bound_set_in_its_pipeline_use_the_path_it_sets() {
+    let mut core = ready_core("migrate");
+    answer_probe(&mut core, "{public}");
+    client(&mut core, &parse("s1", "SELECT name FROM users"));
+    client(&mut core, &sync());
+    server(&mut core, &parse_complete());
+    server(&mut core, &ready(b'I'));
+    // One pipeline: a SET, then the statements behind it, then one Sync.
+    client(&mut core, &parse("", "SET search_path TO app, public"));
+    assert_eq!(
+        core.search_path.schemas(),
+        ["public"],
+        "a Parse runs nothing"
+    );
+    client(&mut core, &bind(""));
+    assert_eq!(
+        core.search_path.schemas(),
+        ["app", "public"],
+        "bound, it runs before what follows it, or nothing after it runs"
+    );
+    assert!(
+        core.statements.any_stale(),
+        "s1 is prepared again for that path before its Bind behind the SET"
+    );
+    for m in [execute(), bind("s1"), execute(), sync()] {
+        client(&mut core, &m);
+    }
+    assert!(core.take_settle());
+    for m in [
+        parse_complete(),
+        bind_complete(),
+        command_complete("SET"),
+        bind_complete(),
+        command_complete("SELECT 0"),
+        ready(b'I'),
+    ] {
+        server(&mut core, &m);
+    }
+    // The probe behind the Sync reads what holds.
+    answer_probe(&mut core, "{app,public}");
+    assert_eq!(core.search_path.schemas(), ["app", "public"]);
+    // A change pgshim cannot read from the text waits for the probe.
+    for m in [parse("", "RESET search_path"), bind("")] {
+        client(&mut core, &m);
+    }
+    assert_eq!(core.search_path.schemas(), ["app", "public"]);
+}
+
+#[test]
 fn a_new_search_path_prepares_statements_again_before_their_next_use() {
     let mut core = ready_core("migrate");
     answer_probe(&mut core, "{public}");
