@@ -1012,14 +1012,20 @@ fn each_run_of_a_prepared_path_change_is_followed() {
     assert!(!core.statements.any_changes_path());
 }
 
-#[test]
-fn statements_behind_a_bound_set_in_its_pipeline_use_the_path_it_sets() {
+/// A migrate-phase session on path `public` with statement `s1` prepared.
+fn with_s1_on_public() -> Core {
     let mut core = ready_core("migrate");
     answer_probe(&mut core, "{public}");
     client(&mut core, &parse("s1", "SELECT name FROM users"));
     client(&mut core, &sync());
     server(&mut core, &parse_complete());
     server(&mut core, &ready(b'I'));
+    core
+}
+
+#[test]
+fn statements_behind_a_bound_set_in_its_pipeline_use_the_path_it_sets() {
+    let mut core = with_s1_on_public();
     // One pipeline: a SET, then the statements behind it, then one Sync.
     client(&mut core, &parse("", "SET search_path TO app, public"));
     assert_eq!(
@@ -1063,12 +1069,7 @@ fn statements_behind_a_bound_set_in_its_pipeline_use_the_path_it_sets() {
 
 #[test]
 fn a_new_search_path_prepares_statements_again_before_their_next_use() {
-    let mut core = ready_core("migrate");
-    answer_probe(&mut core, "{public}");
-    client(&mut core, &parse("s1", "SELECT name FROM users"));
-    client(&mut core, &sync());
-    server(&mut core, &parse_complete());
-    server(&mut core, &ready(b'I'));
+    let mut core = with_s1_on_public();
     client(&mut core, &query("SET search_path TO public, app"));
     assert!(core.take_settle());
     server(&mut core, &command_complete("SET"));
