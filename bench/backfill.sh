@@ -116,6 +116,8 @@ median() {
 # The three ways to fill the column. Each round runs each once, in an order that
 # rotates from round to round, so a machine whose speed drifts favours none of them.
 fills=(update backfill auto)
+# The fill that runs $2-th (0, 1, 2) in round $1.
+fill_in_round() { echo "${fills[$((($2 + $1 - 1) % 3))]}"; }
 # Sets CMD and WHAT for fill $1.
 fill_command() {
     case $1 in
@@ -128,7 +130,7 @@ fill_command() {
 declare -A alone_secs
 for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < 3; i++)); do
-        fill=${fills[$(((i + r - 1) % 3))]}
+        fill=$(fill_in_round "$r" "$i")
         fill_command "$fill"
         log "1/2 speed alone, round $r/$ROUNDS: $WHAT"
         reset_new_column
@@ -208,7 +210,7 @@ declare -A alone during load ratio
 # shellcheck disable=SC2086 # the lists are space-separated numbers
 for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < 3; i++)); do
-        fill=${fills[$(((i + r - 1) % 3))]}
+        fill=$(fill_in_round "$r" "$i")
         fill_command "$fill"
         secs=$(median ${alone_secs[$fill]})
         log "2/2 traffic, round $r/$ROUNDS: pgbench alone for $DURATION s, then during $WHAT"
@@ -226,9 +228,6 @@ for fill in "${fills[@]}"; do
     declare "load_$fill=$(median ${load[$fill]})"
     declare "ratio_$fill=$(calc "%.2f" "a" "$(median ${ratio[$fill]})")"
 done
-alone_up=$alone_update tps_up=$tps_update up_load_secs=$load_update
-alone_bf=$alone_backfill tps_bf=$tps_backfill bf_load_secs=$load_backfill
-auto_load_secs=$load_auto
 
 rows_per_s() { calc "%.0f" "(b > 0 ? a / b : 0)" "$ROWS" "$1"; }
 vs() { calc "%.2f" "(b > 0 ? a / b : 0)" "$1" "$2"; }
@@ -248,19 +247,19 @@ Medians over $ROUNDS round(s); each fill runs once per round, alone and then und
 
 | fill the new column | alone: s | alone: rows/s | vs one UPDATE | under app load: s | vs default backfill under load | alone: s, each round | under load: s, each round |
 |---|---:|---:|---:|---:|---:|---|---|
-| one UPDATE of the table | $up_secs | $up_rate | 1.00 | $up_load_secs | $(vs "$up_load_secs" "$bf_load_secs") |${alone_secs[update]} |${load[update]} |
-| pgshim backfill (default) | $bf_secs | $bf_rate | $(vs "$bf_rate" "$up_rate") | $bf_load_secs | 1.00 |${alone_secs[backfill]} |${load[backfill]} |
-| pgshim backfill --throttle auto | $auto_secs | $auto_rate | $(vs "$auto_rate" "$up_rate") | $auto_load_secs | $(vs "$auto_load_secs" "$bf_load_secs") |${alone_secs[auto]} |${load[auto]} |
+| one UPDATE of the table | $up_secs | $up_rate | 1.00 | $load_update | $(vs "$load_update" "$load_backfill") |${alone_secs[update]} |${load[update]} |
+| pgshim backfill (default) | $bf_secs | $bf_rate | $(vs "$bf_rate" "$up_rate") | $load_backfill | 1.00 |${alone_secs[backfill]} |${load[backfill]} |
+| pgshim backfill --throttle auto | $auto_secs | $auto_rate | $(vs "$auto_rate" "$up_rate") | $load_auto | $(vs "$load_auto" "$load_backfill") |${alone_secs[auto]} |${load[auto]} |
 
 The ratio column is the median of each round's own ratio.
 
 | app traffic (pgbench) | TPS alone, just before | TPS during the fill | during vs alone | each round |
 |---|---:|---:|---:|---|
-| one UPDATE | $alone_up | $tps_up | $ratio_update |${ratio[update]} |
-| pgshim backfill (default) | $alone_bf | $tps_bf | $ratio_backfill |${ratio[backfill]} |
+| one UPDATE | $alone_update | $tps_update | $ratio_update |${ratio[update]} |
+| pgshim backfill (default) | $alone_backfill | $tps_backfill | $ratio_backfill |${ratio[backfill]} |
 | pgshim backfill --throttle auto | $alone_auto | $tps_auto | $ratio_auto |${ratio[auto]} |
 
-Targets: default backfill >= 0.60x the rows/s of one UPDATE (here $(vs "$bf_rate" "$up_rate")); with --throttle auto, app TPS >= 0.90x alone (here $ratio_auto) and the fill under load within 2x the unthrottled one (here $(vs "$auto_load_secs" "$bf_load_secs")x the default backfill under load, $(vs "$auto_load_secs" "$bf_secs")x the default backfill alone).
+Targets: default backfill >= 0.60x the rows/s of one UPDATE (here $(vs "$bf_rate" "$up_rate")); with --throttle auto, app TPS >= 0.90x alone (here $ratio_auto) and the fill under load within 2x the unthrottled one (here $(vs "$load_auto" "$load_backfill")x the default backfill under load, $(vs "$load_auto" "$bf_secs")x the default backfill alone).
 EOF
 )
 echo "$report"

@@ -258,6 +258,19 @@ async fn statements_pipelined_behind_an_extended_protocol_set_use_its_path() {
         .is_empty());
 }
 
+/// Parse, Bind and Execute of each of `statements` and one Sync, in one
+/// write; the replies up to ReadyForQuery.
+async fn one_pipeline(s: &mut tokio::net::TcpStream, statements: &[&str]) -> Vec<String> {
+    let mut batch = Vec::new();
+    for sql in statements {
+        batch.extend(parse(sql));
+        batch.extend(bind_execute());
+    }
+    batch.extend(sync());
+    send(s, &batch).await;
+    within(20, "the pipeline's replies", replies(s, 1)).await
+}
+
 #[tokio::test]
 async fn statements_in_the_same_pipeline_as_an_extended_protocol_set_use_its_path() {
     let db = Db::create("sp_same_sync", SAME_NAMES).await;
@@ -269,48 +282,37 @@ async fn statements_in_the_same_pipeline_as_an_extended_protocol_set_use_its_pat
     .await;
     // SET and INSERT in one pipeline with one Sync, as a driver's batch sends
     // them: the INSERT arrives before the SET has run.
-    let batch = [
-        parse("SET search_path TO app"),
-        bind_execute(),
-        parse("INSERT INTO users (email, name) VALUES ('same-sync@x', 'Same Sync')"),
-        bind_execute(),
-        sync(),
-    ]
-    .concat();
-    send(&mut s, &batch).await;
-    let got = within(20, "the pipeline's replies", replies(&mut s, 1)).await;
+    let got = one_pipeline(
+        &mut s,
+        &[
+            "SET search_path TO app",
+            "INSERT INTO users (email, name) VALUES ('same-sync@x', 'Same Sync')",
+        ],
+    )
+    .await;
     assert_eq!(got, ["1", "2", "C", "1", "2", "C", "Z"], "{got:?}");
     assert_eq!(stored(&db, "same-sync@x").await, ["Same Sync|Same Sync"]);
     // A statement failing behind a SET ends its pipeline: nothing after it
     // runs, and the rollback undoes the SET. The path read behind the Sync
     // is the one that holds again.
-    let batch = [
-        parse("SET search_path TO public"),
-        bind_execute(),
-        parse("SELECT 1/0"),
-        bind_execute(),
-        parse("INSERT INTO users (email, name) VALUES ('never@x', 'Nev Er')"),
-        bind_execute(),
-        sync(),
-    ]
-    .concat();
-    send(&mut s, &batch).await;
-    let got = within(20, "the failing pipeline's replies", replies(&mut s, 1)).await;
+    let got = one_pipeline(
+        &mut s,
+        &[
+            "SET search_path TO public",
+            "SELECT 1/0",
+            "INSERT INTO users (email, name) VALUES ('never@x', 'Nev Er')",
+        ],
+    )
+    .await;
     assert_eq!(got[..3], ["1", "2", "C"], "{got:?}");
     assert_eq!(got[got.len() - 2..], ["E22012", "Z"], "{got:?}");
     assert!(stored(&db, "never@x").await.is_empty());
     // Pipelined on its own afterwards, the INSERT resolves by the path that holds.
-    send(
+    let got = one_pipeline(
         &mut s,
-        &[
-            parse("INSERT INTO users (email, name) VALUES ('after@x', 'Af Ter')"),
-            bind_execute(),
-            sync(),
-        ]
-        .concat(),
+        &["INSERT INTO users (email, name) VALUES ('after@x', 'Af Ter')"],
     )
     .await;
-    let got = within(20, "the INSERT's replies", replies(&mut s, 1)).await;
     assert_eq!(got, ["1", "2", "C", "Z"], "{got:?}");
     assert_eq!(stored(&db, "after@x").await, ["Af Ter|Af Ter"]);
 }
