@@ -237,21 +237,31 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.started {
-            let stop = self
+            let stopped = self
                 .pg(&self.bindir.join("pg_ctl"))
                 .arg("-D")
                 .arg(self.dir.join("data"))
-                .args(["-m", "fast", "-w", "stop"])
+                .args(["-m", "fast", "-w", "-t", "60", "stop"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
             // Writes to a closed terminal fail; a panic in drop would abort.
-            if let Err(e) = stop {
+            let failure = match stopped {
+                Ok(status) if status.success() => None,
+                Ok(status) => Some(format!("pg_ctl stop {status}")),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(failure) = failure {
+                // Deleting the data directory under a running server would
+                // leave a Postgres nobody can stop with pg_ctl.
                 let _ = writeln!(
                     std::io::stderr(),
-                    "pgshim demo: cannot stop the demo cluster in {}: {e}",
-                    self.dir.display()
+                    "pgshim demo: cannot stop the demo cluster in {} ({failure}); \
+                     it is left in place: stop it with `pg_ctl -D {} stop` and delete the directory",
+                    self.dir.display(),
+                    self.dir.join("data").display()
                 );
+                return;
             }
         }
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
