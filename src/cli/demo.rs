@@ -53,6 +53,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn serve(cluster: &Cluster, pg_port: u16, port: u16) -> anyhow::Result<()> {
+    // Before anything is printed: a terminal closed as soon as the intro shows
+    // must stop the demo, not kill it before the cluster is removed.
+    let stop = super::common::stop_on_signal_or_hangup();
     setup_database(pg_port).await?;
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
@@ -72,7 +75,6 @@ async fn serve(cluster: &Cluster, pg_port: u16, port: u16) -> anyhow::Result<()>
         .with_context(|| format!("cannot write {}", path.display()))?;
     let config = Config::load(&path)?;
     print_intro(&ports, &cluster.dir, &path);
-    let stop = super::common::stop_on_signal_or_hangup();
     Server::new(Arc::new(config))
         .config_file(path)
         .admin(admin)

@@ -26,13 +26,16 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Signals first: once clients can connect, SIGTERM is a graceful stop
+        // and SIGHUP a reload, never the default action's sudden exit.
+        let shutdown = shutdown_signal();
+        let mut server = Server::new(config.clone())
+            .config_file(config_path.to_owned())
+            .session_threads(session_threads);
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (the `listen` key in {})", config.listen, config_path.display()))?;
         tracing::info!(listen = %config.listen, upstream = %config.upstream_addr(), config = %config_path.display(), "pgshim listening");
-        let mut server = Server::new(config.clone())
-            .config_file(config_path.to_owned())
-            .session_threads(session_threads);
         if let Some(admin) = &config.admin {
             let admin_listener = TcpListener::bind(&admin.listen)
                 .await
@@ -40,33 +43,29 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             tracing::info!(listen = %admin.listen, "admin listener (/metrics, /rules, /healthz, POST /reload)");
             server = server.admin(admin_listener);
         }
-        server.run(listener, shutdown_signal()).await?;
+        server.run(listener, shutdown).await?;
         Ok(())
     })
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes on the first SIGTERM or SIGINT, listened for from this call on.
+/// Call inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = int.recv() => tracing::info!("SIGINT received"),
-                }
+        signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        if let Ok((mut term, mut int)) = signals {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
             }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -35,6 +35,7 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 pub struct Server {
     config: Arc<Config>,
     config_path: Option<PathBuf>,
+    hangup: Option<Hangup>,
     admin: Option<TcpListener>,
     session_threads: Option<usize>,
 }
@@ -60,14 +61,22 @@ impl Server {
         Server {
             config,
             config_path: None,
+            hangup: None,
             admin: None,
             session_threads: None,
         }
     }
 
     /// Reloads rules and settings from `path` when it changes or on SIGHUP.
+    ///
+    /// SIGHUP is listened for from this call on (inside a runtime): one that
+    /// arrives while the server starts reloads once it runs, where the
+    /// signal's default action would have killed the process.
     pub fn config_file(mut self, path: PathBuf) -> Server {
         self.config_path = Some(path);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.hangup = Some(Hangup::listen());
+        }
         self
     }
 
@@ -135,7 +144,8 @@ impl Server {
             .map(|path| Arc::new(Reloader::new(path, ctx.clone()).fleet(shared.clone())));
         if let Some(reloader) = &reloader {
             background.spawn(watch_file(reloader.clone(), token.clone()));
-            background.spawn(reload_on_sighup(reloader.clone(), token.clone()));
+            let hangup = self.hangup.unwrap_or_else(Hangup::listen);
+            background.spawn(reload_on_sighup(reloader.clone(), hangup, token.clone()));
             background.spawn(crate::reload::listen::run(
                 reloader.clone(),
                 ctx.clone(),
@@ -340,27 +350,57 @@ fn file_stamp(m: &std::fs::Metadata) -> (Option<std::time::SystemTime>, u64, u64
     (m.modified().ok(), m.len(), ino)
 }
 
-async fn reload_on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!(
-                "cannot listen for SIGHUP; reload with the admin API or by editing the file"
-            );
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                received = hup.recv() => if received.is_none() { return },
-            }
-            let _ = reloader.reload("SIGHUP").await;
+async fn reload_on_sighup(
+    reloader: Arc<Reloader>,
+    mut hangup: Hangup,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = hangup.recv() => if !received { return },
         }
+        let _ = reloader.reload("SIGHUP").await;
     }
-    #[cfg(not(unix))]
-    {
-        let _ = (reloader, shutdown);
+}
+
+/// SIGHUP, registered when this is made: from then on the signal no longer
+/// stops the process, and one received before [`Hangup::recv`] is polled is
+/// kept for it.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+// === impl Hangup ===
+
+impl Hangup {
+    /// Starts listening. Call inside a runtime.
+    fn listen() -> Hangup {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signal = signal(SignalKind::hangup())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with the admin API or by editing the file");
+                })
+                .ok();
+            Hangup { signal }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    /// Completes on the next SIGHUP.
+    ///
+    /// # Returns
+    /// False when no more can come (never listening, or the runtime is going).
+    async fn recv(&mut self) -> bool {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            return signal.recv().await.is_some();
+        }
+        false
     }
 }
 

@@ -7,6 +7,7 @@
 //! row that has migrated but holds a stale old value (`a = 'old'`,
 //! `b = 'new'`), so `SELECT a, b` shows the phase: `old|old` in expand (both
 //! read from `a`), `new|new` in migrate (both read from `b`).
+use crate::support::binary::Binary;
 use crate::support::eventually;
 use crate::support::proxy::proxy;
 use crate::support::reloadable::{ab_rule, AdminBinary, Reloadable};
@@ -193,4 +194,44 @@ async fn reload_by_the_cli_subcommand() {
     assert!(stdout.contains("zz"), "{stdout}\n{stderr}");
     assert!(stderr.contains("422"), "{stdout}\n{stderr}");
     assert_eq!(view(&client).await, MIGRATE_VIEW);
+}
+
+/// A SIGHUP sent as soon as pgshim accepts connections, while it still starts
+/// (here: its catalog check waits on a Postgres that never answers), reloads
+/// instead of killing the process.
+#[tokio::test]
+async fn sighup_while_starting_does_not_stop_pgshim() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            accepted.push(socket);
+        }
+    });
+    let settings = proxy()
+        .upstream("127.0.0.1", port)
+        .connect_timeout_ms(3_000)
+        .rules(&format!(
+            "{}database = \"app\"\n",
+            ab_rule("starting-ab", "expand")
+        ));
+    let mut pgshim = Binary::start(settings, &[]).await;
+    pgshim.signal("HUP");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(
+        pgshim.child.try_wait().unwrap().is_none(),
+        "SIGHUP while starting stopped pgshim:\n{}",
+        pgshim.log_text()
+    );
+    eventually(20, "pgshim logs a reload triggered by SIGHUP", || async {
+        pgshim.log_text().lines().any(|l| l.contains("SIGHUP"))
+    })
+    .await;
+    assert!(
+        pgshim.child.try_wait().unwrap().is_none(),
+        "{}",
+        pgshim.log_text()
+    );
+    held.abort();
 }
