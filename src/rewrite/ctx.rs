@@ -32,6 +32,10 @@ pub(crate) struct Ctx<'a> {
     /// While a `WHERE` is walked: what the mapped columns its query orders by
     /// read as in migrate (see [`super::predicate`]).
     pub(crate) ordered: Vec<String>,
+    /// Columns an `INSERT` leaves to their defaults but a mirror needs, added
+    /// to the text as `DEFAULT`: when any are, the statement is rewritten
+    /// again from the text with them (see [`super::insert`]).
+    pub(crate) implied: Edits,
 }
 
 /// Parts of a `FROM` clause that must be walked once its scope is pushed.
@@ -79,6 +83,7 @@ impl<'a> Ctx<'a> {
             generated: 0,
             usage: Default::default(),
             ordered: Vec::new(),
+            implied: Edits::default(),
         }
     }
 

@@ -148,6 +148,11 @@ fn write_columns(
         }
     }
     let rows = values_rows(source);
+    if let (Some(_), SetExpr::Values(values)) = (&rows, source.body.as_ref()) {
+        if imply_defaults(ctx, target, &explicit, values)? {
+            return Ok(());
+        }
+    }
     let width = match (&rows, explicit.len(), &labels) {
         (_, n, _) if n > 0 => n,
         (Some(rows), _, _) => rows.first().map_or(0, |r| r.len()),
@@ -218,6 +223,86 @@ fn write_columns(
         &names,
         list_plan.as_ref().unwrap_or(&plan),
     )
+}
+
+/// Columns of the target's rules that the statement leaves to their defaults
+/// where a mirror must see that default: the written shape's columns with a
+/// default when the statement sets some of that shape, and when it sets none
+/// of a rule's columns, the one shape that has defaults (both shapes having
+/// them, the database gives each its own). Without this the mirror would be
+/// computed from NULL: a row inserted through pgshim would read as not
+/// migrated, and as NULL from contract on.
+fn implied_defaults(ctx: &Ctx<'_>, target: &Target<'_>, given: &[&str]) -> Vec<String> {
+    let Some(info) = ctx.catalog.table(target.schema, target.table) else {
+        return Vec::new();
+    };
+    let defaulted = |cols: &[String]| -> Vec<String> {
+        cols.iter()
+            .filter(|c| !given.contains(&c.as_str()))
+            .filter(|c| info.column(c).is_some_and(|col| col.has_default))
+            .filter(|c| {
+                ctx.catalog
+                    .default_expr(target.schema, target.table, c)
+                    .is_some()
+            })
+            .cloned()
+            .collect()
+    };
+    let mut implied = Vec::new();
+    for rule in ctx.rules.on_table(target.schema, target.table) {
+        let both_exist = rule
+            .old
+            .iter()
+            .chain(&rule.new)
+            .all(|c| info.column(c).is_some());
+        if !both_exist {
+            continue;
+        }
+        let sets = |cols: &[String]| cols.iter().any(|c| given.contains(&c.as_str()));
+        let (old, new) = (defaulted(&rule.old), defaulted(&rule.new));
+        implied.extend(match (sets(&rule.old), sets(&rule.new)) {
+            (true, _) => old,
+            (false, true) => new,
+            (false, false) if new.is_empty() => old,
+            (false, false) if old.is_empty() => new,
+            (false, false) => Vec::new(),
+        });
+    }
+    implied
+}
+
+/// Adds [`implied_defaults`] to the text as `DEFAULT` items of an explicit
+/// column list and every `VALUES` row.
+///
+/// # Returns
+/// Whether any were added (the statement is then rewritten from that text).
+fn imply_defaults(
+    ctx: &mut Ctx<'_>,
+    target: &Target<'_>,
+    explicit: &[Column],
+    values: &sqlparser::ast::Values,
+) -> Result<bool, Refuse> {
+    let Some((_, (_, last))) = explicit.last() else {
+        return Ok(false);
+    };
+    let given: Vec<&str> = explicit.iter().map(|(n, _)| n.as_str()).collect();
+    let implied = implied_defaults(ctx, target, &given);
+    if implied.is_empty() || values.rows.is_empty() {
+        return Ok(false);
+    }
+    let names: String = implied.iter().map(|c| format!(", {}", quote(c))).collect();
+    ctx.implied.insert(ctx.src.toks[*last].end, names)?;
+    let defaults = ", DEFAULT".repeat(implied.len());
+    for row in &values.rows {
+        let open = ctx.src.token_index(row.opening_token.0.span.start)?;
+        let close = ctx
+            .src
+            .matching_close(open)
+            .ok_or_else(|| Refuse::new("cannot locate the end of a VALUES row"))?;
+        ctx.implied
+            .insert(ctx.src.toks[close].start, defaults.clone())?;
+    }
+    Ok(true)
 }
 
 fn missing_table(ctx: &Ctx<'_>, target: &Target<'_>) -> Refuse {
@@ -368,8 +453,11 @@ impl RenderCtx<'_, '_, '_> {
             }
             rows.push(slots);
         }
+        // `DEFAULT` inline is the column's own default, which a mirror cannot
+        // repeat when there is one: such a row goes through the derived table,
+        // where the default is written out and evaluated once.
         let once = |(slot, _): &(SlotText, (usize, usize)), uses: usize| {
-            uses < 2 || slot.repeatable || slot.default
+            uses < 2 || (slot.default && !slot.has_default) || (slot.repeatable && !slot.default)
         };
         let inline = rows
             .iter()

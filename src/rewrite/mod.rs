@@ -331,6 +331,16 @@ fn parsed_with_usage(
             }
         }
         let usage = ctx.take_usage();
+        if !ctx.implied.is_empty() {
+            // Defaults a mirror needs, made explicit: rewrite that text. Its
+            // usage would count the added columns, which the client never named.
+            let explicit = std::mem::take(&mut ctx.implied).apply(sql)?;
+            let outcome = match parsed_with_usage(&explicit, rules, catalog, path)?.0 {
+                Outcome::Unchanged => explicit,
+                Outcome::Rewritten(text) => text,
+            };
+            return Ok((Outcome::Rewritten(outcome), usage));
+        }
         let edits: Edits = ctx.into_edits();
         if edits.is_empty() {
             return Ok((Outcome::Unchanged, usage));

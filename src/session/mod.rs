@@ -164,6 +164,8 @@ impl Session<'_> {
             crate::usage::Client::new(self.params.application_name.as_deref(), self.peer);
         let down = ToClientSide {
             shutdown: &self.ctx.shutdown,
+            rules: &self.ctx.rules,
+            database: &self.params.database,
             drain_timeout: limits.shutdown_timeout(),
             upstream,
         };

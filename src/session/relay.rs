@@ -185,10 +185,15 @@ pub(crate) struct ToServerSide<'a> {
     pub client: &'a crate::usage::Client,
 }
 
-/// Server-to-client extras: shutdown signalling.
+/// Server-to-client extras: shutdown signalling, and where DDL that has run
+/// is announced.
 pub(crate) struct ToClientSide<'a> {
     /// Cancelled when pgshim starts shutting down.
     pub shutdown: &'a CancellationToken,
+    /// The rules whose catalog DDL through this session changes.
+    pub rules: &'a crate::active::LiveRules,
+    /// The database the session is in.
+    pub database: &'a str,
     /// How long a session may take to reach a safe point after shutdown starts.
     pub drain_timeout: Duration,
     /// `host:port` of the server, for errors.
@@ -476,7 +481,7 @@ impl Pump<'_> {
     ) -> Result<(), SessionError> {
         let mut off = 0;
         loop {
-            let found = {
+            let (found, ddl_ran) = {
                 let mut core = link.core();
                 let authenticated = core.authenticated();
                 let mut found = Found::End;
@@ -519,8 +524,20 @@ impl Pump<'_> {
                 if link.waiting.load(Relaxed) {
                     link.progress.notify_one();
                 }
-                found
+                // DDL on a mapped table has run (committed or rolled back):
+                // announced before its ReadyForQuery reaches the client, so
+                // whatever the client does next, on any session, reads the
+                // catalog afresh.
+                let ddl_ran = core.ddl_pending() && core.idle() && core.take_ddl_sent();
+                // A mapped column reported missing: read afresh once, by the
+                // first session to see it under the rules in force.
+                let stale = core.take_catalog_suspect()
+                    && core.rules_number() == Some(down.rules.current_number());
+                (found, ddl_ran || stale)
             };
+            if ddl_ran {
+                down.rules.catalog_changed(down.database);
+            }
             let Found::Replace { len, action, .. } = found else {
                 break;
             };

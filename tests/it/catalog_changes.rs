@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::eventually;
-use crate::support::rules::{simple_rows, Db};
+use crate::support::rules::{db_error, simple_rows, Db};
 
 const SETUP: &str =
     "CREATE TABLE users (id serial PRIMARY KEY, name text, full_name text, email text);
@@ -28,11 +28,11 @@ async fn ddl_through_pgshim_is_seen_by_every_session_at_once() {
         .prepare("INSERT INTO users (name, email) VALUES ($1, $2) RETURNING *")
         .await
         .unwrap();
+    // The session that ran the DDL stays idle, as a pooled connection would:
+    // the other session sees the new column at its next statement all the same.
     a.batch_execute("ALTER TABLE users ADD COLUMN nickname text")
         .await
         .unwrap();
-    a.batch_execute("SELECT 1").await.unwrap();
-    // The other session sees the new column at its next statement.
     assert_eq!(star(&b).await, ["1|Ann|Ann|a@x|∅"]);
     let rows = b.query(&returning, &[&"Bo", &"b@x"]).await;
     // A prepared statement whose result changed: either re-described or
@@ -40,6 +40,14 @@ async fn ddl_through_pgshim_is_seen_by_every_session_at_once() {
     if let Ok(rows) = rows {
         assert_eq!(rows[0].len(), 5);
     }
+    // DDL in a transaction counts once it commits, and a dropped column is
+    // gone for the other session at once (not an error naming it).
+    a.batch_execute("BEGIN").await.unwrap();
+    a.batch_execute("ALTER TABLE users DROP COLUMN nickname")
+        .await
+        .unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(star(&b).await[0], "1|Ann|Ann|a@x");
 }
 
 #[tokio::test]
@@ -85,4 +93,45 @@ async fn ddl_elsewhere_is_noticed_and_positional_inserts_never_misplace() {
         ["Yo Yu|y@x"]
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// The contract step's `DROP COLUMN`, run while pgshim still mirrors writes
+/// into the column: the first write to name it fails, and the ones after it
+/// (on any session) are written without it at once, not after the next
+/// periodic comparison of catalogs.
+#[tokio::test]
+async fn a_dropped_column_reported_missing_is_read_afresh_at_once() {
+    let db = Db::create("cat_dropped", SETUP).await;
+    let proxy = db.proxy(&rule("contract")).start().await;
+    let writer = db.through(&proxy).await;
+    let other = db.through(&proxy).await;
+    writer
+        .batch_execute("INSERT INTO users (full_name, email) VALUES ('Bo', 'b@x')")
+        .await
+        .unwrap();
+    db.direct()
+        .await
+        .batch_execute("ALTER TABLE users DROP COLUMN name")
+        .await
+        .unwrap();
+    if let Err(e) = writer
+        .batch_execute("INSERT INTO users (full_name, email) VALUES ('Cy', 'c@x')")
+        .await
+    {
+        assert_eq!(db_error(&e).0, "42703", "{e}");
+    }
+    // No pause: the error itself had the catalog read again.
+    writer
+        .batch_execute("INSERT INTO users (full_name, email) VALUES ('Di', 'd@x')")
+        .await
+        .unwrap();
+    other
+        .batch_execute("UPDATE users SET name = 'Ann B' WHERE email = 'a@x'")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.physical("SELECT full_name FROM users WHERE email IN ('a@x', 'd@x') ORDER BY email")
+            .await,
+        ["Ann B", "Di"]
+    );
 }

@@ -693,3 +693,51 @@ async fn sequelize_find_or_create_writes_both_shapes_in_every_phase() {
         );
     }
 }
+
+/// An INSERT that leaves a mapped column to its default, or writes `DEFAULT`
+/// for it (ORMs do both for unset attributes), stores the default in both
+/// shapes, evaluated once: the row reads the same in every phase, contract
+/// included, and `verify` finds it migrated.
+#[tokio::test]
+async fn defaults_of_mapped_columns_reach_both_shapes() {
+    let setup = "CREATE TABLE users (id serial PRIMARY KEY, name text DEFAULT md5(random()::text), full_name text, email text);";
+    for phase in ["expand", "migrate", "contract"] {
+        let db = Db::create("rw_defaults", setup).await;
+        let proxy = db.proxy(&rename(phase)).start().await;
+        let client = db.through(&proxy).await;
+        run_alternating(
+            &client,
+            &[
+                "INSERT INTO users (email) VALUES ('a@x')",
+                "INSERT INTO users (email) VALUES ('b@x'), ('c@x') RETURNING name, full_name",
+                "INSERT INTO users (email, name) VALUES ('d@x', DEFAULT)",
+                "INSERT INTO users (email, full_name) VALUES ('e@x', DEFAULT)",
+            ],
+            phase,
+        )
+        .await;
+        let typed: String = client
+            .query_one(
+                "INSERT INTO users (email) VALUES ($1) RETURNING full_name",
+                &[&"f@x"],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(typed.len(), 32, "{phase}: {typed}");
+        assert_eq!(mismatched(&db).await, Vec::<String>::new(), "{phase}");
+        // The new shape's DEFAULT is its own (none): written out as NULL in both.
+        assert_eq!(
+            db.physical("SELECT name IS NULL, full_name IS NULL FROM users WHERE email = 'e@x'")
+                .await,
+            ["t|t"],
+            "{phase}"
+        );
+        assert_eq!(
+            db.physical("SELECT count(*) FROM users WHERE full_name IS NULL")
+                .await,
+            ["1"],
+            "{phase}"
+        );
+    }
+}

@@ -149,6 +149,11 @@ pub(crate) struct Core {
     /// The client sent DDL naming a mapped table: the catalog is read afresh
     /// once the session is idle again (the DDL has run, or rolled back).
     ddl_sent: bool,
+    /// Postgres reported a mapped column missing (`42703`): the catalog held
+    /// is likely out of date (a column dropped by DDL that pgshim has not
+    /// seen yet), so it is read afresh now rather than at the next periodic
+    /// comparison, and the statements behind stop naming the column.
+    catalog_suspect: bool,
     /// Counts for metrics, published by the socket code.
     pub(crate) tally: Tally,
 }
@@ -240,6 +245,17 @@ impl Core {
     /// True when every request sent has been answered.
     pub(crate) fn settled(&self) -> bool {
         self.pipeline.in_flight() == 0
+    }
+
+    /// Whether Postgres reported a mapped column missing since the last call.
+    pub(crate) fn take_catalog_suspect(&mut self) -> bool {
+        std::mem::take(&mut self.catalog_suspect)
+    }
+
+    /// Whether DDL naming a mapped table was sent and not yet reported by
+    /// [`Core::take_ddl_sent`].
+    pub(crate) fn ddl_pending(&self) -> bool {
+        self.ddl_sent
     }
 
     /// Whether DDL naming a mapped table was sent since the last call.
@@ -719,8 +735,13 @@ impl Core {
             READY_FOR_QUERY_TAG => true,
             AUTHENTICATION_TAG => !self.authenticated(),
             _ if self.probe.is_some() && Probe::answers(tag) => true,
+            // Also with rules in force, to see a mapped column reported
+            // missing; errors are few, so reading them whole costs little.
             ERROR_RESPONSE_TAG => {
-                self.refusals.any() || self.hidden.queries_pending() || self.check.is_some()
+                self.refusals.any()
+                    || self.hidden.queries_pending()
+                    || self.check.is_some()
+                    || self.rules.as_ref().is_some_and(SessionRules::active)
             }
             COMMAND_COMPLETE_TAG => self.hidden.queries_pending(),
             PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => self.hidden.any(),
@@ -787,6 +808,7 @@ impl Core {
             ERROR_RESPONSE_TAG => {
                 let ready = self.pipeline.next_ready();
                 self.failed = Some(ready);
+                self.catalog_suspect |= self.names_missing_mapped_column(msg);
                 match self.refusals.replace(msg, ready) {
                     Some(ours) => ToClient::Send(ours),
                     None => ToClient::Forward,
@@ -815,6 +837,25 @@ impl Core {
                 None => ToClient::Forward,
             },
         }
+    }
+
+    /// Whether `error` is Postgres's `42703` (undefined column) naming a
+    /// column of the session's rules.
+    fn names_missing_mapped_column(&self, error: &[u8]) -> bool {
+        use crate::protocol::backend::error_field;
+        let (Some(rules), Some(b"42703"), Some(message)) = (
+            &self.rules,
+            error_field(error, b'C'),
+            error_field(error, b'M'),
+        ) else {
+            return false;
+        };
+        let message = String::from_utf8_lossy(message);
+        rules.rules().rules().iter().any(|rule| {
+            rule.old.iter().chain(&rule.new).any(|c| {
+                message.contains(&format!("\"{c}\"")) || message.contains(&format!(".{c} "))
+            })
+        })
     }
 
     /// A statement that may change the search path, `sql`, is bound. When it
