@@ -222,7 +222,8 @@ impl RulesVersion {
             .into_iter()
             .filter_map(|name| {
                 let loaded = self.databases.get(&name)?.current()?;
-                (loaded.failure.is_none() && !loaded.db.rules.is_empty())
+                // Rules left out for a missing table count: its creation is news.
+                (loaded.failure.is_none() && !self.rules.for_database(&name).is_empty())
                     .then_some((name, loaded.db))
             })
             .collect()
@@ -325,7 +326,7 @@ impl RulesVersion {
         let rules = self.rules.for_database(database);
         let settings = &self.settings;
         let checked = if rules.is_empty() {
-            Ok(Catalog::new(Vec::new()))
+            Ok((RuleSet::default(), Catalog::new(Vec::new())))
         } else {
             read_and_check(
                 &rules,
@@ -338,16 +339,22 @@ impl RulesVersion {
         // A failure is logged when it is new, not at every retry of it.
         let previous = slot.current().and_then(|l| l.db.state.clone().err());
         let loaded = match checked {
-            Ok(catalog) => {
+            Ok((in_force, catalog)) => {
                 if previous.is_some() {
                     tracing::info!(
                         database,
                         "catalog check passed: rules usable in this database"
                     );
                 }
+                if in_force.rules().len() < rules.rules().len() {
+                    tracing::debug!(
+                        database,
+                        "rules for every database whose table is not in this one are left out here"
+                    );
+                }
                 Loaded {
                     db: Arc::new(DbRules {
-                        rules,
+                        rules: in_force,
                         state: Ok(catalog),
                         cache: RewriteCache::new(CACHE_CAPACITY),
                     }),
@@ -376,22 +383,27 @@ impl RulesVersion {
     }
 }
 
+/// Reads `database`'s catalog for `rules` and checks them against it.
+///
+/// # Returns
+/// The rules in force there (see [`RuleSet::present_in`]) and the catalog.
 pub(crate) async fn read_and_check(
     rules: &RuleSet,
     database: &str,
     cfg: &UpstreamConfig,
     upstream: &Upstream,
-) -> Result<Catalog, (FailureKind, String)> {
+) -> Result<(RuleSet, Catalog), (FailureKind, String)> {
     let catalog = introspect::read(cfg, upstream, database, rules)
         .await
         .map_err(|e| (failure_kind(&e), e.to_string()))?;
-    rules.check_catalog(&catalog).map_err(|e| {
+    let in_force = rules.present_in(&catalog);
+    in_force.check_catalog(&catalog).map_err(|e| {
         (
             FailureKind::Invalid,
             format!("{e} (in database {database:?})"),
         )
     })?;
-    Ok(catalog)
+    Ok((in_force, catalog))
 }
 
 /// Whether `e` says Postgres is down, starting or shutting down, that the

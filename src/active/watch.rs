@@ -59,14 +59,14 @@ pub async fn watch_catalogs(live: Arc<LiveRules>, shutdown: CancellationToken) {
                 continue;
             };
             let fresh = read_and_check(
-                &held.rules,
+                &version.rules.for_database(&database),
                 &database,
                 &settings.config.upstream,
                 &settings.upstream,
             )
             .await;
             let changed = match &fresh {
-                Ok(catalog) => catalog != held_catalog,
+                Ok((_, catalog)) => catalog != held_catalog,
                 // The schema no longer serves the rules: read it afresh, so
                 // statements are refused with the reason.
                 Err((super::databases::FailureKind::Invalid, _)) => true,

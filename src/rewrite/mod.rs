@@ -349,6 +349,30 @@ fn parsed_with_usage(
     })
 }
 
+/// Whether every statement of `sql` changes the schema (`CREATE`, `ALTER`,
+/// `DROP`, `COMMENT`): what may still run on a mapped table where its rules
+/// cannot be used, since it is how the schema is made to serve them.
+pub fn schema_changes_only(sql: &str) -> bool {
+    use sqlparser::keywords::Keyword;
+    use sqlparser::tokenizer::Token;
+    let Ok((src, _)) = Source::new(sql) else {
+        return false;
+    };
+    let ranges = src.statement_ranges();
+    !ranges.is_empty()
+        && ranges.iter().all(|(start, _)| {
+            src.toks
+                .iter()
+                .find(|t| t.start == *start)
+                .is_some_and(|t| {
+                    matches!(&t.token, Token::Word(w) if matches!(
+                        w.keyword,
+                        Keyword::CREATE | Keyword::ALTER | Keyword::DROP | Keyword::COMMENT
+                    ))
+                })
+        })
+}
+
 /// Whether `sql` names a table some rule maps, as a relation anywhere in it (CTE names
 /// that shadow a table count too: the answer errs towards yes).
 ///

@@ -444,6 +444,21 @@ impl RuleSet {
         )
     }
 
+    /// These rules less those for every database (no `database` key) whose
+    /// table `catalog` does not have: in a database without the table such a
+    /// rule has nothing to rewrite, and refusing statements there would
+    /// refuse the `CREATE TABLE` of a new database (a test database, say).
+    /// A rule naming its database is kept, so its check fails loudly.
+    pub fn present_in(&self, catalog: &Catalog) -> RuleSet {
+        RuleSet::from_rules(
+            self.rules
+                .iter()
+                .filter(|r| r.database.is_some() || catalog.table(&r.schema, &r.table).is_some())
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// All rules, in config order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

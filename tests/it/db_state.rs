@@ -2,13 +2,15 @@
 //! try, and a catalog check that fails in a database is remembered for a few
 //! seconds, so a burst of sessions to it costs one catalog connection, not
 //! one each (counted by Postgres itself in `pg_stat_database.sessions`).
+//! Where the rules cannot serve a database yet, the DDL that makes them able
+//! to still goes through.
 use std::time::Duration;
 
 use crate::support::pg::cluster;
 use crate::support::proxy::proxy;
 use crate::support::reloadable::ab_rule;
 use crate::support::reloadable::Reloadable;
-use crate::support::rules::Db;
+use crate::support::rules::{db_error, Db};
 use crate::support::{eventually, within};
 
 /// Sessions Postgres has counted for `database` so far.
@@ -30,9 +32,9 @@ async fn sessions(database: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_catalog_check_is_not_repeated_by_every_session() {
-    // The rule names no database, and this one lacks its table: the check
-    // fails here.
-    let db = Db::create("failed_catalog", "").await;
+    // The rule names no database, and this one's table lacks a column the
+    // phase needs: the check fails here.
+    let db = Db::create("failed_catalog", "CREATE TABLE t (a text)").await;
     let pgshim = proxy().rules(&ab_rule("missing-t", "expand")).start().await;
     const CLIENTS: i64 = 20;
     for _ in 0..CLIENTS {
@@ -48,7 +50,7 @@ async fn a_failed_catalog_check_is_not_repeated_by_every_session() {
             .expect_err("t cannot be served here");
         let message = err.as_db_error().map(|e| e.message().to_owned());
         assert!(
-            message.is_some_and(|m| m.starts_with("pgshim:") && m.contains("not found")),
+            message.is_some_and(|m| m.starts_with("pgshim:") && m.contains("lacks column(s) b")),
             "{err:?}"
         );
     }
@@ -94,4 +96,64 @@ async fn many_database_names_do_not_grow_state_without_bound() {
         crate::reload_triggers::view(&held).await,
         crate::reload_triggers::EXPAND_VIEW
     );
+}
+
+fn widget_rule() -> &'static str {
+    "[[rule]]\nid = \"widget-title\"\ntable = \"widgets\"\nold = \"name\"\nnew = \"title\"\nphase = \"expand\"\n"
+}
+
+/// A rule for every database, in a database without its table (a test
+/// database an ORM is about to build): statements pass, `CREATE TABLE` and
+/// `ADD COLUMN` included, and once the table has both shapes the rule serves.
+#[tokio::test]
+async fn a_rule_for_every_database_waits_for_its_table() {
+    let db = Db::create("dormant", "SELECT 1").await;
+    let pgshim = proxy().rules(widget_rule()).start().await;
+    let client = db.through(&pgshim).await;
+    client
+        .batch_execute("CREATE TABLE widgets (id int PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("ALTER TABLE widgets ADD COLUMN title text")
+        .await
+        .unwrap();
+    eventually(20, "the rule mirrors writes in the new table", || async {
+        client
+            .batch_execute("DELETE FROM widgets; INSERT INTO widgets (id, name) VALUES (1, 'a')")
+            .await
+            .is_ok()
+            && db.physical("SELECT title FROM widgets").await == ["a"]
+    })
+    .await;
+}
+
+/// A rule whose table lacks the new column: statements on the table are
+/// refused, but the `ADD COLUMN` that fixes it runs, and the rule serves from
+/// the next statement on.
+#[tokio::test]
+async fn ddl_runs_where_the_rules_cannot_yet_serve() {
+    let db = Db::create(
+        "ddl_unusable",
+        "CREATE TABLE widgets (id int PRIMARY KEY, name text)",
+    )
+    .await;
+    let pgshim = proxy().rules(widget_rule()).start().await;
+    let client = db.through(&pgshim).await;
+    let refused = client
+        .batch_execute("INSERT INTO widgets (id, name) VALUES (1, 'a')")
+        .await
+        .unwrap_err();
+    let (code, message) = db_error(&refused);
+    assert_eq!(code, "0A000", "{message}");
+    assert!(message.contains("lacks column(s) title"), "{message}");
+    client
+        .batch_execute("ALTER TABLE widgets ADD COLUMN title text")
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO widgets (id, name) VALUES (2, 'b')")
+        .await
+        .unwrap();
+    assert_eq!(db.physical("SELECT id, title FROM widgets").await, ["2|b"]);
 }

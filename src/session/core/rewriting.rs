@@ -192,9 +192,14 @@ impl SessionRules {
 
     /// A statement in a database where the rules could not be activated: it
     /// passes when it names no mapped table (the prefilter matches names
-    /// loosely, and a rule on table `t` must not refuse `SELECT 1`), and is
+    /// loosely, and a rule on table `t` must not refuse `SELECT 1`) or only
+    /// changes the schema (the `CREATE TABLE` or `ADD COLUMN` that lets the
+    /// rules serve this database, read afresh once it has run), and is
     /// refused otherwise, since it cannot be rewritten without the catalog.
     fn without_catalog(&self, sql: &str, reason: &str) -> Result<Outcome, RewriteError> {
+        if crate::rewrite::schema_changes_only(sql) {
+            return Ok(Outcome::Unchanged);
+        }
         match names_mapped_table(sql, &self.db.rules) {
             Ok(false) => Ok(Outcome::Unchanged),
             Ok(true) => Err(RewriteError {
