@@ -69,6 +69,8 @@ pub struct TransformProbe {
     /// A statement that assigns the transform to its column, prepared (never run)
     /// to check that the column can hold what the transform computes.
     pub assign_sql: String,
+    /// The columns the transform reads.
+    pub reads: Vec<String>,
 }
 
 /// The active rules.
@@ -486,7 +488,11 @@ impl RuleSet {
                     let Some(template) = rule.transform(side, index) else {
                         continue;
                     };
-                    let expr = template.render_text(&mut |c| super::ident::quote(c).into_owned());
+                    let mut reads = Vec::new();
+                    let expr = template.render_text(&mut |c| {
+                        reads.push(c.to_owned());
+                        super::ident::quote(c).into_owned()
+                    });
                     let table = format!(
                         "{}.{}",
                         super::ident::quote(&rule.schema),
@@ -501,6 +507,7 @@ impl RuleSet {
                             "UPDATE {table} SET {} = {expr} WHERE false",
                             super::ident::quote(column)
                         ),
+                        reads,
                     });
                 }
             }

@@ -135,3 +135,36 @@ async fn a_dropped_column_reported_missing_is_read_afresh_at_once() {
         ["Ann B", "Di"]
     );
 }
+
+/// After the contract drop, the comparisons of catalogs every 5 s ask nothing
+/// of the dropped column: no statement of pgshim's fails there (each would be
+/// an ERROR in Postgres's log, and a rollback in its statistics).
+#[tokio::test]
+async fn after_the_drop_catalog_checks_do_not_fail_in_postgres() {
+    let db = Db::create("cat_quiet", SETUP).await;
+    let proxy = db.proxy(&rule("contract")).start().await;
+    let client = db.through(&proxy).await;
+    db.direct()
+        .await
+        .batch_execute("ALTER TABLE users DROP COLUMN name")
+        .await
+        .unwrap();
+    eventually(20, "pgshim notices the dropped column", || async {
+        simple_rows(&client, "SELECT * FROM users WHERE id = 1")
+            .await
+            .is_ok_and(|(rows, _)| rows == ["1|Ann|a@x"])
+    })
+    .await;
+    let rollbacks = || async {
+        db.physical(&format!(
+            "SELECT xact_rollback FROM pg_stat_database WHERE datname = '{}'",
+            db.name
+        ))
+        .await
+    };
+    let before = rollbacks().await;
+    // Longer than one comparison interval; statistics are flushed as the
+    // catalog connection closes.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(rollbacks().await, before);
+}
