@@ -373,6 +373,31 @@ pub fn schema_changes_only(sql: &str) -> bool {
         })
 }
 
+/// Whether some statement of `sql` is `CREATE … TABLE`, `ALTER TABLE` or
+/// `DROP TABLE`: one that can change which columns a table has.
+pub fn changes_table_columns(sql: &str) -> bool {
+    use sqlparser::keywords::Keyword;
+    use sqlparser::tokenizer::Token;
+    let Ok((src, _)) = Source::new(sql) else {
+        return false;
+    };
+    let keyword = |i: usize| match src.toks.get(i).map(|t| &t.token) {
+        Some(Token::Word(w)) => Some(w.keyword),
+        _ => None,
+    };
+    src.statement_ranges().iter().any(|(start, _)| {
+        let Some(first) = src.toks.iter().position(|t| t.start == *start) else {
+            return false;
+        };
+        match keyword(first) {
+            Some(Keyword::ALTER | Keyword::DROP) => keyword(first + 1) == Some(Keyword::TABLE),
+            // CREATE [GLOBAL|LOCAL] [TEMP|TEMPORARY|UNLOGGED] TABLE
+            Some(Keyword::CREATE) => (1..=3).any(|k| keyword(first + k) == Some(Keyword::TABLE)),
+            _ => false,
+        }
+    })
+}
+
 /// Whether `sql` names a table some rule maps, as a relation anywhere in it (CTE names
 /// that shadow a table count too: the answer errs towards yes).
 ///

@@ -168,3 +168,49 @@ async fn after_the_drop_catalog_checks_do_not_fail_in_postgres() {
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(rollbacks().await, before);
 }
+
+/// Within the transaction that changes a mapped table's columns, pgshim
+/// still holds the columns from before: a `*` over the table is refused with
+/// the reason rather than answered without an added column. Other DDL, and
+/// DDL words in literals, refuse nothing.
+#[tokio::test]
+async fn star_after_column_changes_in_the_same_transaction_is_refused() {
+    let db = Db::create("cat_same_tx", SETUP).await;
+    let proxy = db.proxy(&rule("expand")).start().await;
+    let client = db.through(&proxy).await;
+    client
+        .batch_execute(
+            "BEGIN; CREATE INDEX ON users (email); UPDATE users SET email = 'alter table' WHERE id = 0",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_rows(&client, "SELECT * FROM users").await.unwrap().0,
+        ["1|Ann|Ann|a@x"]
+    );
+    client
+        .batch_execute("ALTER TABLE users ADD COLUMN nickname text")
+        .await
+        .unwrap();
+    let refused = client
+        .batch_execute("SELECT * FROM users")
+        .await
+        .unwrap_err();
+    let (code, message) = db_error(&refused);
+    assert_eq!(code, "0A000", "{message}");
+    assert!(message.contains("earlier in this transaction"), "{message}");
+    // Named columns are fine.
+    client.batch_execute("ROLLBACK").await.unwrap();
+    client
+        .batch_execute("BEGIN; ALTER TABLE users ADD COLUMN nickname text")
+        .await
+        .unwrap();
+    client
+        .batch_execute("UPDATE users SET nickname = 'A', name = 'Ann B' WHERE id = 1; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_rows(&client, "SELECT * FROM users").await.unwrap().0,
+        ["1|Ann B|Ann B|a@x|A"]
+    );
+}

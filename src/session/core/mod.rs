@@ -48,7 +48,7 @@ use crate::protocol::{
 };
 use crate::rewrite::{
     prepared_statement_name, search_path_after, starts_with_prepare, Outcome, RefusalKind,
-    SearchPath, Usage,
+    RewriteError, SearchPath, Shape, Usage,
 };
 use pipeline::Pipeline;
 use prepared::{deallocated, Deallocated, Hidden, Prepared, SentCounter, SqlPrepared, Statements};
@@ -154,6 +154,10 @@ pub(crate) struct Core {
     /// seen yet), so it is read afresh now rather than at the next periodic
     /// comparison, and the statements behind stop naming the column.
     catalog_suspect: bool,
+    /// A statement that can change a mapped table's columns (`ALTER TABLE`,
+    /// `CREATE`/`DROP TABLE`) was sent in the transaction under way: until
+    /// it ends, the columns pgshim holds may not be the ones Postgres sees.
+    columns_changed_in_tx: bool,
     /// Counts for metrics, published by the socket code.
     pub(crate) tally: Tally,
 }
@@ -259,7 +263,9 @@ impl Core {
     }
 
     /// Whether DDL naming a mapped table was sent since the last call.
+    /// Called when the session is idle: the transaction that ran it is over.
     pub(crate) fn take_ddl_sent(&mut self) -> bool {
+        self.columns_changed_in_tx = false;
         std::mem::take(&mut self.ddl_sent)
     }
 
@@ -443,10 +449,27 @@ impl Core {
                 .push(self.pipeline.next_request(), &StatementError::NoRules);
             return (Some(Sql::StandIn(token.into_bytes())), Usage::default());
         };
-        let (decision, usage) = rules.rewrite(sql, &self.search_path, &mut self.tally);
+        let (mut decision, usage) = rules.rewrite(sql, &self.search_path, &mut self.tally);
+        if self.columns_changed_in_tx && matches!(decision, Rewrite::Keep | Rewrite::Replace(_)) {
+            // The columns pgshim holds are those from before DDL that this
+            // transaction ran: a `*` or positional INSERT resolved with them
+            // could miss a column the transaction added. Postgres sees the
+            // change; the catalog is read afresh once the transaction is over.
+            if let Some((rule, _)) = usage.iter().find(|(_, shape)| *shape == Shape::Star) {
+                decision = Rewrite::Refuse(RewriteError {
+                    rule_id: rule.to_owned(),
+                    reason: "`*` or an INSERT without a column list on a table whose columns DDL changed earlier in this transaction; name the columns, or run it after the transaction".into(),
+                    kind: RefusalKind::Unrewritable,
+                });
+            }
+        }
         if decision != Rewrite::Unmapped {
             // DDL naming a mapped table: the catalog is read afresh once it has run.
-            self.ddl_sent |= is_ddl(sql);
+            if is_ddl(sql) {
+                self.ddl_sent = true;
+                self.columns_changed_in_tx |=
+                    std::str::from_utf8(sql).is_ok_and(crate::rewrite::changes_table_columns);
+            }
         }
         let sql = match decision {
             Rewrite::Unmapped | Rewrite::Keep => None,
