@@ -349,52 +349,53 @@ fn parsed_with_usage(
     })
 }
 
+/// The first four keywords of each statement of `sql` (`None` for a token
+/// that is not a keyword); `None` when the text does not tokenize.
+fn statement_heads(sql: &str) -> Option<Vec<[Option<sqlparser::keywords::Keyword>; 4]>> {
+    use sqlparser::tokenizer::Token;
+    let (src, _) = Source::new(sql).ok()?;
+    let heads = src
+        .statement_ranges()
+        .iter()
+        .filter_map(|(start, _)| src.toks.iter().position(|t| t.start == *start))
+        .map(|first| {
+            std::array::from_fn(|k| match src.toks.get(first + k).map(|t| &t.token) {
+                Some(Token::Word(w)) => Some(w.keyword),
+                _ => None,
+            })
+        })
+        .collect();
+    Some(heads)
+}
+
 /// Whether every statement of `sql` changes the schema (`CREATE`, `ALTER`,
 /// `DROP`, `COMMENT`): what may still run on a mapped table where its rules
 /// cannot be used, since it is how the schema is made to serve them.
 pub fn schema_changes_only(sql: &str) -> bool {
     use sqlparser::keywords::Keyword;
-    use sqlparser::tokenizer::Token;
-    let Ok((src, _)) = Source::new(sql) else {
-        return false;
-    };
-    let ranges = src.statement_ranges();
-    !ranges.is_empty()
-        && ranges.iter().all(|(start, _)| {
-            src.toks
-                .iter()
-                .find(|t| t.start == *start)
-                .is_some_and(|t| {
-                    matches!(&t.token, Token::Word(w) if matches!(
-                        w.keyword,
-                        Keyword::CREATE | Keyword::ALTER | Keyword::DROP | Keyword::COMMENT
-                    ))
-                })
-        })
+    statement_heads(sql).is_some_and(|heads| {
+        !heads.is_empty()
+            && heads.iter().all(|[first, ..]| {
+                matches!(
+                    first,
+                    Some(Keyword::CREATE | Keyword::ALTER | Keyword::DROP | Keyword::COMMENT)
+                )
+            })
+    })
 }
 
 /// Whether some statement of `sql` is `CREATE … TABLE`, `ALTER TABLE` or
 /// `DROP TABLE`: one that can change which columns a table has.
 pub fn changes_table_columns(sql: &str) -> bool {
     use sqlparser::keywords::Keyword;
-    use sqlparser::tokenizer::Token;
-    let Ok((src, _)) = Source::new(sql) else {
-        return false;
-    };
-    let keyword = |i: usize| match src.toks.get(i).map(|t| &t.token) {
-        Some(Token::Word(w)) => Some(w.keyword),
-        _ => None,
-    };
-    src.statement_ranges().iter().any(|(start, _)| {
-        let Some(first) = src.toks.iter().position(|t| t.start == *start) else {
-            return false;
-        };
-        match keyword(first) {
-            Some(Keyword::ALTER | Keyword::DROP) => keyword(first + 1) == Some(Keyword::TABLE),
+    let table = Some(Keyword::TABLE);
+    statement_heads(sql).is_some_and(|heads| {
+        heads.iter().any(|head| match head[0] {
+            Some(Keyword::ALTER | Keyword::DROP) => head[1] == table,
             // CREATE [GLOBAL|LOCAL] [TEMP|TEMPORARY|UNLOGGED] TABLE
-            Some(Keyword::CREATE) => (1..=3).any(|k| keyword(first + k) == Some(Keyword::TABLE)),
+            Some(Keyword::CREATE) => head[1..].contains(&table),
             _ => false,
-        }
+        })
     })
 }
 
