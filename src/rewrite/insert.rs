@@ -27,6 +27,8 @@ use super::write::{
 use super::Refuse;
 
 const VALUES_ALIAS: &str = "pgshim_v";
+/// The source of an `INSERT … SELECT` that defaults are written out next to.
+const DEFAULTS_ALIAS: &str = "pgshim_d";
 
 /// Rewrite one `INSERT`.
 pub(crate) fn walk(ctx: &mut Ctx<'_>, ins: &Insert) -> Result<Labels, Refuse> {
@@ -148,10 +150,12 @@ fn write_columns(
         }
     }
     let rows = values_rows(source);
-    if let (Some(_), SetExpr::Values(values)) = (&rows, source.body.as_ref()) {
-        if imply_defaults(ctx, target, &explicit, values)? {
-            return Ok(());
-        }
+    let values = match (&rows, source.body.as_ref()) {
+        (Some(_), SetExpr::Values(values)) => Some(values),
+        _ => None,
+    };
+    if imply_defaults(ctx, target, &explicit, values)? {
+        return Ok(());
     }
     let width = match (&rows, explicit.len(), &labels) {
         (_, n, _) if n > 0 => n,
@@ -271,8 +275,10 @@ fn implied_defaults(ctx: &Ctx<'_>, target: &Target<'_>, given: &[&str]) -> Vec<S
     implied
 }
 
-/// Adds [`implied_defaults`] to the text as `DEFAULT` items of an explicit
-/// column list and every `VALUES` row.
+/// Adds [`implied_defaults`] to the text: to an explicit column list, and as
+/// `DEFAULT` items of every row of a plain `VALUES` source, or else as the
+/// written-out defaults next to the columns of a query source, which becomes
+/// `SELECT pgshim_d.*, <defaults> FROM (<source>) AS pgshim_d`.
 ///
 /// # Returns
 /// Whether any were added (the statement is then rewritten from that text).
@@ -280,28 +286,63 @@ fn imply_defaults(
     ctx: &mut Ctx<'_>,
     target: &Target<'_>,
     explicit: &[Column],
-    values: &sqlparser::ast::Values,
+    values: Option<&sqlparser::ast::Values>,
 ) -> Result<bool, Refuse> {
     let Some((_, (_, last))) = explicit.last() else {
         return Ok(false);
     };
     let given: Vec<&str> = explicit.iter().map(|(n, _)| n.as_str()).collect();
     let implied = implied_defaults(ctx, target, &given);
-    if implied.is_empty() || values.rows.is_empty() {
+    if implied.is_empty() {
         return Ok(false);
     }
     let names: String = implied.iter().map(|c| format!(", {}", quote(c))).collect();
-    ctx.implied.insert(ctx.src.toks[*last].end, names)?;
-    let defaults = ", DEFAULT".repeat(implied.len());
-    for row in &values.rows {
-        let open = ctx.src.token_index(row.opening_token.0.span.start)?;
-        let close = ctx
-            .src
-            .matching_close(open)
-            .ok_or_else(|| Refuse::new("cannot locate the end of a VALUES row"))?;
-        ctx.implied
-            .insert(ctx.src.toks[close].start, defaults.clone())?;
+    if let Some(values) = values {
+        ctx.implied.insert(ctx.src.toks[*last].end, names)?;
+        let defaults = ", DEFAULT".repeat(implied.len());
+        for row in &values.rows {
+            let open = ctx.src.token_index(row.opening_token.0.span.start)?;
+            let close = ctx
+                .src
+                .matching_close(open)
+                .ok_or_else(|| Refuse::new("cannot locate the end of a VALUES row"))?;
+            ctx.implied
+                .insert(ctx.src.toks[close].start, defaults.clone())?;
+        }
+        return Ok(true);
     }
+    // implied_defaults only names columns whose default can be written out.
+    let written: String = implied
+        .iter()
+        .filter_map(|c| {
+            let info = ctx.catalog.table(target.schema, target.table)?;
+            let ty = info.column(c)?.type_without_typmod();
+            let expr = ctx.catalog.default_expr(target.schema, target.table, c)?;
+            Some(format!(", CAST(({expr}) AS {ty})"))
+        })
+        .collect();
+    let start = last + 2;
+    let src = ctx.src;
+    let opener_ok = src.is(last + 1, &Token::RParen)
+        && (src.is_kw(start, Keyword::SELECT)
+            || src.is_kw(start, Keyword::WITH)
+            || src.is_kw(start, Keyword::VALUES)
+            || src.is(start, &Token::LParen));
+    let end = src.last_before(start, |s, i| {
+        s.is_kw(i, Keyword::RETURNING)
+            || (s.is_kw(i, Keyword::ON) && s.is_kw(i + 1, Keyword::CONFLICT))
+    });
+    let Some(end) = end.filter(|_| opener_ok) else {
+        // Left to the plain rewrite, which finds and reports what it cannot place.
+        return Ok(false);
+    };
+    ctx.implied.insert(src.toks[*last].end, names)?;
+    ctx.implied.insert(
+        src.toks[start].start,
+        format!("SELECT {DEFAULTS_ALIAS}.*{written} FROM ("),
+    )?;
+    ctx.implied
+        .insert(src.toks[end].end, format!(") AS {DEFAULTS_ALIAS}"))?;
     Ok(true)
 }
 

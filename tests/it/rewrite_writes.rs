@@ -712,6 +712,9 @@ async fn defaults_of_mapped_columns_reach_both_shapes() {
                 "INSERT INTO users (email) VALUES ('b@x'), ('c@x') RETURNING name, full_name",
                 "INSERT INTO users (email, name) VALUES ('d@x', DEFAULT)",
                 "INSERT INTO users (email, full_name) VALUES ('e@x', DEFAULT)",
+                "INSERT INTO users (email) SELECT 'g@x'",
+                "INSERT INTO users (email) SELECT email || '2' FROM users WHERE email IN ('a@x', 'b@x') ORDER BY 1 LIMIT 2 RETURNING name",
+                "INSERT INTO users (email) VALUES ('h@x') ORDER BY 1",
             ],
             phase,
         )

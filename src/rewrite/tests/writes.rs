@@ -454,3 +454,12 @@ fn insert_leaving_a_mapped_column_to_its_default_mirrors_the_default() {
         "INSERT INTO users (id, full_name, name) VALUES (1, 'F', 'F')"
     );
 }
+
+#[test]
+fn insert_select_leaving_a_mapped_column_to_its_default_mirrors_the_default() {
+    let cat = catalog_with_old_default();
+    assert_eq!(
+        rw_with("expand", "INSERT INTO users (id, email) SELECT 1, 'e' RETURNING id", &cat),
+        "INSERT INTO users (id, email, name, full_name) SELECT (pgshim_v.c1)::text, (pgshim_v.c2)::text, (pgshim_v.c3)::text, (pgshim_v.c3)::text FROM (SELECT pgshim_d.*, CAST(('anon'::text) AS text) FROM (SELECT 1, 'e') AS pgshim_d) pgshim_v(c1, c2, c3) RETURNING id"
+    );
+}
