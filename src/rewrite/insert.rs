@@ -139,7 +139,7 @@ fn write_columns(
     labels: Labels,
 ) -> Result<(), Refuse> {
     let Some(source) = ins.source.as_deref() else {
-        return Ok(());
+        return imply_default_values(ctx, target);
     };
     let explicit = explicit_columns(ctx, ins)?;
     for (name, _) in &explicit {
@@ -344,6 +344,27 @@ fn imply_defaults(
     ctx.implied
         .insert(src.toks[end].end, format!(") AS {DEFAULTS_ALIAS}"))?;
     Ok(true)
+}
+
+/// `INSERT … DEFAULT VALUES` where [`implied_defaults`] names columns: made
+/// `(<those>) VALUES (DEFAULT, …)`, which is then rewritten.
+fn imply_default_values(ctx: &mut Ctx<'_>, target: &Target<'_>) -> Result<(), Refuse> {
+    let implied = implied_defaults(ctx, target, &[]);
+    let (default, values) = (target.name_end + 1, target.name_end + 2);
+    if implied.is_empty()
+        || !ctx.src.is_kw(default, Keyword::DEFAULT)
+        || !ctx.src.is_kw(values, Keyword::VALUES)
+    {
+        return Ok(());
+    }
+    let names: Vec<String> = implied.iter().map(|c| quote(c).into_owned()).collect();
+    let items = vec!["DEFAULT"; implied.len()];
+    let (start, end) = ctx.src.range(default, values);
+    ctx.implied.replace(
+        start,
+        end,
+        format!("({}) VALUES ({})", names.join(", "), items.join(", ")),
+    )
 }
 
 fn missing_table(ctx: &Ctx<'_>, target: &Target<'_>) -> Refuse {

@@ -715,6 +715,7 @@ async fn defaults_of_mapped_columns_reach_both_shapes() {
                 "INSERT INTO users (email) SELECT 'g@x'",
                 "INSERT INTO users (email) SELECT email || '2' FROM users WHERE email IN ('a@x', 'b@x') ORDER BY 1 LIMIT 2 RETURNING name",
                 "INSERT INTO users (email) VALUES ('h@x') ORDER BY 1",
+                "INSERT INTO users DEFAULT VALUES RETURNING name, full_name",
             ],
             phase,
         )

@@ -463,3 +463,12 @@ fn insert_select_leaving_a_mapped_column_to_its_default_mirrors_the_default() {
         "INSERT INTO users (id, email, name, full_name) SELECT (pgshim_v.c1)::text, (pgshim_v.c2)::text, (pgshim_v.c3)::text, (pgshim_v.c3)::text FROM (SELECT pgshim_d.*, CAST(('anon'::text) AS text) FROM (SELECT 1, 'e') AS pgshim_d) pgshim_v(c1, c2, c3) RETURNING id"
     );
 }
+
+#[test]
+fn default_values_mirrors_the_default() {
+    let cat = catalog_with_old_default();
+    assert_eq!(
+        rw_with("migrate", "INSERT INTO users DEFAULT VALUES RETURNING id", &cat),
+        "INSERT INTO users (name, full_name) SELECT pgshim_v.c1, pgshim_v.c1 FROM (VALUES (CAST(('anon'::text) AS text))) pgshim_v(c1) RETURNING id"
+    );
+}
