@@ -321,6 +321,19 @@ fn parsed_with_usage(
     catalog: &Catalog,
     path: &SearchPath,
 ) -> Result<(Outcome, UsageSet), Refuse> {
+    parsed_once_more(sql, rules, catalog, path, true)
+}
+
+/// [`parsed_with_usage`]; `again`: whether defaults an `INSERT` leaves to a
+/// mirror may be made explicit and the result rewritten (once: that text
+/// names them all).
+fn parsed_once_more(
+    sql: &str,
+    rules: &RuleSet,
+    catalog: &Catalog,
+    path: &SearchPath,
+    again: bool,
+) -> Result<(Outcome, UsageSet), Refuse> {
     with_parsed(sql, |src, statements| {
         let mut ctx = Ctx::new(src, rules, catalog, path.clone());
         for statement in statements {
@@ -332,10 +345,13 @@ fn parsed_with_usage(
         }
         let usage = ctx.take_usage();
         if !ctx.implied.is_empty() {
+            if !again {
+                return Err(Refuse::new("column defaults a mirror needs"));
+            }
             // Defaults a mirror needs, made explicit: rewrite that text. Its
             // usage would count the added columns, which the client never named.
             let explicit = std::mem::take(&mut ctx.implied).apply(sql)?;
-            let outcome = match parsed_with_usage(&explicit, rules, catalog, path)?.0 {
+            let outcome = match parsed_once_more(&explicit, rules, catalog, path, false)?.0 {
                 Outcome::Unchanged => explicit,
                 Outcome::Rewritten(text) => text,
             };
