@@ -64,6 +64,9 @@ pub struct RulesVersion {
 pub struct DbRules {
     /// The rules for this database.
     pub rules: RuleSet,
+    /// Rules for every database left out here because their table is not
+    /// here (see [`RuleSet::present_in`]): DDL naming it is watched for.
+    pub left_out: RuleSet,
     /// Catalog of their tables, or why the rules cannot be used here.
     pub state: Result<Catalog, String>,
     /// Rewrites of this database's statements under this version.
@@ -346,7 +349,8 @@ impl RulesVersion {
                         "catalog check passed: rules usable in this database"
                     );
                 }
-                if in_force.rules().len() < rules.rules().len() {
+                let left_out = rules.without(&in_force);
+                if !left_out.is_empty() {
                     tracing::debug!(
                         database,
                         "rules for every database whose table is not in this one are left out here"
@@ -355,6 +359,7 @@ impl RulesVersion {
                 Loaded {
                     db: Arc::new(DbRules {
                         rules: in_force,
+                        left_out,
                         state: Ok(catalog),
                         cache: RewriteCache::new(CACHE_CAPACITY),
                     }),
@@ -368,6 +373,7 @@ impl RulesVersion {
                 Loaded {
                     db: Arc::new(DbRules {
                         rules,
+                        left_out: RuleSet::default(),
                         state: Err(reason),
                         cache: RewriteCache::new(1),
                     }),

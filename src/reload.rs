@@ -19,6 +19,11 @@ use crate::rewrite::RuleSet;
 use crate::runtime::Context;
 use crate::settings::Settings;
 
+/// How many times a reload checks its rules again because the catalogs
+/// changed under it, before it puts them in force as they are (the periodic
+/// comparison of catalogs then catches up).
+const MAX_ATTEMPTS: u32 = 4;
+
 /// A reload that changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -151,19 +156,36 @@ impl Reloader {
         config.tls.clone_from(&current.config.tls);
         config.admin.clone_from(&current.config.admin);
         let settings = Arc::new(Settings::new(Arc::new(config))?);
-        let old = self.ctx.rules.current();
-        let version = RulesVersion::load(Arc::clone(&settings), old.number + 1).await?;
-        check_phase_steps(&old.rules, &version.rules).map_err(ReloadError::PhaseGuard)?;
-        if let Some(fleet) = &self.fleet {
-            crate::fleet::spread::check(&settings, &fleet.instance_id, &old.rules, &version.rules)
+        let mut attempt = 1;
+        let number = loop {
+            let old = self.ctx.rules.current();
+            let version = RulesVersion::load(Arc::clone(&settings), old.number + 1).await?;
+            check_phase_steps(&old.rules, &version.rules).map_err(ReloadError::PhaseGuard)?;
+            if let Some(fleet) = &self.fleet {
+                crate::fleet::spread::check(
+                    &settings,
+                    &fleet.instance_id,
+                    &old.rules,
+                    &version.rules,
+                )
                 .await
                 .map_err(ReloadError::FleetGuard)?;
-        }
-        version.check_served(&old).await?;
-        let number = version.number;
-        version.publish_metrics();
-        // Settings and rules go in force together.
-        self.ctx.rules.store(version);
+            }
+            version.check_served(&old).await?;
+            let number = version.number;
+            // Settings and rules go in force together, and only over the
+            // version they were checked against: a catalog change that came
+            // in meanwhile (DDL through pgshim) may postdate the catalogs
+            // read here, so they are read again.
+            if attempt == MAX_ATTEMPTS {
+                self.ctx.rules.store(version);
+            } else if !self.ctx.rules.replace(&old, version) {
+                attempt += 1;
+                continue;
+            }
+            break number;
+        };
+        self.ctx.rules.current().publish_metrics();
         if let Some(fleet) = &self.fleet {
             fleet.set_config_text(&text);
             fleet.db_rules_version.store(

@@ -400,18 +400,104 @@ pub fn schema_changes_only(sql: &str) -> bool {
     })
 }
 
-/// Whether some statement of `sql` is `CREATE … TABLE`, `ALTER TABLE` or
-/// `DROP TABLE`: one that can change which columns a table has.
-pub fn changes_table_columns(sql: &str) -> bool {
-    use sqlparser::keywords::Keyword;
-    let table = Some(Keyword::TABLE);
-    statement_heads(sql).is_some_and(|heads| {
-        heads.iter().any(|head| match head[0] {
-            Some(Keyword::ALTER | Keyword::DROP) => head[1] == table,
-            // CREATE [GLOBAL|LOCAL] [TEMP|TEMPORARY|UNLOGGED] TABLE
-            Some(Keyword::CREATE) => head[1..].contains(&table),
-            _ => false,
+/// Whether some statement of `sql` changes which columns a table `rules`
+/// map has: `CREATE … TABLE` or `DROP TABLE` naming it, or `ALTER TABLE` on
+/// it that adds, drops, renames or retypes (not `SET DEFAULT`, constraints).
+pub fn changes_mapped_columns(sql: &str, rules: &RuleSet) -> bool {
+    use sqlparser::keywords::Keyword as K;
+    use sqlparser::tokenizer::Token;
+    let Ok((src, _)) = Source::new(sql) else {
+        return false;
+    };
+    let toks = &src.toks;
+    let kw = |i: usize| match toks.get(i).map(|t| &t.token) {
+        Some(Token::Word(w)) => Some(w.keyword),
+        _ => None,
+    };
+    let name = |i: usize| match toks.get(i).map(|t| &t.token) {
+        Some(Token::Word(w)) if w.quote_style.is_some() => Some(w.value.clone()),
+        Some(Token::Word(w)) => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    };
+    // The table named at `i` (after TABLE and its IF [NOT] EXISTS / ONLY),
+    // and the index after it.
+    let mapped_at = |mut i: usize| -> (bool, usize) {
+        while matches!(kw(i), Some(K::IF | K::NOT | K::EXISTS | K::ONLY)) {
+            i += 1;
+        }
+        if toks.get(i + 1).is_some_and(|t| t.token == Token::Period) {
+            let mapped =
+                matches!((name(i), name(i + 2)), (Some(s), Some(t)) if rules.maps_table(&s, &t));
+            return (mapped, i + 3);
+        }
+        (
+            name(i).is_some_and(|t| rules.maps_table_anywhere(&t)),
+            i + 1,
+        )
+    };
+    let alters_columns = |from: usize, to: usize| {
+        let mut depth = 0usize;
+        (from..to).any(|i| {
+            match &toks[i].token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            depth == 0
+                && match kw(i) {
+                    Some(K::ADD) => !matches!(
+                        kw(i + 1),
+                        Some(
+                            K::CONSTRAINT
+                                | K::PRIMARY
+                                | K::UNIQUE
+                                | K::CHECK
+                                | K::FOREIGN
+                                | K::EXCLUDE
+                        )
+                    ),
+                    Some(K::DROP) => !matches!(
+                        kw(i + 1),
+                        Some(K::CONSTRAINT | K::DEFAULT | K::NOT | K::IDENTITY)
+                    ),
+                    Some(K::RENAME | K::TYPE) => true,
+                    _ => false,
+                }
         })
+    };
+    src.statement_ranges().iter().any(|&(start, end)| {
+        let Some(first) = toks.iter().position(|t| t.start == start) else {
+            return false;
+        };
+        let last = toks
+            .iter()
+            .rposition(|t| t.end <= end)
+            .map_or(first, |l| l + 1);
+        match kw(first) {
+            Some(K::ALTER) if kw(first + 1) == Some(K::TABLE) => {
+                let (mapped, after) = mapped_at(first + 2);
+                mapped && alters_columns(after, last)
+            }
+            Some(K::DROP) if kw(first + 1) == Some(K::TABLE) => {
+                // DROP TABLE a, b: any of them.
+                let mut i = first + 2;
+                loop {
+                    let (mapped, after) = mapped_at(i);
+                    if mapped {
+                        break true;
+                    }
+                    if toks.get(after).is_some_and(|t| t.token == Token::Comma) {
+                        i = after + 1;
+                    } else {
+                        break false;
+                    }
+                }
+            }
+            Some(K::CREATE) => (1..=3)
+                .find(|&k| kw(first + k) == Some(K::TABLE))
+                .is_some_and(|k| mapped_at(first + k + 1).0),
+            _ => false,
+        }
     })
 }
 

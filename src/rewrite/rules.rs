@@ -461,6 +461,17 @@ impl RuleSet {
         )
     }
 
+    /// These rules less those in `other` (by id).
+    pub fn without(&self, other: &RuleSet) -> RuleSet {
+        RuleSet::from_rules(
+            self.rules
+                .iter()
+                .filter(|r| !other.rules.iter().any(|o| o.id == r.id))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// All rules, in config order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

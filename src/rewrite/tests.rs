@@ -7,26 +7,35 @@ pub(crate) mod support;
 mod writes;
 
 /// Which statements count as schema changes, by their leading keywords, not
-/// by words anywhere in the text.
+/// by words anywhere in the text; and which change a mapped table's columns.
 #[test]
 fn schema_change_statements() {
-    use super::{changes_table_columns, schema_changes_only};
+    use super::{changes_mapped_columns, schema_changes_only};
+    let rules = support::rules("expand");
     for sql in [
         "ALTER TABLE users ADD COLUMN c int",
+        "alter table if exists only public.users add c int, alter d set default 1",
+        "ALTER TABLE users DROP COLUMN c",
+        "ALTER TABLE users RENAME COLUMN c TO d",
+        "ALTER TABLE users ALTER COLUMN c TYPE bigint",
         "create temp table users (id int)",
-        "CREATE UNLOGGED TABLE t (id int); SELECT 1",
-        "/* note */ DROP TABLE users",
+        "CREATE UNLOGGED TABLE IF NOT EXISTS users (id int); SELECT 1",
+        "/* note */ DROP TABLE accounts, users",
     ] {
-        assert!(changes_table_columns(sql), "{sql}");
+        assert!(changes_mapped_columns(sql, &rules), "{sql}");
     }
     for sql in [
         "CREATE INDEX ON users (name)",
-        "UPDATE users SET note = 'alter table users'",
-        "SELECT 1 AS create",
-        "ALTER INDEX i RENAME TO j",
+        "UPDATE users SET note = 'alter table users add c int'",
+        "ALTER TABLE users ALTER COLUMN c SET DEFAULT 'x'",
+        "ALTER TABLE users ADD CONSTRAINT k CHECK (c > 0), DROP CONSTRAINT j",
+        "ALTER TABLE users_tmp ADD COLUMN c int",
+        "CREATE TABLE xusers (id int)",
+        "ALTER TABLE accounts ADD COLUMN note text DEFAULT 'users'",
+        "ALTER TABLE other.users ADD COLUMN c int",
         "'unterminated",
     ] {
-        assert!(!changes_table_columns(sql), "{sql}");
+        assert!(!changes_mapped_columns(sql, &rules), "{sql}");
     }
     assert!(schema_changes_only(
         "CREATE TABLE users (id int); COMMENT ON TABLE users IS 'x'"

@@ -342,7 +342,10 @@ impl Core {
     /// Whether a client message with `tag` must be given whole to
     /// [`Core::client_message`]; others go to [`Core::client_passed`].
     pub(crate) fn client_wants_whole(&self, tag: u8) -> bool {
-        let active = self.rules.as_ref().is_some_and(SessionRules::active);
+        let active = self
+            .rules
+            .as_ref()
+            .is_some_and(|r| r.active() || r.has_left_out());
         match tag {
             PARSE_TAG => true,
             QUERY_TAG => active || !self.statements.is_empty(),
@@ -463,12 +466,16 @@ impl Core {
                 });
             }
         }
+        if decision == Rewrite::Unmapped && rules.mentions_left_out(sql) && is_ddl(sql) {
+            // DDL that may create the table of a rule left out here.
+            self.ddl_sent = true;
+        }
         if decision != Rewrite::Unmapped {
             // DDL naming a mapped table: the catalog is read afresh once it has run.
             if is_ddl(sql) {
                 self.ddl_sent = true;
-                self.columns_changed_in_tx |=
-                    std::str::from_utf8(sql).is_ok_and(crate::rewrite::changes_table_columns);
+                self.columns_changed_in_tx |= std::str::from_utf8(sql)
+                    .is_ok_and(|sql| crate::rewrite::changes_mapped_columns(sql, rules.rules()));
             }
         }
         let sql = match decision {

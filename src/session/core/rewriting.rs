@@ -80,6 +80,17 @@ impl SessionRules {
         &self.db.rules
     }
 
+    /// Whether `sql` may name the table of a rule left out in this database
+    /// for want of its table (a `CREATE TABLE` of it is news).
+    pub(crate) fn mentions_left_out(&self, sql: &[u8]) -> bool {
+        self.has_left_out() && mentions_mapped_table(sql, &self.db.left_out)
+    }
+
+    /// True when some rule was left out in this database for want of its table.
+    pub(crate) fn has_left_out(&self) -> bool {
+        !self.db.left_out.is_empty()
+    }
+
     /// True when some rule applies in this database.
     pub(crate) fn active(&self) -> bool {
         !self.db.rules.is_empty()

@@ -147,6 +147,7 @@ static DATABASES: LazyLock<[Arc<DbRules>; 3]> = LazyLock::new(|| {
     ["expand", "migrate", "contract"].map(|phase| {
         Arc::new(DbRules {
             rules: rules(phase),
+            left_out: Default::default(),
             state: Ok(catalog()),
             cache: RewriteCache::new(256),
         })
