@@ -103,6 +103,14 @@ FROM pg_catalog.pg_index i \
 JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
 WHERE i.indrelid = $1::text::regclass ORDER BY ic.relname";
 
+/// Default expressions of the table's plain columns (not identity or generated).
+const DEFAULTS_SQL: &str = "\
+SELECT a.attname::text, pg_catalog.pg_get_expr(d.adbin, d.adrelid) \
+FROM pg_catalog.pg_attribute a \
+JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+  AND a.attidentity = '' AND a.attgenerated = ''";
+
 const CHECKS_SQL: &str = "\
 SELECT conname::text FROM pg_catalog.pg_constraint \
 WHERE conrelid = $1::text::regclass AND contype = 'c' AND conname LIKE 'pgshim\\_%'";
@@ -212,6 +220,8 @@ pub async fn plan(client: &Client, target: &Target, step: Step) -> Result<Plan, 
         Step::Expand => expand(client, target, &info, &indexes, &mut plan).await?,
         Step::Contract => {
             let checks = read_checks(client, target).await?;
+            let defaults = read_defaults(client, target).await?;
+            carry_defaults(target, &info, &defaults, &mut plan);
             contract(target, &info, &indexes, &checks, &mut plan)?;
         }
     }
@@ -232,6 +242,55 @@ async fn read_indexes(client: &Client, target: &Target) -> Result<Vec<Index>, Op
             constraint: r.get(3),
         })
         .collect())
+}
+
+async fn read_defaults(
+    client: &Client,
+    target: &Target,
+) -> Result<Vec<(String, String)>, OpsError> {
+    let rows = client
+        .query(DEFAULTS_SQL, &[&target.table_sql()])
+        .await
+        .map_err(OpsError::db("reading the table's column defaults"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Before the old columns go: each new column without a default takes
+/// `to_new` of its old columns' defaults, when all of them have one, so an
+/// insert that leaves the column out stores after the drop what it stored
+/// before (pgshim wrote the old default out and mirrored it until then).
+fn carry_defaults(
+    target: &Target,
+    info: &TableInfo,
+    defaults: &[(String, String)],
+    plan: &mut Plan,
+) {
+    let rule = &target.rule;
+    let default_of = |c: &str| defaults.iter().find(|(n, _)| n == c).map(|(_, e)| e);
+    for (i, n) in rule.new.iter().enumerate() {
+        let sources = rule.to_new_sources(i);
+        let has_default = info.column(n).is_none_or(|c| c.has_default);
+        if has_default || sources.is_empty() || !sources.iter().all(|s| default_of(s).is_some()) {
+            continue;
+        }
+        let Some(expr) = rule.to_new_with(i, &mut |c| {
+            default_of(c).map_or_else(|| "NULL".to_owned(), |e| format!("({e})"))
+        }) else {
+            continue;
+        };
+        plan.statements.push(Statement::new(
+            format!(
+                "{n} takes the default of {} through the rule's transform, so inserts that leave it out after the drop store what they stored before",
+                sources.join(", ")
+            ),
+            format!(
+                "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {expr}",
+                target.table_sql(),
+                ident(n)
+            ),
+            Kind::Quick,
+        ));
+    }
 }
 
 async fn read_checks(client: &Client, target: &Target) -> Result<Vec<String>, OpsError> {

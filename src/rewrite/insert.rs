@@ -232,8 +232,8 @@ fn write_columns(
 /// Columns of the target's rules that the statement leaves to their defaults
 /// where a mirror must see that default: the written shape's columns with a
 /// default when the statement sets some of that shape, and when it sets none
-/// of a rule's columns, the one shape that has defaults (both shapes having
-/// them, the database gives each its own). Without this the mirror would be
+/// of a rule's columns, those of the phase's source of truth (the old shape,
+/// the new one in contract) or, when it has none, of the other shape. Without this the mirror would be
 /// computed from NULL: a row inserted through pgshim would read as not
 /// migrated, and as NULL from contract on.
 fn implied_defaults(ctx: &Ctx<'_>, target: &Target<'_>, given: &[&str]) -> Vec<String> {
@@ -264,12 +264,14 @@ fn implied_defaults(ctx: &Ctx<'_>, target: &Target<'_>, given: &[&str]) -> Vec<S
         }
         let sets = |cols: &[String]| cols.iter().any(|c| given.contains(&c.as_str()));
         let (old, new) = (defaulted(&rule.old), defaulted(&rule.new));
+        // Neither shape written: the phase's source of truth gives its
+        // defaults (when it has any), and the other shape mirrors them.
+        let truth_is_new = rule.phase == Phase::Contract;
         implied.extend(match (sets(&rule.old), sets(&rule.new)) {
             (true, _) => old,
             (false, true) => new,
-            (false, false) if new.is_empty() => old,
-            (false, false) if old.is_empty() => new,
-            (false, false) => Vec::new(),
+            (false, false) if old.is_empty() || (truth_is_new && !new.is_empty()) => new,
+            (false, false) => old,
         });
     }
     implied

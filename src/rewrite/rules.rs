@@ -564,6 +564,16 @@ impl Rule {
         self.to_new.get(index)?.identity_column()
     }
 
+    /// `to_new` of new column `index`, with each old column written as
+    /// `fill` says.
+    pub fn to_new_with(
+        &self,
+        index: usize,
+        fill: &mut dyn FnMut(&str) -> String,
+    ) -> Option<String> {
+        self.to_new.get(index).map(|t| t.render_text(fill))
+    }
+
     /// The old columns `to_new` of `new[index]` reads (each once, in first-use order).
     pub fn to_new_sources(&self, index: usize) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();

@@ -42,7 +42,7 @@ async fn expand_then_contract_ddl_applied_on_a_schema_copy() {
     admin
         .batch_execute(&format!(
             "CREATE SCHEMA {schema};
-             CREATE TABLE {schema}.users (id int PRIMARY KEY, name text NOT NULL, email text);
+             CREATE TABLE {schema}.users (id int PRIMARY KEY, name text NOT NULL DEFAULT 'anon', email text);
              CREATE INDEX users_name_idx ON {schema}.users (name);
              CREATE UNIQUE INDEX users_lower_name_key ON {schema}.users (lower(name)) WHERE name <> 'name';
              CREATE INDEX users_email_idx ON {schema}.users (email);
@@ -151,6 +151,18 @@ async fn expand_then_contract_ddl_applied_on_a_schema_copy() {
             "full_name text NOT NULL"
         ]
     );
+    // The old column's default went to the new one before the drop.
+    let default: String = admin
+        .query_one(
+            "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef d JOIN pg_attribute a \
+             ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+             WHERE d.adrelid = ($1 || '.users')::regclass AND a.attname = 'full_name'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(default, "'anon'::text");
     assert_eq!(
         indexes(&admin, &schema).await,
         [

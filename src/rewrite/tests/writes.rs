@@ -472,3 +472,19 @@ fn default_values_mirrors_the_default() {
         "INSERT INTO users (name, full_name) SELECT pgshim_v.c1, pgshim_v.c1 FROM (VALUES (CAST(('anon'::text) AS text))) pgshim_v(c1) RETURNING id"
     );
 }
+
+#[test]
+fn both_shapes_defaulted_take_the_phase_source_of_truths_default() {
+    let mut cat = catalog_with_defaults(true);
+    cat.set_default("public", "users", "name", "'anon'::text");
+    cat.set_default("public", "users", "full_name", "'nobody'::text");
+    let sql = "INSERT INTO users (id) VALUES (1)";
+    assert_eq!(
+        rw_with("migrate", sql, &cat),
+        "INSERT INTO users (id, name, full_name) SELECT pgshim_v.c1, pgshim_v.c2, pgshim_v.c2 FROM (VALUES ((1)::text, CAST(('anon'::text) AS text))) pgshim_v(c1, c2)"
+    );
+    assert_eq!(
+        rw_with("contract", sql, &cat),
+        "INSERT INTO users (id, full_name, name) SELECT pgshim_v.c1, pgshim_v.c2, pgshim_v.c2 FROM (VALUES ((1)::text, CAST(('nobody'::text) AS text))) pgshim_v(c1, c2)"
+    );
+}
