@@ -233,9 +233,9 @@ fn write_columns(
 /// where a mirror must see that default: the written shape's columns with a
 /// default when the statement sets some of that shape, and when it sets none
 /// of a rule's columns, those of the phase's source of truth (the old shape,
-/// the new one in contract) or, when it has none, of the other shape. Without this the mirror would be
-/// computed from NULL: a row inserted through pgshim would read as not
-/// migrated, and as NULL from contract on.
+/// the new one in contract) or, when it has none, of the other shape.
+/// Without this the mirror would be computed from NULL: a row inserted
+/// through pgshim would read as not migrated, and as NULL from contract on.
 fn implied_defaults(ctx: &Ctx<'_>, target: &Target<'_>, given: &[&str]) -> Vec<String> {
     let Some(info) = ctx.catalog.table(target.schema, target.table) else {
         return Vec::new();
@@ -316,12 +316,8 @@ fn imply_defaults(
     // implied_defaults only names columns whose default can be written out.
     let written: String = implied
         .iter()
-        .filter_map(|c| {
-            let info = ctx.catalog.table(target.schema, target.table)?;
-            let ty = info.column(c)?.type_without_typmod();
-            let expr = ctx.catalog.default_expr(target.schema, target.table, c)?;
-            Some(format!(", CAST(({expr}) AS {ty})"))
-        })
+        .filter_map(|c| written_default(ctx, target, c))
+        .map(|d| format!(", {d}"))
         .collect();
     let start = last + 2;
     let src = ctx.src;
@@ -367,6 +363,20 @@ fn imply_default_values(ctx: &mut Ctx<'_>, target: &Target<'_>) -> Result<(), Re
         end,
         format!("({}) VALUES ({})", names.join(", "), items.join(", ")),
     )
+}
+
+/// Column `name`'s default expression, cast to its type, as a value to
+/// write in its place; `None` when it has no plain default.
+fn written_default(ctx: &Ctx<'_>, target: &Target<'_>, name: &str) -> Option<String> {
+    let expr = ctx
+        .catalog
+        .default_expr(target.schema, target.table, name)?;
+    let value = format!("({expr})");
+    let column = ctx.catalog.table(target.schema, target.table)?.column(name);
+    Some(match column.map(|c| c.type_without_typmod()) {
+        Some(ty) => format!("CAST({value} AS {ty})"),
+        None => value,
+    })
 }
 
 fn missing_table(ctx: &Ctx<'_>, target: &Target<'_>) -> Refuse {
@@ -468,19 +478,12 @@ impl RenderCtx<'_, '_, '_> {
     /// The value `DEFAULT` stands for in column `slot`, typed as the column: its default
     /// expression, or NULL when it has none; `None` when it cannot be written out.
     fn default_value(&self, slot: usize, text: &SlotText) -> Option<String> {
-        let value = if text.has_default {
-            let name = self.names.get(slot)?;
-            let expr =
-                self.ctx
-                    .catalog
-                    .default_expr(self.target.schema, self.target.table, name)?;
-            format!("({expr})")
-        } else {
-            "NULL".to_owned()
-        };
+        if text.has_default {
+            return written_default(self.ctx, self.target, self.names.get(slot)?);
+        }
         Some(match &text.cast {
-            Some(ty) => format!("CAST({value} AS {ty})"),
-            None => value,
+            Some(ty) => format!("CAST(NULL AS {ty})"),
+            None => "NULL".to_owned(),
         })
     }
 
