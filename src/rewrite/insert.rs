@@ -596,12 +596,34 @@ impl RenderCtx<'_, '_, '_> {
                     .map(|o| render(&o.value, slot))
                     .collect::<Result<Vec<_>, _>>()
             };
+        // Old columns replaced by new ones (contract, the old ones dropped):
+        // a new column computed from `DEFAULT`s only takes its own default,
+        // which `plan --phase contract` carried over from the old columns.
+        let from_defaults = |value: &[Piece]| {
+            let mut slots = value.iter().filter_map(|p| match p {
+                Piece::Slot(n) => Some(*n),
+                Piece::Text(_) => None,
+            });
+            let first = slots.next();
+            first.is_some()
+                && first
+                    .into_iter()
+                    .chain(slots)
+                    .all(|n| row.get(n).is_some_and(|(s, _)| s.default))
+        };
         let mut edits = Vec::with_capacity(row.len());
         for p in &self.plan.placements {
             edits.push(match p {
                 Placement::Keep => ItemEdit::Keep,
                 Placement::Replace(outs) => {
-                    ItemEdit::Replace(outs_text(outs, &mut slot)?.join(", "))
+                    let mut texts = Vec::with_capacity(outs.len());
+                    for out in outs {
+                        texts.push(match from_defaults(&out.value) {
+                            true => "DEFAULT".to_owned(),
+                            false => render(&out.value, &mut slot)?,
+                        });
+                    }
+                    ItemEdit::Replace(texts.join(", "))
                 }
                 Placement::Remove => ItemEdit::Remove,
             });

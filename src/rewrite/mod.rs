@@ -400,14 +400,15 @@ pub fn schema_changes_only(sql: &str) -> bool {
     })
 }
 
-/// Whether some statement of `sql` changes which columns a table `rules`
-/// map has: `CREATE … TABLE` or `DROP TABLE` naming it, or `ALTER TABLE` on
-/// it that adds, drops, renames or retypes (not `SET DEFAULT`, constraints).
-pub fn changes_mapped_columns(sql: &str, rules: &RuleSet) -> bool {
+/// The tables `rules` map (by name, as written) whose columns some statement
+/// of `sql` changes: `CREATE … TABLE` or `DROP TABLE` naming one, or
+/// `ALTER TABLE` on one that adds, drops, renames or retypes (not
+/// `SET DEFAULT`, constraints).
+pub fn changed_mapped_tables(sql: &str, rules: &RuleSet) -> Vec<String> {
     use sqlparser::keywords::Keyword as K;
     use sqlparser::tokenizer::Token;
     let Ok((src, _)) = Source::new(sql) else {
-        return false;
+        return Vec::new();
     };
     let toks = &src.toks;
     let kw = |i: usize| match toks.get(i).map(|t| &t.token) {
@@ -419,21 +420,20 @@ pub fn changes_mapped_columns(sql: &str, rules: &RuleSet) -> bool {
         Some(Token::Word(w)) => Some(w.value.to_ascii_lowercase()),
         _ => None,
     };
-    // The table named at `i` (after TABLE and its IF [NOT] EXISTS / ONLY),
-    // and the index after it.
-    let mapped_at = |mut i: usize| -> (bool, usize) {
+    // The mapped table named at `i` (after TABLE and its IF [NOT] EXISTS /
+    // ONLY), if it is one, and the index after the name.
+    let mapped_at = |mut i: usize| -> (Option<String>, usize) {
         while matches!(kw(i), Some(K::IF | K::NOT | K::EXISTS | K::ONLY)) {
             i += 1;
         }
         if toks.get(i + 1).is_some_and(|t| t.token == Token::Period) {
-            let mapped =
-                matches!((name(i), name(i + 2)), (Some(s), Some(t)) if rules.maps_table(&s, &t));
+            let mapped = match (name(i), name(i + 2)) {
+                (Some(s), Some(t)) if rules.maps_table(&s, &t) => Some(t),
+                _ => None,
+            };
             return (mapped, i + 3);
         }
-        (
-            name(i).is_some_and(|t| rules.maps_table_anywhere(&t)),
-            i + 1,
-        )
+        (name(i).filter(|t| rules.maps_table_anywhere(t)), i + 1)
     };
     let alters_columns = |from: usize, to: usize| {
         let mut depth = 0usize;
@@ -465,9 +465,10 @@ pub fn changes_mapped_columns(sql: &str, rules: &RuleSet) -> bool {
                 }
         })
     };
-    src.statement_ranges().iter().any(|&(start, end)| {
+    let mut changed = Vec::new();
+    for &(start, end) in &src.statement_ranges() {
         let Some(first) = toks.iter().position(|t| t.start == start) else {
-            return false;
+            continue;
         };
         let last = toks
             .iter()
@@ -476,29 +477,28 @@ pub fn changes_mapped_columns(sql: &str, rules: &RuleSet) -> bool {
         match kw(first) {
             Some(K::ALTER) if kw(first + 1) == Some(K::TABLE) => {
                 let (mapped, after) = mapped_at(first + 2);
-                mapped && alters_columns(after, last)
+                changed.extend(mapped.filter(|_| alters_columns(after, last)));
             }
             Some(K::DROP) if kw(first + 1) == Some(K::TABLE) => {
-                // DROP TABLE a, b: any of them.
+                // DROP TABLE a, b: each of them.
                 let mut i = first + 2;
                 loop {
                     let (mapped, after) = mapped_at(i);
-                    if mapped {
-                        break true;
+                    changed.extend(mapped);
+                    if !toks.get(after).is_some_and(|t| t.token == Token::Comma) {
+                        break;
                     }
-                    if toks.get(after).is_some_and(|t| t.token == Token::Comma) {
-                        i = after + 1;
-                    } else {
-                        break false;
-                    }
+                    i = after + 1;
                 }
             }
-            Some(K::CREATE) => (1..=3)
-                .find(|&k| kw(first + k) == Some(K::TABLE))
-                .is_some_and(|k| mapped_at(first + k + 1).0),
-            _ => false,
+            Some(K::CREATE) => {
+                let table = (1..=3).find(|&k| kw(first + k) == Some(K::TABLE));
+                changed.extend(table.and_then(|k| mapped_at(first + k + 1).0));
+            }
+            _ => {}
         }
-    })
+    }
+    changed
 }
 
 /// Whether `sql` names a table some rule maps, as a relation anywhere in it (CTE names

@@ -10,7 +10,8 @@ mod writes;
 /// by words anywhere in the text; and which change a mapped table's columns.
 #[test]
 fn schema_change_statements() {
-    use super::{changes_mapped_columns, schema_changes_only};
+    use super::{changed_mapped_tables, schema_changes_only};
+    let changes_mapped_columns = |sql: &str, rules| !changed_mapped_tables(sql, rules).is_empty();
     let rules = support::rules("expand");
     for sql in [
         "ALTER TABLE users ADD COLUMN c int",
@@ -37,6 +38,13 @@ fn schema_change_statements() {
     ] {
         assert!(!changes_mapped_columns(sql, &rules), "{sql}");
     }
+    assert_eq!(
+        changed_mapped_tables(
+            "DROP TABLE accounts, users; ALTER TABLE orders DROP c",
+            &rules
+        ),
+        ["users", "orders"]
+    );
     assert!(schema_changes_only(
         "CREATE TABLE users (id int); COMMENT ON TABLE users IS 'x'"
     ));

@@ -743,5 +743,24 @@ async fn defaults_of_mapped_columns_reach_both_shapes() {
             ["1"],
             "{phase}"
         );
+        if phase == "contract" {
+            // The contract step carries the default over, then drops the old
+            // column; `DEFAULT` written for it takes the new column's own.
+            client
+                .batch_execute(
+                    "ALTER TABLE users ALTER COLUMN full_name SET DEFAULT 'carried'; \
+                     ALTER TABLE users DROP COLUMN name",
+                )
+                .await
+                .unwrap();
+            let row = client
+                .query_one(
+                    "INSERT INTO users (email, name) VALUES ('z@x', DEFAULT) RETURNING name",
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, String>(0), "carried");
+        }
     }
 }

@@ -488,3 +488,31 @@ fn both_shapes_defaulted_take_the_phase_source_of_truths_default() {
         "INSERT INTO users (id, full_name, name) SELECT pgshim_v.c1, pgshim_v.c2, pgshim_v.c2 FROM (VALUES ((1)::text, CAST(('nobody'::text) AS text))) pgshim_v(c1, c2)"
     );
 }
+
+#[test]
+fn default_for_a_dropped_old_column_takes_the_new_columns_own() {
+    use crate::rewrite::{Catalog, ColumnInfo, TableInfo};
+    let col = |name: &str, has_default: bool| ColumnInfo {
+        name: name.into(),
+        type_sql: "text".into(),
+        not_null: false,
+        has_default,
+    };
+    let cat = Catalog::new(vec![TableInfo {
+        schema: "public".into(),
+        name: "users".into(),
+        columns: vec![
+            col("id", false),
+            col("full_name", true),
+            col("email", false),
+        ],
+    }]);
+    assert_eq!(
+        rw_with(
+            "contract",
+            "INSERT INTO users (id, name) VALUES (1, DEFAULT), (2, 'x')",
+            &cat
+        ),
+        "INSERT INTO users (id, full_name) VALUES (1, DEFAULT), (2, 'x')"
+    );
+}

@@ -154,10 +154,10 @@ pub(crate) struct Core {
     /// seen yet), so it is read afresh now rather than at the next periodic
     /// comparison, and the statements behind stop naming the column.
     catalog_suspect: bool,
-    /// A statement that can change a mapped table's columns (`ALTER TABLE`,
-    /// `CREATE`/`DROP TABLE`) was sent in the transaction under way: until
-    /// it ends, the columns pgshim holds may not be the ones Postgres sees.
-    columns_changed_in_tx: bool,
+    /// Mapped tables whose columns a statement sent in the transaction under
+    /// way changes (`ALTER TABLE`, `CREATE`/`DROP TABLE`): until it ends, the
+    /// columns pgshim holds for them may not be the ones Postgres sees.
+    changed_in_tx: Vec<String>,
     /// Counts for metrics, published by the socket code.
     pub(crate) tally: Tally,
 }
@@ -265,7 +265,7 @@ impl Core {
     /// Whether DDL naming a mapped table was sent since the last call.
     /// Called when the session is idle: the transaction that ran it is over.
     pub(crate) fn take_ddl_sent(&mut self) -> bool {
-        self.columns_changed_in_tx = false;
+        self.changed_in_tx.clear();
         std::mem::take(&mut self.ddl_sent)
     }
 
@@ -453,12 +453,23 @@ impl Core {
             return (Some(Sql::StandIn(token.into_bytes())), Usage::default());
         };
         let (mut decision, usage) = rules.rewrite(sql, &self.search_path, &mut self.tally);
-        if self.columns_changed_in_tx && matches!(decision, Rewrite::Keep | Rewrite::Replace(_)) {
+        if !self.changed_in_tx.is_empty() && matches!(decision, Rewrite::Keep | Rewrite::Replace(_))
+        {
             // The columns pgshim holds are those from before DDL that this
             // transaction ran: a `*` or positional INSERT resolved with them
             // could miss a column the transaction added. Postgres sees the
             // change; the catalog is read afresh once the transaction is over.
-            if let Some((rule, _)) = usage.iter().find(|(_, shape)| *shape == Shape::Star) {
+            let changed = |id: &str| {
+                rules
+                    .rules()
+                    .rules()
+                    .iter()
+                    .any(|r| r.id == id && self.changed_in_tx.iter().any(|t| *t == r.table))
+            };
+            if let Some((rule, _)) = usage
+                .iter()
+                .find(|(id, shape)| *shape == Shape::Star && changed(id))
+            {
                 decision = Rewrite::Refuse(RewriteError {
                     rule_id: rule.to_owned(),
                     reason: "`*` or an INSERT without a column list on a table whose columns DDL changed earlier in this transaction; name the columns, or run it after the transaction".into(),
@@ -474,8 +485,10 @@ impl Core {
             // DDL naming a mapped table: the catalog is read afresh once it has run.
             if is_ddl(sql) {
                 self.ddl_sent = true;
-                self.columns_changed_in_tx |= std::str::from_utf8(sql)
-                    .is_ok_and(|sql| crate::rewrite::changes_mapped_columns(sql, rules.rules()));
+                if let Ok(sql) = std::str::from_utf8(sql) {
+                    let changed = crate::rewrite::changed_mapped_tables(sql, rules.rules());
+                    self.changed_in_tx.extend(changed);
+                }
             }
         }
         let sql = match decision {
