@@ -485,7 +485,7 @@ pub fn changed_mapped_tables(sql: &str, rules: &RuleSet) -> Vec<String> {
                 loop {
                     let (mapped, after) = mapped_at(i);
                     changed.extend(mapped);
-                    if !toks.get(after).is_some_and(|t| t.token == Token::Comma) {
+                    if toks.get(after).is_none_or(|t| t.token != Token::Comma) {
                         break;
                     }
                     i = after + 1;

@@ -464,7 +464,7 @@ impl Core {
                     .rules()
                     .rules()
                     .iter()
-                    .any(|r| r.id == id && self.changed_in_tx.iter().any(|t| *t == r.table))
+                    .any(|r| r.id == id && self.changed_in_tx.contains(&r.table))
             };
             if let Some((rule, _)) = usage
                 .iter()
