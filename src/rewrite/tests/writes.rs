@@ -292,22 +292,29 @@ fn contract_old_shape_insert_with_dropped_old_column() {
 /// The unit catalog with `users.full_name DEFAULT ...` and, if `name_default`, `users.name`
 /// with a default too.
 fn catalog_with_defaults(name_default: bool) -> crate::rewrite::Catalog {
+    users_catalog(&[
+        ("id", true),
+        ("name", name_default),
+        ("full_name", true),
+        ("email", false),
+    ])
+}
+
+/// `public.users` with text columns `(name, has_default)`.
+fn users_catalog(columns: &[(&str, bool)]) -> crate::rewrite::Catalog {
     use crate::rewrite::{Catalog, ColumnInfo, TableInfo};
-    let col = |name: &str, has_default: bool| ColumnInfo {
-        name: name.into(),
-        type_sql: "text".into(),
-        not_null: false,
-        has_default,
-    };
     Catalog::new(vec![TableInfo {
         schema: "public".into(),
         name: "users".into(),
-        columns: vec![
-            col("id", true),
-            col("name", name_default),
-            col("full_name", true),
-            col("email", false),
-        ],
+        columns: columns
+            .iter()
+            .map(|(name, has_default)| ColumnInfo {
+                name: (*name).into(),
+                type_sql: "text".into(),
+                not_null: false,
+                has_default: *has_default,
+            })
+            .collect(),
     }])
 }
 
@@ -403,23 +410,12 @@ fn several_values_evaluated_once_feed_one_mirror_from_one_group() {
 
 /// `users` with a default on `name` only, as `plan --phase expand` leaves it.
 fn catalog_with_old_default() -> crate::rewrite::Catalog {
-    use crate::rewrite::{Catalog, ColumnInfo, TableInfo};
-    let col = |name: &str, has_default: bool| ColumnInfo {
-        name: name.into(),
-        type_sql: "text".into(),
-        not_null: false,
-        has_default,
-    };
-    let mut cat = Catalog::new(vec![TableInfo {
-        schema: "public".into(),
-        name: "users".into(),
-        columns: vec![
-            col("id", false),
-            col("name", true),
-            col("full_name", false),
-            col("email", false),
-        ],
-    }]);
+    let mut cat = users_catalog(&[
+        ("id", false),
+        ("name", true),
+        ("full_name", false),
+        ("email", false),
+    ]);
     cat.set_default("public", "users", "name", "'anon'::text");
     cat
 }
@@ -491,22 +487,7 @@ fn both_shapes_defaulted_take_the_phase_source_of_truths_default() {
 
 #[test]
 fn default_for_a_dropped_old_column_takes_the_new_columns_own() {
-    use crate::rewrite::{Catalog, ColumnInfo, TableInfo};
-    let col = |name: &str, has_default: bool| ColumnInfo {
-        name: name.into(),
-        type_sql: "text".into(),
-        not_null: false,
-        has_default,
-    };
-    let cat = Catalog::new(vec![TableInfo {
-        schema: "public".into(),
-        name: "users".into(),
-        columns: vec![
-            col("id", false),
-            col("full_name", true),
-            col("email", false),
-        ],
-    }]);
+    let cat = users_catalog(&[("id", false), ("full_name", true), ("email", false)]);
     assert_eq!(
         rw_with(
             "contract",
