@@ -102,51 +102,10 @@ fn widget_rule() -> &'static str {
     "[[rule]]\nid = \"widget-title\"\ntable = \"widgets\"\nold = \"name\"\nnew = \"title\"\nphase = \"expand\"\n"
 }
 
-/// A rule for every database, in a database without its table (a test
-/// database an ORM is about to build): statements pass, `CREATE TABLE` and
-/// `ADD COLUMN` included, and each is taken into account as soon as it has
-/// run: the rule cannot serve the table with one shape, and serves it with
-/// both.
-#[tokio::test]
-async fn a_rule_for_every_database_waits_for_its_table() {
-    let db = Db::create("dormant", "SELECT 1").await;
-    let pgshim = proxy().rules(widget_rule()).start().await;
-    let client = db.through(&pgshim).await;
-    client
-        .batch_execute("CREATE TABLE widgets (id int PRIMARY KEY, name text)")
-        .await
-        .unwrap();
-    let refused = client
-        .batch_execute("INSERT INTO widgets (id, name) VALUES (1, 'a')")
-        .await
-        .unwrap_err();
-    assert!(
-        db_error(&refused).1.contains("lacks column(s) title"),
-        "{refused:?}"
-    );
-    client
-        .batch_execute("ALTER TABLE widgets ADD COLUMN title text")
-        .await
-        .unwrap();
-    client
-        .batch_execute("INSERT INTO widgets (id, name) VALUES (1, 'a')")
-        .await
-        .unwrap();
-    assert_eq!(db.physical("SELECT title FROM widgets").await, ["a"]);
-}
-
-/// A rule whose table lacks the new column: statements on the table are
-/// refused, but the `ADD COLUMN` that fixes it runs, and the rule serves from
-/// the next statement on.
-#[tokio::test]
-async fn ddl_runs_where_the_rules_cannot_yet_serve() {
-    let db = Db::create(
-        "ddl_unusable",
-        "CREATE TABLE widgets (id int PRIMARY KEY, name text)",
-    )
-    .await;
-    let pgshim = proxy().rules(widget_rule()).start().await;
-    let client = db.through(&pgshim).await;
+/// `widgets` lacks `title`, so the rule cannot serve it: an insert is refused
+/// with that reason, `ADD COLUMN title` runs all the same, and the next
+/// insert is mirrored.
+async fn add_column_lets_the_rule_serve(db: &Db, client: &tokio_postgres::Client) {
     let refused = client
         .batch_execute("INSERT INTO widgets (id, name) VALUES (1, 'a')")
         .await
@@ -163,4 +122,36 @@ async fn ddl_runs_where_the_rules_cannot_yet_serve() {
         .await
         .unwrap();
     assert_eq!(db.physical("SELECT id, title FROM widgets").await, ["2|b"]);
+}
+
+/// A rule for every database, in a database without its table (a test
+/// database an ORM is about to build): statements pass, `CREATE TABLE` and
+/// `ADD COLUMN` included, and each is taken into account as soon as it has
+/// run: the rule cannot serve the table with one shape, and serves it with
+/// both.
+#[tokio::test]
+async fn a_rule_for_every_database_waits_for_its_table() {
+    let db = Db::create("dormant", "SELECT 1").await;
+    let pgshim = proxy().rules(widget_rule()).start().await;
+    let client = db.through(&pgshim).await;
+    client
+        .batch_execute("CREATE TABLE widgets (id int PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+    add_column_lets_the_rule_serve(&db, &client).await;
+}
+
+/// A rule whose table lacks the new column: statements on the table are
+/// refused, but the `ADD COLUMN` that fixes it runs, and the rule serves from
+/// the next statement on.
+#[tokio::test]
+async fn ddl_runs_where_the_rules_cannot_yet_serve() {
+    let db = Db::create(
+        "ddl_unusable",
+        "CREATE TABLE widgets (id int PRIMARY KEY, name text)",
+    )
+    .await;
+    let pgshim = proxy().rules(widget_rule()).start().await;
+    let client = db.through(&pgshim).await;
+    add_column_lets_the_rule_serve(&db, &client).await;
 }
