@@ -21,7 +21,7 @@ mod pending;
 mod watch;
 
 pub use pending::activate_pending;
-pub use watch::watch_catalogs;
+pub use watch::{watch_catalogs, CHECK_INTERVAL};
 
 use databases::{Databases, Failure, FailureKind, Loaded, Slot};
 

@@ -9,9 +9,10 @@ use tokio_postgres::NoTls;
 
 use crate::config::UpstreamConfig;
 use crate::net::upstream::Upstream;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::rewrite::{Catalog, ColumnInfo, RuleSet, TableInfo};
+use crate::fleet::retire;
+use crate::rewrite::{Catalog, ColumnInfo, Phase, RuleSet, TableInfo};
 
 /// The catalog could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,7 @@ pub async fn read(
         source,
     };
     let schemas: Vec<&str> = tables.iter().map(|(s, _)| s.as_str()).collect();
+    let retired = retired_columns(&client, rules).await.map_err(query_error)?;
     let rows = client
         .query(COLUMNS_SQL, &[&schemas])
         .await
@@ -129,6 +131,9 @@ pub async fn read(
     let mut defaults = Vec::new();
     for row in rows {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
+        if retired.contains(&(schema.clone(), table.clone(), row.get(2))) {
+            continue;
+        }
         if let Some(expr) = row.get::<_, Option<String>>(7) {
             defaults.push((schema.clone(), table.clone(), row.get::<_, String>(2), expr));
         }
@@ -204,4 +209,36 @@ pub async fn read(
         }
     }
     Ok(catalog)
+}
+
+/// The old columns of rules this instance has in contract that `plan --phase
+/// contract --apply` is about to drop (`pgshim.retiring`, see
+/// [`crate::fleet::retire`]): left out of the catalog, so they are written as
+/// if already dropped. A login that cannot read the table sees none.
+async fn retired_columns(
+    client: &tokio_postgres::Client,
+    rules: &RuleSet,
+) -> Result<HashSet<(String, String, String)>, tokio_postgres::Error> {
+    let mut retired = HashSet::new();
+    if !rules.rules().iter().any(|r| r.phase == Phase::Contract)
+        || !client
+            .query_one(retire::READABLE_SQL, &[])
+            .await?
+            .get::<_, bool>(0)
+    {
+        return Ok(retired);
+    }
+    for row in client.query(retire::READ_SQL, &[]).await? {
+        let (id, schema, table): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let columns: Vec<String> = row.get(3);
+        let Some(rule) = rules.rules().iter().find(|r| {
+            r.id == id && r.phase == Phase::Contract && r.schema == schema && r.table == table
+        }) else {
+            continue;
+        };
+        for column in columns.into_iter().filter(|c| rule.old.contains(c)) {
+            retired.insert((schema.clone(), table.clone(), column));
+        }
+    }
+    Ok(retired)
 }

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::ops::apply;
 use crate::ops::guard::{self, GuardError};
 use crate::ops::plan::{self, Step, Timeouts};
+use crate::ops::retire::Handshake;
 use crate::ops::Target;
 use crate::rewrite::Phase;
 
@@ -84,6 +85,11 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
             None if !json => println!("ok: {}", s.sql),
             None => {}
         };
+        let handshake = Handshake {
+            config: &config,
+            target: &target,
+            force: args.force,
+        };
         let applied = apply::apply(
             &client,
             &plan,
@@ -91,6 +97,7 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
             timeouts,
             args.max_retries,
             &stop,
+            &handshake,
             &mut observe,
         )
         .await

@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::registry::{self, Beat, Phases};
-use super::{next_phases, registry_databases, unix_ms, Identity, Shared};
+use super::{next_phases, registry_databases, retire, unix_ms, Identity, Shared};
 use crate::runtime::Context;
 use crate::settings::Settings;
 
@@ -136,6 +136,11 @@ impl Beater {
             .map(|r| (r.id.clone(), r.phase))
             .collect();
         self.phases = next_phases(&self.phases, &in_force, unix_ms(SystemTime::now()));
+        for (rule, databases) in retire::writes_old_in(&rules) {
+            if let Some(phase) = self.phases.get_mut(&rule) {
+                phase.writes_old_in = databases;
+            }
+        }
         let fleet = &settings.config.fleet;
         let wanted = registry_databases(&rules.rules, &fleet.database);
         let left: Vec<String> = self

@@ -29,6 +29,7 @@ use crate::rewrite::{Phase, Rule, RuleSet};
 pub mod ack;
 pub mod heartbeat;
 pub mod registry;
+pub mod retire;
 pub mod rules;
 pub mod spread;
 
@@ -178,6 +179,7 @@ pub fn next_phases(previous: &Phases, rules: &[(String, Phase)], now_ms: u64) ->
             let entry = RulePhase {
                 phase: phase.to_string(),
                 migrate_since_ms: since,
+                writes_old_in: Vec::new(),
             };
             (id.clone(), entry)
         })

@@ -75,6 +75,11 @@ pub struct RulePhase {
     /// or contract without stepping back to expand; absent in expand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrate_since_ms: Option<u64>,
+    /// Databases where the instance, with the rule in contract, still writes
+    /// the old columns (their catalog is held, the columns are there and not
+    /// retiring: `super::retire`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes_old_in: Vec<String>,
 }
 
 /// Rule id -> phase in force.
@@ -161,6 +166,7 @@ impl Instance {
                 let entry = RulePhase {
                     phase: (*phase).into(),
                     migrate_since_ms: *since,
+                    writes_old_in: Vec::new(),
                 };
                 ((*rule).to_owned(), entry)
             })
@@ -338,6 +344,7 @@ mod tests {
             RulePhase {
                 phase: "expand".into(),
                 migrate_since_ms: None,
+                writes_old_in: Vec::new(),
             },
         );
         let text = serde_json::to_string(&phases).unwrap();

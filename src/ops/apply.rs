@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::OpsError;
 use super::plan::{Plan, Statement, Timeouts};
+use super::retire::Handshake;
 use super::retry::{with_retry, Retried};
 use crate::rewrite::Phase;
 
@@ -43,10 +44,12 @@ fn list(items: &[String]) -> String {
 }
 
 /// Runs `plan`'s statements in order; with `phase` not contract, stops before the first
-/// statement that needs it and reports the rest as held back.
+/// statement that needs it and reports the rest as held back. A statement that drops old
+/// columns waits for `handshake` first.
 ///
 /// # Errors
 /// [`ApplyError`] naming what ran, what failed and what did not run.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     client: &Client,
     plan: &Plan,
@@ -54,6 +57,7 @@ pub async fn apply(
     timeouts: Timeouts,
     max_attempts: u32,
     stop: &CancellationToken,
+    handshake: &Handshake<'_>,
     observe: &mut dyn FnMut(&Statement, Option<&OpsError>),
 ) -> Result<Applied, Box<ApplyError>> {
     let mut applied = Applied::default();
@@ -76,6 +80,11 @@ pub async fn apply(
                 not_run: rest().into_iter().skip(1).collect(),
             })
         };
+        if !s.drops_old.is_empty() {
+            if let Err(cause) = handshake.retire(client, &s.drops_old, stop).await {
+                return Err(fail(cause, &applied));
+            }
+        }
         let attempt = Cell::new(0u32);
         let step = || async {
             attempt.set(attempt.get() + 1);
@@ -87,7 +96,11 @@ pub async fn apply(
             run_one(client, &s.sql, s, timeouts).await
         };
         let mut on_retry = |_: u32, _: Duration, e: &OpsError| observe(s, Some(e));
-        match with_retry(&s.sql, max_attempts, stop, &mut on_retry, step).await {
+        let outcome = with_retry(&s.sql, max_attempts, stop, &mut on_retry, step).await;
+        if !s.drops_old.is_empty() {
+            handshake.release(client).await;
+        }
+        match outcome {
             Ok(Retried::Done(())) => {
                 observe(s, None);
                 applied.ran.push(s.sql.clone());
@@ -95,6 +108,10 @@ pub async fn apply(
             Ok(Retried::Stopped) => {
                 let cause =
                     OpsError::Usage("interrupted by a signal while waiting to retry".into());
+                return Err(fail(cause, &applied));
+            }
+            Err(cause) if !s.drops_old.is_empty() => {
+                let cause = OpsError::Usage(format!("{cause}; the old columns were retired while it was tried, so writes in that time set the new columns only: before stepping back to migrate or expand, run `pgshim verify {} --repair`", plan.rule));
                 return Err(fail(cause, &applied));
             }
             Err(cause) => return Err(fail(cause, &applied)),

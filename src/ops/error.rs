@@ -84,6 +84,18 @@ pub enum OpsError {
         /// How many tries.
         attempts: u32,
     },
+    /// Instances did not confirm they stopped writing the old columns.
+    #[error("not dropping the old columns of rule {rule}: after {secs} s these pgshim instances still do not confirm that they stopped writing them: {waiting}; nothing was dropped. Check their logs (each reads pgshim.retiring in database {database} with its own login, which needs SELECT on it) and rerun; --force drops without waiting. Until then those that did stop wrote the new columns only: before stepping back to migrate or expand, run `pgshim verify {rule} --repair`")]
+    NotRetired {
+        /// The rule's id.
+        rule: String,
+        /// The database.
+        database: String,
+        /// `id (why)`, comma-separated.
+        waiting: String,
+        /// How long pgshim waited.
+        secs: u64,
+    },
     /// The operation's arguments make no sense.
     #[error("{0}")]
     Usage(String),

@@ -88,19 +88,30 @@ pub async fn read_registry(
     registry_db: &str,
 ) -> Result<Vec<Instance>, OpsError> {
     let what = "reading the fleet registry (pgshim.instance)";
+    let other = registry_client(config, target, registry_db).await?;
+    registry::read(other.as_ref().unwrap_or(client), &config.fleet)
+        .await
+        .map_err(OpsError::db(what))
+}
+
+/// A connection to `registry_db`, or `None` when that is the target's own
+/// database (whose connection the caller has).
+///
+/// # Errors
+/// [`OpsError`] when the database cannot be reached.
+pub async fn registry_client(
+    config: &Config,
+    target: &Target,
+    registry_db: &str,
+) -> Result<Option<Client>, OpsError> {
     if registry_db == target.database {
-        return registry::read(client, &config.fleet)
-            .await
-            .map_err(OpsError::db(what));
+        return Ok(None);
     }
     let other = Target {
         rule: target.rule.clone(),
         database: registry_db.to_owned(),
     };
-    let registry_client = other.connect(config).await?;
-    registry::read(&registry_client, &config.fleet)
-        .await
-        .map_err(OpsError::db(what))
+    other.connect(config).await.map(Some)
 }
 
 /// Allows the drop, or says why not and what to do.

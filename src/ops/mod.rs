@@ -19,6 +19,8 @@
 //! - `verify`: a batched scan comparing both shapes under the transforms.
 //! - `plan`, `indexdef`, `apply`: expand/contract DDL from the live catalog (index
 //!   definitions moved onto the new columns), and running it safely.
+//! - `retire`: the wait before the drop, until every pgshim stopped writing the old
+//!   columns.
 //! - `bypass`: views, functions and triggers that use mapped columns inside Postgres.
 //! - `status`: every rule's phase, physical shape, progress and next safe step.
 //! - `sql`: identifier quoting and durations.
@@ -33,6 +35,7 @@ pub mod indexdef;
 pub mod key;
 pub mod plan;
 pub mod repair;
+pub mod retire;
 pub mod retry;
 pub mod sql;
 pub mod status;

@@ -55,6 +55,10 @@ pub struct Statement {
     /// Run before retrying after a lock timeout (drops an invalid half-built index).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<String>,
+    /// The old columns it drops: `--apply` first waits until no pgshim writes
+    /// them (`super::retire`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drops_old: Vec<String>,
 }
 
 /// The DDL for one step of one rule.
@@ -125,6 +129,7 @@ impl Statement {
             kind,
             needs_contract_phase: false,
             cleanup: None,
+            drops_old: Vec::new(),
         }
     }
 
@@ -600,11 +605,12 @@ fn contract(
             .map(|o| format!("DROP COLUMN IF EXISTS {}", ident(o)))
             .collect();
         let mut s = Statement::new(
-            "the old shape: a catalog-only change under a brief ACCESS EXCLUSIVE lock (constraints and indexes on these columns go with them)",
+            "the old shape: a catalog-only change under a brief ACCESS EXCLUSIVE lock (constraints and indexes on these columns go with them); --apply first waits until no pgshim writes them",
             format!("ALTER TABLE {table} {}", drops.join(", ")),
             Kind::Quick,
         );
         s.needs_contract_phase = true;
+        s.drops_old = old_present.iter().map(|o| (*o).clone()).collect();
         plan.statements.push(s);
     }
     if rule.phase != Phase::Contract && plan.statements.iter().any(|s| s.needs_contract_phase) {

@@ -1,11 +1,17 @@
 //! `plan --phase contract --apply` drops the old columns only when every
 //! registered instance has the rule in contract and a clean verify finished
 //! after the last of them reached migrate; `--force` overrides with a warning.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
 use crate::support::fleet::{converged, flip, named, ops_file, registry, FAST};
 use crate::support::ops::run;
 use crate::support::reloadable::{ab_rule, Reloadable};
 use crate::support::rules::Db;
-use crate::support::unique_name;
+use crate::support::{eventually, unique_name};
 
 const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, a text, b text);
                      INSERT INTO t (id, a) SELECT g, 'v' || g FROM generate_series(1, 20) g;";
@@ -89,12 +95,77 @@ async fn contract_waits_for_every_instance_and_a_verify_after_migrate() {
 
     let verified = run(&contract, &["verify", &rule]).await;
     assert!(verified.status.success(), "{verified:?}");
+    // Writes through every instance, in both shapes, go on across the drop:
+    // none fails, though each instance mirrored into the old column up to it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (n, proxy) in fleet.iter().enumerate() {
+        let client = proxy.connect(&db.name).await;
+        client
+            .batch_execute(&format!("UPDATE t SET a = 'first' WHERE id = {}", n + 1))
+            .await
+            .unwrap();
+        writers.push(tokio::spawn(write_until(client, n, Arc::clone(&stop))));
+    }
+    eventually(
+        10,
+        "every instance reports that it writes the old column",
+        || async {
+            let rows = reg
+                .query(
+                    "SELECT phases -> $1 -> 'writes_old_in' ? $2 FROM pgshim.instance",
+                    &[&rule, &db.name],
+                )
+                .await
+                .unwrap();
+            rows.len() == 3
+                && rows
+                    .iter()
+                    .all(|r| r.get::<_, Option<bool>>(0) == Some(true))
+        },
+    )
+    .await;
     let done = run(&contract, &apply).await;
     assert!(done.status.success(), "{done:?}");
     assert!(!has_old_column(&db).await, "the old column is dropped");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        let (written, failed) = writer.await.unwrap();
+        assert!(written > 0);
+        assert_eq!(failed, Vec::<String>::new(), "no write fails at the drop");
+    }
+    let unwritten = db
+        .physical("SELECT count(*) FROM t WHERE id > 1000 AND b IS NULL")
+        .await;
+    assert_eq!(unwritten, ["0"]);
+    let retiring = db.physical("SELECT count(*) FROM pgshim.retiring").await;
+    assert_eq!(retiring, ["0"], "the mark is removed after the drop");
     for proxy in fleet {
         proxy.stop().await.unwrap();
     }
+}
+
+/// Inserts and updates through `client` in the old and the new shape until
+/// `stop`; returns how many statements ran and the errors.
+async fn write_until(client: Client, n: usize, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
+    let mut failed = Vec::new();
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let id = 1000 + n * 100_000 + i;
+        let statements = [
+            format!("INSERT INTO t (id, a) VALUES ({id}, 'old {id}')"),
+            format!("UPDATE t SET a = 'upd {id}' WHERE id = {}", 1 + i % 20),
+            format!("INSERT INTO t (id, b) VALUES ({}, 'new {id}')", id + 50_000),
+        ];
+        for sql in &statements {
+            if let Err(e) = client.batch_execute(sql).await {
+                failed.push(format!("{sql}: {e:?}"));
+            }
+        }
+        i += 1;
+    }
+    (i * 3, failed)
 }
 
 #[tokio::test]
