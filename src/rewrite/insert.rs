@@ -21,8 +21,8 @@ use super::scope::{Rel, RelKind};
 use super::transform::Piece;
 use super::update::rewrite_assignments;
 use super::write::{
-    inline_slot, mirror_slot, plan, render, repeatable, Current, Out, Placement, SetCol, SlotText,
-    WritePlan,
+    from_defaults_only, inline_slot, mirror_slot, plan, render, repeatable, written_default,
+    Current, Out, Placement, SetCol, SlotText, WritePlan,
 };
 use super::Refuse;
 
@@ -316,7 +316,7 @@ fn imply_defaults(
     // implied_defaults only names columns whose default can be written out.
     let written: String = implied
         .iter()
-        .filter_map(|c| written_default(ctx, target, c))
+        .filter_map(|c| written_default(ctx.catalog, target.schema, target.table, c))
         .map(|d| format!(", {d}"))
         .collect();
     let start = last + 2;
@@ -363,20 +363,6 @@ fn imply_default_values(ctx: &mut Ctx<'_>, target: &Target<'_>) -> Result<(), Re
         end,
         format!("({}) VALUES ({})", names.join(", "), items.join(", ")),
     )
-}
-
-/// Column `name`'s default expression, cast to its type, as a value to
-/// write in its place; `None` when it has no plain default.
-fn written_default(ctx: &Ctx<'_>, target: &Target<'_>, name: &str) -> Option<String> {
-    let expr = ctx
-        .catalog
-        .default_expr(target.schema, target.table, name)?;
-    let value = format!("({expr})");
-    let column = ctx.catalog.table(target.schema, target.table)?.column(name);
-    Some(match column.map(|c| c.type_without_typmod()) {
-        Some(ty) => format!("CAST({value} AS {ty})"),
-        None => value,
-    })
 }
 
 fn missing_table(ctx: &Ctx<'_>, target: &Target<'_>) -> Refuse {
@@ -479,7 +465,12 @@ impl RenderCtx<'_, '_, '_> {
     /// expression, or NULL when it has none; `None` when it cannot be written out.
     fn default_value(&self, slot: usize, text: &SlotText) -> Option<String> {
         if text.has_default {
-            return written_default(self.ctx, self.target, self.names.get(slot)?);
+            return written_default(
+                self.ctx.catalog,
+                self.target.schema,
+                self.target.table,
+                self.names.get(slot)?,
+            );
         }
         Some(match &text.cast {
             Some(ty) => format!("CAST(NULL AS {ty})"),
@@ -596,20 +587,9 @@ impl RenderCtx<'_, '_, '_> {
                     .map(|o| render(&o.value, slot))
                     .collect::<Result<Vec<_>, _>>()
             };
-        // Old columns replaced by new ones (contract, the old ones dropped):
-        // a new column computed from `DEFAULT`s only takes its own default,
-        // which `plan --phase contract` carried over from the old columns.
+        // Old columns replaced by new ones (contract, the old ones dropped).
         let from_defaults = |value: &[Piece]| {
-            let mut slots = value.iter().filter_map(|p| match p {
-                Piece::Slot(n) => Some(*n),
-                Piece::Text(_) => None,
-            });
-            let first = slots.next();
-            first.is_some()
-                && first
-                    .into_iter()
-                    .chain(slots)
-                    .all(|n| row.get(n).is_some_and(|(s, _)| s.default))
+            from_defaults_only(value, |n| row.get(n).is_some_and(|(s, _)| s.default))
         };
         let mut edits = Vec::with_capacity(row.len());
         for p in &self.plan.placements {

@@ -27,7 +27,8 @@ use super::ident::{normalize, quote};
 use super::list::{edit_list, ItemEdit};
 use super::scope::RelKind;
 use super::write::{
-    inline_slot, mirror_slot, plan, render, repeatable, Current, Out, Placement, SetCol, SlotText,
+    from_defaults_only, inline_slot, mirror_slot, plan, render, repeatable, written_default,
+    Current, Out, Placement, SetCol, SlotText,
 };
 use super::Refuse;
 
@@ -232,6 +233,17 @@ pub(crate) fn rewrite_assignments(
     }
     let rule_of = |name: &str| ctx.rules.rule_for(schema, table, name).map(|(r, _, _)| r);
     let uses = plan.slot_uses(slots.len());
+    // `DEFAULT` for a column with a default that a mirror is computed from: the default
+    // written out, so the column and its mirror get one evaluation of it per row.
+    for (n, s) in slots.iter_mut().enumerate() {
+        if uses[n] >= 2 && s.text.default && s.text.has_default {
+            if let Some(value) = written_default(ctx.catalog, schema, table, &s.column) {
+                s.text.text = value;
+                s.text.default = false;
+                s.text.repeatable = false;
+            }
+        }
+    }
     let once: Vec<usize> = (0..slots.len())
         .filter(|&n| uses[n] >= 2 && !slots[n].text.repeatable && !slots[n].text.default)
         .collect();
@@ -265,6 +277,9 @@ pub(crate) fn rewrite_assignments(
         let s = slots.get(n).ok_or_else(|| Refuse::new("slot"))?;
         inline_slot(&s.text, alone, rule_of(&s.column))
     };
+    // Old columns replaced by new ones (contract, the old ones dropped): a new column
+    // computed from `DEFAULT`s only takes its own default.
+    let is_default = |n: usize| slots.get(n).is_some_and(|s| s.text.default);
     let assign = |o: &Out, inline: &mut dyn FnMut(usize, bool) -> Result<String, Refuse>| {
         render(&o.value, inline).map(|v| format!("{} = {v}", quote(&o.column)))
     };
@@ -292,7 +307,10 @@ pub(crate) fn rewrite_assignments(
                 )),
                 Placement::Replace(outs) => {
                     for o in outs {
-                        parts.push(assign(o, &mut inline)?);
+                        parts.push(match from_defaults_only(&o.value, is_default) {
+                            true => format!("{} = DEFAULT", quote(&o.column)),
+                            false => assign(o, &mut inline)?,
+                        });
                     }
                 }
                 _ => {}

@@ -327,6 +327,36 @@ pub(crate) fn inline_slot(
     })
 }
 
+/// Column `name`'s default expression, cast to its type, as a value to
+/// write in its place; `None` when it has no plain default (none, identity or
+/// generated).
+pub(crate) fn written_default(
+    catalog: &Catalog,
+    schema: &str,
+    table: &str,
+    name: &str,
+) -> Option<String> {
+    let expr = catalog.default_expr(schema, table, name)?;
+    let value = format!("({expr})");
+    let column = catalog.table(schema, table)?.column(name);
+    Some(match column.map(|c| c.type_without_typmod()) {
+        Some(ty) => format!("CAST({value} AS {ty})"),
+        None => value,
+    })
+}
+
+/// Whether `value` is computed from slots only, and every one of them is `DEFAULT`
+/// (`is_default(n)`): a new column replacing dropped old ones then takes its own
+/// default, which `plan --phase contract` carried over from the old columns.
+pub(crate) fn from_defaults_only(value: &[Piece], is_default: impl Fn(usize) -> bool) -> bool {
+    let mut slots = value.iter().filter_map(|p| match p {
+        Piece::Slot(n) => Some(*n),
+        Piece::Text(_) => None,
+    });
+    let first = slots.next();
+    first.is_some() && first.into_iter().chain(slots).all(is_default)
+}
+
 /// [`inline_slot`] for a mirror column: a `DEFAULT` written for the client's column is
 /// rendered as that column's default value (NULL when it has none) or refused, never as
 /// `DEFAULT`, which would take the *mirror* column's own default and leave the two shapes

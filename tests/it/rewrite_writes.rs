@@ -525,6 +525,58 @@ async fn default_feeding_a_mirror_is_the_written_columns_default() {
     }
 }
 
+/// `UPDATE … SET col = DEFAULT` where the column has a volatile default: each
+/// row gets one evaluation of it, in both shapes (Django writes `DEFAULT` for a
+/// `db_default` field saved again before it was read back).
+#[tokio::test]
+async fn update_to_a_volatile_default_sets_both_shapes_once_per_row() {
+    let setup = "CREATE SEQUENCE tag_seq;
+                 CREATE TABLE users (id int PRIMARY KEY,
+                   name text DEFAULT 'n' || nextval('tag_seq'),
+                   full_name text DEFAULT 'f' || nextval('tag_seq'));
+                 INSERT INTO users VALUES (1, 'Ann', 'Ann'), (2, 'Bo', 'Bo'), (3, 'Cy', 'Cy');";
+    for phase in ["expand", "migrate", "contract"] {
+        let db = Db::create("rw_update_default", setup).await;
+        let proxy = db.proxy(&rename(phase)).start().await;
+        let client = db.through(&proxy).await;
+        for sql in [
+            "UPDATE users SET name = DEFAULT WHERE id <= 2",
+            "UPDATE users SET full_name = DEFAULT WHERE id = 3",
+        ] {
+            simple_rows(&client, sql)
+                .await
+                .unwrap_or_else(|e| panic!("{phase}: {sql}: {e:?}"));
+        }
+        let rows = db
+            .physical("SELECT id, name = full_name, left(name, 1) FROM users ORDER BY id")
+            .await;
+        // Rows 1 and 2 take name's default (two evaluations, one per row),
+        // row 3 full_name's; each mirrored, not evaluated again.
+        assert_eq!(rows, ["1|t|n", "2|t|n", "3|t|f"], "{phase}");
+        let distinct = db
+            .physical("SELECT count(DISTINCT name) FROM users WHERE id <= 2")
+            .await;
+        assert_eq!(distinct, ["2"], "{phase}");
+    }
+    // After the drop, DEFAULT written for the old column is the new column's own.
+    let db = Db::create("rw_update_default_dropped", setup).await;
+    db.direct()
+        .await
+        .batch_execute("ALTER TABLE users DROP COLUMN name")
+        .await
+        .unwrap();
+    let proxy = db.proxy(&rename("contract")).start().await;
+    let client = db.through(&proxy).await;
+    simple_rows(&client, "UPDATE users SET name = DEFAULT WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.physical("SELECT left(full_name, 1) FROM users WHERE id = 1")
+            .await,
+        ["f"]
+    );
+}
+
 #[tokio::test]
 async fn default_for_a_type_changed_column_mirrors_a_typed_null() {
     let setup =

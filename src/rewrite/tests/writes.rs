@@ -360,8 +360,18 @@ fn default_of_a_column_with_a_default_feeding_a_mirror() {
         ),
         "INSERT INTO users (id, name, full_name) SELECT pgshim_v.c1, pgshim_v.c2, pgshim_v.c2 FROM (VALUES ((1)::text, CAST(('anon'::text) AS text))) pgshim_v(c1, c2)"
     );
-    // UPDATE has no such form: refused, with what to do.
-    match rewrite("UPDATE users SET name = DEFAULT", &rules("expand"), &cat) {
+    // UPDATE: written out in the per-row group, evaluated once per row for both.
+    assert_eq!(
+        rw_with("expand", "UPDATE users SET name = DEFAULT", &cat),
+        "UPDATE users SET (name, full_name) = (SELECT pgshim_s1.c1, pgshim_s1.c1 FROM (SELECT (CAST(('anon'::text) AS text))::text, users.ctid) pgshim_s1(c1, pgshim_ctid) WHERE pgshim_s1.pgshim_ctid IS NOT NULL)"
+    );
+    // A default pgshim cannot write out (identity, generated): refused, with what to do.
+    let unknown = catalog_with_defaults(true);
+    match rewrite(
+        "UPDATE users SET name = DEFAULT",
+        &rules("expand"),
+        &unknown,
+    ) {
         Err(e) => assert!(e
             .to_string()
             .contains("DEFAULT for a mapped column that has a default")),
@@ -495,5 +505,13 @@ fn default_for_a_dropped_old_column_takes_the_new_columns_own() {
             &cat
         ),
         "INSERT INTO users (id, full_name) VALUES (1, DEFAULT), (2, 'x')"
+    );
+    assert_eq!(
+        rw_with(
+            "contract",
+            "UPDATE users SET name = DEFAULT WHERE id = 1",
+            &cat
+        ),
+        "UPDATE users SET full_name = DEFAULT WHERE id = 1"
     );
 }
