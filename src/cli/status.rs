@@ -114,6 +114,9 @@ fn print_shapes(r: &RuleStatus) {
             list(&r.new_missing)
         );
     }
+    if let Some(since) = &r.old_retired_since {
+        println!("  retired:  the old columns, since {since}: no pgshim writes them");
+    }
 }
 
 fn print_bypass(r: &RuleStatus) {

@@ -109,6 +109,23 @@ pub async fn unmark(client: &Client, rule: &str) -> Result<(), tokio_postgres::E
         .map(|_| ())
 }
 
+/// When the row of `rule` was written, if there is one this login can read.
+///
+/// # Errors
+/// What Postgres said.
+pub async fn since(client: &Client, rule: &str) -> Result<Option<String>, tokio_postgres::Error> {
+    if !client.query_one(READABLE_SQL, &[]).await?.get::<_, bool>(0) {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT since::text FROM pgshim.retiring WHERE rule = $1",
+            &[&rule],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Ids of the instances in the registry `client` reads that have beaten since
 /// `since` (a timestamp as [`mark`] returned it; the registry and the table
 /// are in one cluster, so one clock).

@@ -12,6 +12,7 @@ use super::target::Target;
 use crate::config::Config;
 use crate::fleet::registry::{self, Instance, Liveness};
 use crate::fleet::registry_database;
+use crate::fleet::retire;
 use crate::rewrite::{Phase, Rule, RuleSet};
 use crate::usage::summary::{self, Reported, Summary};
 
@@ -30,6 +31,9 @@ pub struct RuleStatus {
     pub table_exists: bool,
     /// Old columns the table lacks.
     pub old_missing: Vec<String>,
+    /// Since when pgshim no longer writes the old columns, left from a `plan --phase
+    /// contract --apply` that was stopped between retiring and dropping them.
+    pub old_retired_since: Option<String>,
     /// New columns the table lacks.
     pub new_missing: Vec<String>,
     /// The backfill checkpoint, if a backfill ever started.
@@ -192,6 +196,11 @@ async fn inspect(
     };
     st.old_missing = missing(&target.rule.old);
     st.new_missing = missing(&target.rule.new);
+    if st.old_missing.len() < target.rule.old.len() {
+        st.old_retired_since = retire::since(client, &target.rule.id)
+            .await
+            .map_err(OpsError::db("reading pgshim.retiring"))?;
+    }
     inspect_bypass(client, target, st).await?;
     if !checkpoint::schema_exists(client).await? {
         return Ok(());
@@ -312,6 +321,9 @@ fn next_step(rule: &Rule, st: &RuleStatus) -> String {
             _ => "the old columns are gone: set phase = \"contract\" and reload".into(),
         };
     }
+    if let Some(since) = &st.old_retired_since {
+        return format!("pgshim has not written the old columns since {since} (a `plan --phase contract --apply` stopped before dropping them): rerun `pgshim plan {id} --phase contract --apply` to drop them; to keep them instead, DELETE FROM pgshim.retiring WHERE rule = '{id}', then run `pgshim verify {id} --repair` before stepping back to migrate or expand");
+    }
     match st.backfill.as_ref().map(|b| b.state.as_str()) {
         None | Some("running") if rule.phase != Phase::Contract => {
             return format!("fill the rows that have not migrated: pgshim backfill {id}")
@@ -348,6 +360,7 @@ impl RuleStatus {
             phase: rule.phase.to_string(),
             table_exists: false,
             old_missing: Vec::new(),
+            old_retired_since: None,
             new_missing: Vec::new(),
             backfill: None,
             verify: None,

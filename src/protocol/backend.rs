@@ -9,6 +9,8 @@ use super::{AUTHENTICATION_TAG, ERROR_RESPONSE_TAG};
 pub const PARSE_COMPLETE_TAG: u8 = b'1';
 /// Backend `CloseComplete`.
 pub const CLOSE_COMPLETE_TAG: u8 = b'3';
+/// Backend `BindComplete`.
+pub const BIND_COMPLETE_TAG: u8 = b'2';
 /// Backend `CommandComplete`.
 pub const COMMAND_COMPLETE_TAG: u8 = b'C';
 /// Backend `ParameterDescription`.

@@ -78,6 +78,49 @@ pub fn write_close_statement(out: &mut BytesMut, name: &[u8]) {
     out.put_u8(0);
 }
 
+/// Frontend `Execute`.
+pub const EXECUTE_TAG: u8 = b'E';
+/// `Describe`/`Close` target kind: a portal.
+pub const TARGET_PORTAL: u8 = b'P';
+
+/// Appends the extended-protocol run of `sql`, which takes no parameters,
+/// under statement and portal `name`, closing both after: `Parse`, `Bind`
+/// (text results), `Execute`, `Close` of each, `Sync`. Unlike a `Query`
+/// message it leaves the client's unnamed statement and portal alone.
+pub fn write_run_named(out: &mut BytesMut, name: &[u8], sql: &[u8]) {
+    write_parse(
+        out,
+        &ParseBody {
+            name,
+            sql,
+            param_types: &[0, 0],
+        },
+        sql,
+    );
+    // Bind: portal, statement, no parameter formats, no parameters, no result formats.
+    out.put_u8(BIND_TAG);
+    out.put_i32((4 + 2 * (name.len() + 1) + 2 + 2 + 2) as i32);
+    for _ in 0..2 {
+        out.put_slice(name);
+        out.put_u8(0);
+    }
+    out.put_slice(&[0, 0, 0, 0, 0, 0]);
+    out.put_u8(EXECUTE_TAG);
+    out.put_i32((4 + name.len() + 1 + 4) as i32);
+    out.put_slice(name);
+    out.put_u8(0);
+    out.put_i32(0);
+    for target in [TARGET_PORTAL, TARGET_STATEMENT] {
+        out.put_u8(CLOSE_TAG);
+        out.put_i32((4 + 1 + name.len() + 1) as i32);
+        out.put_u8(target);
+        out.put_slice(name);
+        out.put_u8(0);
+    }
+    out.put_u8(super::SYNC_TAG);
+    out.put_i32(4);
+}
+
 /// Appends `Describe` of prepared statement `name`.
 pub fn write_describe_statement(out: &mut BytesMut, name: &[u8]) {
     out.put_u8(DESCRIBE_TAG);
@@ -156,6 +199,25 @@ mod tests {
         write_close_statement(&mut out, b"s1");
         assert_eq!(statement_target(&out), Some(&b"s1"[..]));
         assert_eq!(statement_target(b"C\0\0\0\x08Pp1\0"), None);
+    }
+
+    #[test]
+    fn a_named_run_frames_every_message() {
+        let mut out = BytesMut::new();
+        write_run_named(&mut out, b"n", b"select 1");
+        let mut tags = Vec::new();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            tags.push(rest[0]);
+            rest = &rest[1 + len..];
+        }
+        assert_eq!(tags, b"PBECCS");
+        assert_eq!(bind_statement(&out[parse_len(&out)..]), Some(&b"n"[..]));
+    }
+
+    fn parse_len(out: &[u8]) -> usize {
+        1 + i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize
     }
 
     #[test]

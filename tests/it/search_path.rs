@@ -5,7 +5,9 @@
 use crate::support::connect;
 use crate::support::pg::TRUST_USER;
 use crate::support::rules::{simple_rows, Db};
-use crate::support::wire::{bind_execute, login, parse, replies, send, startup, sync};
+use crate::support::wire::{
+    bind_execute, cstr, login, message, parse, replies, send, startup, sync,
+};
 use crate::support::within;
 
 /// A mapped `app.users` and an unmapped `public.users` of another shape.
@@ -315,4 +317,45 @@ async fn statements_in_the_same_pipeline_as_an_extended_protocol_set_use_its_pat
     .await;
     assert_eq!(got, ["1", "2", "C", "Z"], "{got:?}");
     assert_eq!(stored(&db, "after@x").await, ["Af Ter|Af Ter"]);
+}
+
+/// pgshim's own reading of the search path does not drop the client's
+/// unnamed statement: asyncpg parses one, runs a named statement that calls
+/// `set_config` (a reason to read the path again), then binds the unnamed
+/// one in a later round trip.
+#[tokio::test]
+async fn the_clients_unnamed_statement_outlives_a_read_of_the_path() {
+    let db = Db::create("sp_unnamed", SETUP).await;
+    let proxy = db.proxy(RULE).start().await;
+    let (mut s, _) = login(
+        proxy.addr,
+        &startup((3, 0), &[("user", TRUST_USER), ("database", &db.name)]),
+    )
+    .await;
+    send(&mut s, &[parse("SELECT 42"), sync()].concat()).await;
+    assert_eq!(within(20, "Parse", replies(&mut s, 1)).await, ["1", "Z"]);
+    let mut named = cstr("jit_off");
+    named.extend(cstr("SELECT set_config('jit', 'off', false)"));
+    named.extend(0i16.to_be_bytes());
+    let mut bind = cstr("");
+    bind.extend(cstr("jit_off"));
+    bind.extend([0u8; 6]);
+    let mut execute = cstr("");
+    execute.extend(0i32.to_be_bytes());
+    let batch = [
+        message(b'P', &named),
+        message(b'B', &bind),
+        message(b'E', &execute),
+        sync(),
+    ];
+    send(&mut s, &batch.concat()).await;
+    assert_eq!(
+        within(20, "set_config", replies(&mut s, 1)).await,
+        ["1", "2", "Doff", "C", "Z"]
+    );
+    send(&mut s, &[bind_execute(), sync()].concat()).await;
+    assert_eq!(
+        within(20, "the unnamed statement", replies(&mut s, 1)).await,
+        ["2", "D42", "C", "Z"]
+    );
 }

@@ -34,13 +34,13 @@ pub(crate) use pipeline::Activity;
 pub(crate) use rewriting::{SessionRules, StatementOutcome, Tally};
 
 use crate::protocol::backend::{
-    strip_channel_binding, CLOSE_COMPLETE_TAG, COMMAND_COMPLETE_TAG, NO_DATA_TAG,
-    PARAMETER_DESCRIPTION_TAG, PARSE_COMPLETE_TAG, ROW_DESCRIPTION_TAG,
+    strip_channel_binding, BIND_COMPLETE_TAG, CLOSE_COMPLETE_TAG, COMMAND_COMPLETE_TAG,
+    NO_DATA_TAG, PARAMETER_DESCRIPTION_TAG, PARSE_COMPLETE_TAG, ROW_DESCRIPTION_TAG,
 };
 use crate::protocol::frontend::{
     bind_statement, parse_body, query_sql, statement_target, write_close_statement,
-    write_describe_statement, write_flush, write_parse, write_query, ParseBody, BIND_TAG,
-    CLOSE_TAG, DESCRIBE_TAG, PARSE_TAG,
+    write_describe_statement, write_flush, write_parse, write_query, write_run_named, ParseBody,
+    BIND_TAG, CLOSE_TAG, DESCRIBE_TAG, PARSE_TAG,
 };
 use crate::protocol::{
     AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG, SYNC_TAG,
@@ -305,15 +305,17 @@ impl Core {
         self.reprepare_sql()
     }
 
-    /// `DEALLOCATE name; PREPARE name AS <new rewrite>` for every SQL-level
-    /// prepared statement, one simple query each so one failure cannot skip
-    /// the others.
+    /// `DEALLOCATE name`, then `PREPARE name AS <new rewrite>`, for every
+    /// SQL-level prepared statement, each run on its own (one failure cannot
+    /// skip the others) as a named statement: a `Query` would drop the
+    /// client's unnamed statement.
     fn reprepare_sql(&mut self) -> Option<BytesMut> {
         let rules = self.rules.as_ref()?;
         if self.sql_prepared.is_empty() {
             return None;
         }
         let mut out = BytesMut::new();
+        let mut runs = 0;
         for prepared in self.sql_prepared.values() {
             let text = match rules.rewrite_text(
                 prepared.text.as_bytes(),
@@ -327,13 +329,16 @@ impl Core {
                     String::new()
                 }
             };
-            write_query(
-                &mut out,
-                format!("DEALLOCATE {}; {text}", prepared.quoted_name).as_bytes(),
-            );
+            let deallocate = format!("DEALLOCATE {}", prepared.quoted_name);
+            write_run_named(&mut out, HIDDEN_RUN, deallocate.as_bytes());
+            runs += 1;
+            if !text.is_empty() {
+                write_run_named(&mut out, HIDDEN_RUN, text.as_bytes());
+                runs += 1;
+            }
             self.tally.reprepared += 1;
         }
-        self.hidden.add_queries(self.sql_prepared.len() as u32);
+        self.hidden.add_queries(runs);
         Some(out)
     }
 
@@ -786,8 +791,10 @@ impl Core {
                     || self.check.is_some()
                     || self.rules.as_ref().is_some_and(SessionRules::active)
             }
-            COMMAND_COMPLETE_TAG => self.hidden.queries_pending(),
-            PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => self.hidden.any(),
+            COMMAND_COMPLETE_TAG | BIND_COMPLETE_TAG => self.hidden.queries_pending(),
+            PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => {
+                self.hidden.any() || self.hidden.queries_pending()
+            }
             PARAMETER_DESCRIPTION_TAG | ROW_DESCRIPTION_TAG | NO_DATA_TAG => {
                 self.describes.any() || self.check.as_ref().is_some_and(ShapeCheck::describing)
             }
@@ -955,13 +962,22 @@ impl Core {
     }
 }
 
-/// Replies a simple query can produce that pgshim swallows for its own.
+/// Replies to pgshim's own named runs (`write_run_named`) of statements that
+/// return no rows, which pgshim swallows.
 fn is_query_reply(tag: u8) -> bool {
     matches!(
         tag,
-        COMMAND_COMPLETE_TAG | ERROR_RESPONSE_TAG | READY_FOR_QUERY_TAG
+        PARSE_COMPLETE_TAG
+            | BIND_COMPLETE_TAG
+            | CLOSE_COMPLETE_TAG
+            | COMMAND_COMPLETE_TAG
+            | ERROR_RESPONSE_TAG
+            | READY_FOR_QUERY_TAG
     )
 }
+
+/// Statement and portal name of pgshim's own runs of SQL.
+const HIDDEN_RUN: &[u8] = b"pgshim_run";
 
 /// Whether `sql` has the word `ALTER`, `DROP` or `CREATE` (any case): DDL that
 /// can change a table's columns. Words inside literals count too, which only

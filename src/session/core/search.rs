@@ -4,15 +4,18 @@
 //! The path a session runs with comes from many places: role and database
 //! defaults, the startup packet's `options`, `SET`, `SET LOCAL` (undone at
 //! the end of the transaction), `RESET`, `set_config()`, `ROLLBACK` of any of
-//! them. Rather than imitate all of it, pgshim asks Postgres: a hidden query,
-//! sent when nothing else is in flight, reads `current_schemas(false)` and the
+//! them. Rather than imitate all of it, pgshim asks Postgres: a hidden query
+//! (a named statement, run and closed), sent when nothing else is in flight, reads `current_schemas(false)` and the
 //! session's temporary tables that share a name with a mapped table. It is
 //! asked when the session starts and after any statement that may have
 //! changed the answer, before the next statement is rewritten.
 use bytes::BytesMut;
 
-use crate::protocol::backend::{COMMAND_COMPLETE_TAG, ROW_DESCRIPTION_TAG};
-use crate::protocol::frontend::write_query;
+use crate::protocol::backend::{
+    BIND_COMPLETE_TAG, CLOSE_COMPLETE_TAG, COMMAND_COMPLETE_TAG, PARSE_COMPLETE_TAG,
+    ROW_DESCRIPTION_TAG,
+};
+use crate::protocol::frontend::write_run_named;
 use crate::protocol::header::HEADER_LEN;
 use crate::protocol::{ERROR_RESPONSE_TAG, READY_FOR_QUERY_TAG};
 use crate::rewrite::{RuleSet, SearchPath};
@@ -70,10 +73,16 @@ pub(crate) fn probe_query(rules: &RuleSet) -> BytesMut {
          WHERE c.relnamespace = pg_catalog.pg_my_temp_schema() \
          AND c.relname = ANY('{{{names}}}'::text[]))"
     );
-    let mut out = BytesMut::with_capacity(sql.len() + 6);
-    write_query(&mut out, sql.as_bytes());
+    let mut out = BytesMut::with_capacity(2 * sql.len() + 128);
+    write_run_named(&mut out, PROBE_NAME, sql.as_bytes());
     out
 }
+
+/// The statement and portal name of the hidden query: named, since a `Query`
+/// or an unnamed `Parse` would drop the client's unnamed statement, which a
+/// client may bind in a later round trip (asyncpg does, with a named
+/// statement that sets `jit` in between).
+const PROBE_NAME: &[u8] = b"pgshim_search_path";
 
 /// An answer being read.
 #[derive(Debug, Default)]
@@ -115,7 +124,10 @@ impl Probe {
     pub(crate) fn answers(tag: u8) -> bool {
         matches!(
             tag,
-            ROW_DESCRIPTION_TAG
+            PARSE_COMPLETE_TAG
+                | BIND_COMPLETE_TAG
+                | CLOSE_COMPLETE_TAG
+                | ROW_DESCRIPTION_TAG
                 | DATA_ROW_TAG
                 | COMMAND_COMPLETE_TAG
                 | ERROR_RESPONSE_TAG

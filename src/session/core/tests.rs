@@ -918,12 +918,20 @@ fn tally_counts_outcomes_once() {
 fn the_search_path_is_read_before_statements_and_after_a_change() {
     let mut core = ready_core("expand");
     let probe = core.probe_now().expect("a probe at the start");
-    assert_eq!(tags(&probe), vec![QUERY_TAG]);
+    // A named statement, run and closed: a Query would drop the client's
+    // unnamed statement.
+    assert_eq!(
+        tags(&probe),
+        vec![PARSE_TAG, BIND_TAG, b'E', CLOSE_TAG, CLOSE_TAG, SYNC_TAG]
+    );
     assert!(core.probe_now().is_none(), "one at a time");
     let answer = [
-        row_description(&[("current_schemas", 1009, -1), ("array", 1009, -1)]),
+        parse_complete(),
+        bind_complete(),
         search::data_row_message(&["{app,public}", "{}"]),
         command_complete("SELECT 1"),
+        close_complete(),
+        close_complete(),
         ready(b'I'),
     ];
     for m in &answer {
@@ -1121,6 +1129,21 @@ fn a_new_search_path_prepares_sql_prepared_statements_again_once_idle() {
         "{again}"
     );
     assert!(core.take_path_reprepare().is_none(), "once");
+    // Two named runs, answered before what the client sends next.
+    client(&mut core, &parse("s9", "SELECT 1"));
+    for _ in 0..2 {
+        for m in [
+            parse_complete(),
+            bind_complete(),
+            command_complete("DEALLOCATE"),
+            close_complete(),
+            close_complete(),
+            ready(b'I'),
+        ] {
+            assert_eq!(server(&mut core, &m), ToClient::Swallow);
+        }
+    }
+    assert_eq!(server(&mut core, &parse_complete()), ToClient::Forward);
 }
 
 #[test]
