@@ -609,15 +609,19 @@ impl Core {
             None => None,
             Some(Sql::Rewritten(text) | Sql::StandIn(text)) => Some(text),
             Some(Sql::Judged(error)) => {
-                // Postgres parses and analyses the statement first, as the
-                // unnamed statement, which is closed at once: its own error
-                // reaches the client, and if it has none, the stand-in
-                // behind it fails and pgshim refuses the statement.
+                // Postgres parses and analyses the statement first, under a
+                // name of pgshim's (the client's unnamed statement stays),
+                // closed at once: its own error reaches the client, and if it
+                // has none, the stand-in behind it fails and pgshim refuses
+                // the statement.
                 let pipeline = self.pipeline.next_request();
                 self.hidden.expect_check(&mut self.sent, pipeline);
-                let unnamed = ParseBody { name: b"", ..body };
-                write_parse(&mut out, &unnamed, body.sql);
-                write_close_statement(&mut out, b"");
+                let judged = ParseBody {
+                    name: HIDDEN_RUN,
+                    ..body
+                };
+                write_parse(&mut out, &judged, body.sql);
+                write_close_statement(&mut out, HIDDEN_RUN);
                 Some(self.stand_in(&error))
             }
         };
@@ -764,9 +768,11 @@ impl Core {
             statement: String::from_utf8_lossy(name).into_owned(),
         };
         let token = self.refusals.push(self.pipeline.next_request(), &error);
-        let mut out = BytesMut::with_capacity(token.len() + 16);
+        let mut out = BytesMut::with_capacity(token.len() + 32);
+        // Named: a Parse of the unnamed statement, even a failing one, drops
+        // the client's.
         let body = ParseBody {
-            name: b"",
+            name: HIDDEN_RUN,
             sql: b"",
             param_types: &[0, 0],
         };
