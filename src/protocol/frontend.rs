@@ -69,6 +69,22 @@ pub fn statement_target(msg: &[u8]) -> Option<&[u8]> {
     Some(&name[..memchr(0, name)?])
 }
 
+/// The portal a whole `Describe` message targets, when it targets a portal.
+pub fn portal_target(msg: &[u8]) -> Option<&[u8]> {
+    let body = msg.get(HEADER_LEN..)?;
+    if *body.first()? != TARGET_PORTAL {
+        return None;
+    }
+    let name = &body[1..];
+    Some(&name[..memchr(0, name)?])
+}
+
+/// The portal a whole `Bind` message binds.
+pub fn bind_portal(msg: &[u8]) -> Option<&[u8]> {
+    let body = msg.get(HEADER_LEN..)?;
+    Some(&body[..memchr(0, body)?])
+}
+
 /// Appends `Close` of prepared statement `name`.
 pub fn write_close_statement(out: &mut BytesMut, name: &[u8]) {
     out.put_u8(CLOSE_TAG);
@@ -191,6 +207,16 @@ mod tests {
         let msg = b"B\0\0\0\x0ep1\0s1\0\0\0\0\0\0\0";
         assert_eq!(bind_statement(msg), Some(&b"s1"[..]));
         assert_eq!(bind_statement(b"B\0\0\0\x06p1"), None);
+    }
+
+    #[test]
+    fn portal_targets_and_bound_portals() {
+        assert_eq!(portal_target(b"D\0\0\0\x08Pp1\0"), Some(&b"p1"[..]));
+        assert_eq!(portal_target(b"D\0\0\0\x08Ss1\0"), None);
+        assert_eq!(portal_target(b"D\0\0\0\x08Pp1"), None);
+        let msg = b"B\0\0\0\x0ep1\0s1\0\0\0\0\0\0\0";
+        assert_eq!(bind_portal(msg), Some(&b"p1"[..]));
+        assert_eq!(bind_portal(b"B\0\0\0\x06p1"), None);
     }
 
     #[test]

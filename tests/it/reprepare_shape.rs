@@ -2,9 +2,12 @@
 //! the client was shown, or fails its Bind with the error Postgres gives for a
 //! cached plan whose result changed (`0A000 cached plan must not change
 //! result type`), which drivers answer by preparing the statement again.
+use crate::support::pg::TRUST_USER;
 use crate::support::proxy::proxy;
 use crate::support::reloadable::Reloadable;
 use crate::support::rules::{db_error, row_text, Db};
+use crate::support::wire::{cstr, login, message, replies, send, startup, sync};
+use crate::support::within;
 
 const SETUP: &str =
     "CREATE TABLE users (id serial PRIMARY KEY, name text, full_name text, email text);
@@ -105,4 +108,57 @@ async fn an_unchanged_result_goes_on_across_a_phase_flip() {
         assert_eq!(row_text(&old), "1|Ann Lee");
         assert_eq!(row_text(&new), "1|Ann Lee");
     }
+}
+
+/// pgjdbc's way: a named statement whose rows it was shown by describing the
+/// portal, never the statement; later executions send Bind and Execute only,
+/// with a result format per column it was shown. After a column is added,
+/// pgshim's re-prepare would give rows of another width: the Bind fails as
+/// it does on Postgres (`0A000`, routine `RevalidateCachedQuery`, which
+/// pgjdbc answers by preparing the statement again).
+#[tokio::test]
+async fn a_shape_shown_by_a_portal_describe_is_kept_too() {
+    let db = Db::create("shape_portal", SETUP).await;
+    let proxy = db.proxy(&rule("contract")).start().await;
+    let (mut s, _) = login(
+        proxy.addr,
+        &startup((3, 0), &[("user", TRUST_USER), ("database", &db.name)]),
+    )
+    .await;
+    let mut parse = cstr("S_1");
+    parse.extend(cstr("SELECT * FROM users WHERE id = 1"));
+    parse.extend(0i16.to_be_bytes());
+    let mut bind = cstr("");
+    bind.extend(cstr("S_1"));
+    bind.extend([0u8; 6]);
+    let mut portal = vec![b'P'];
+    portal.extend(cstr(""));
+    let mut execute = cstr("");
+    execute.extend(0i32.to_be_bytes());
+    let (bind, execute) = (message(b'B', &bind), message(b'E', &execute));
+    let first = [
+        message(b'P', &parse),
+        bind.clone(),
+        message(b'D', &portal),
+        execute.clone(),
+        sync(),
+    ];
+    send(&mut s, &first.concat()).await;
+    let got = within(20, "first execution", replies(&mut s, 1)).await;
+    let tags: Vec<&str> = got.iter().map(|m| &m[..1]).collect();
+    assert_eq!(tags, ["1", "2", "T", "D", "C", "Z"], "{got:?}");
+    db.direct()
+        .await
+        .batch_execute("ALTER TABLE users ADD COLUMN nickname text")
+        .await
+        .unwrap();
+    let client = db.through(&proxy).await;
+    // Through another session: the DDL is noticed at once.
+    client
+        .batch_execute("ALTER TABLE users ADD COLUMN nick2 text")
+        .await
+        .unwrap();
+    send(&mut s, &[bind, execute, sync()].concat()).await;
+    let got = within(20, "after the change", replies(&mut s, 1)).await;
+    assert_eq!(got, ["E0A000", "Z"], "{got:?}");
 }

@@ -38,9 +38,9 @@ use crate::protocol::backend::{
     NO_DATA_TAG, PARAMETER_DESCRIPTION_TAG, PARSE_COMPLETE_TAG, ROW_DESCRIPTION_TAG,
 };
 use crate::protocol::frontend::{
-    bind_statement, parse_body, query_sql, statement_target, write_close_statement,
-    write_describe_statement, write_flush, write_parse, write_query, write_run_named, ParseBody,
-    BIND_TAG, CLOSE_TAG, DESCRIBE_TAG, PARSE_TAG,
+    bind_portal, bind_statement, parse_body, portal_target, query_sql, statement_target,
+    write_close_statement, write_describe_statement, write_flush, write_parse, write_query,
+    write_run_named, ParseBody, BIND_TAG, CLOSE_TAG, DESCRIBE_TAG, PARSE_TAG,
 };
 use crate::protocol::{
     AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG, SYNC_TAG,
@@ -360,6 +360,7 @@ impl Core {
                     || self.statements.any_changed()
                     || self.statements.any_usage()
                     || self.statements.any_changes_path()
+                    || self.statements.any_unshaped()
                     || self.unnamed_path_changer.is_some()
             }
             // Every Describe of a statement is answered by a
@@ -374,6 +375,7 @@ impl Core {
         match tag {
             QUERY_TAG => self.tally.count(StatementOutcome::PassedThrough),
             SYNC_TAG => self.settle |= std::mem::take(&mut self.settle_at_sync),
+            BIND_TAG => self.describes.forget_portals(),
             _ => {}
         }
         self.sent.on_sent(self.pipeline.next_request(), tag);
@@ -392,6 +394,10 @@ impl Core {
             PARSE_TAG => self.parse(msg),
             BIND_TAG => match bind_statement(msg) {
                 Some(name) => {
+                    if let Some(portal) = bind_portal(msg) {
+                        let wanted = self.statements.wants_shape(name);
+                        self.describes.bound(portal, name, wanted);
+                    }
                     let changer = if name.is_empty() {
                         self.unnamed_path_changer.clone()
                     } else {
@@ -417,7 +423,12 @@ impl Core {
                         .expect(pipeline, Bytes::copy_from_slice(name));
                     action
                 }
-                None => ToServer::Forward,
+                None => {
+                    if let Some(portal) = portal_target(msg) {
+                        self.describes.expect_portal(pipeline, portal);
+                    }
+                    ToServer::Forward
+                }
             },
             CLOSE_TAG => {
                 if let Some(name) = statement_target(msg) {
@@ -632,6 +643,7 @@ impl Core {
                 param_types: Bytes::copy_from_slice(body.param_types),
                 sent: Bytes::copy_from_slice(sent),
                 described: None,
+                shape_wanted: new_sql.is_some() || !usage.is_empty(),
                 result_changed: false,
                 changes_path,
                 usage,
@@ -705,6 +717,7 @@ impl Core {
         self.statements.insert(
             name.clone(),
             Prepared {
+                shape_wanted: prepared.shape_wanted || new_sql != prepared.sql,
                 sent: Bytes::from(new_sql),
                 usage,
                 ..prepared

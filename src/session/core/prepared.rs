@@ -28,8 +28,11 @@ pub(crate) struct Prepared {
     /// The SQL the server holds for it (rewritten or not).
     pub(crate) sent: Bytes,
     /// The RowDescription or NoData the client was shown when it described
-    /// the statement.
+    /// the statement (or a portal bound to it).
     pub(crate) described: Option<Bytes>,
+    /// Its result columns may differ under other rules: it was rewritten, or
+    /// uses a mapped table.
+    pub(crate) shape_wanted: bool,
     /// Prepared again under new rules with other result columns: every Bind
     /// fails until the client prepares it again, as with Postgres.
     pub(crate) result_changed: bool,
@@ -37,6 +40,17 @@ pub(crate) struct Prepared {
     pub(crate) changes_path: bool,
     /// Which shapes of the rules the statement uses, counted at each Bind.
     pub(crate) usage: Usage,
+}
+
+// === impl Prepared ===
+
+impl Prepared {
+    /// Whether its result columns may differ under other rules and pgshim
+    /// has not seen what the client was shown: pgshim needs them to keep Postgres's
+    /// promise that a prepared statement's result never changes shape.
+    pub(crate) fn unshaped(&self) -> bool {
+        self.described.is_none() && self.shape_wanted
+    }
 }
 
 /// The session's named statements.
@@ -51,6 +65,9 @@ pub(crate) struct Statements {
     with_usage: usize,
     /// How many statements may change the search path.
     path_changers: usize,
+    /// How many statements have a shape pgshim wants and does not know
+    /// ([`Prepared::unshaped`]).
+    unshaped: usize,
 }
 
 // === impl Statements ===
@@ -84,6 +101,7 @@ impl Statements {
         add(&mut self.changed, p.result_changed);
         add(&mut self.with_usage, !p.usage.is_empty());
         add(&mut self.path_changers, p.changes_path);
+        add(&mut self.unshaped, p.unshaped());
     }
 
     /// Forgets everything (DEALLOCATE ALL, DISCARD ALL).
@@ -93,13 +111,29 @@ impl Statements {
         self.changed = 0;
         self.with_usage = 0;
         self.path_changers = 0;
+        self.unshaped = 0;
     }
 
     /// Records the description the client was shown for `name`.
     pub(crate) fn set_described(&mut self, name: &[u8], shown: Bytes) {
         if let Some(p) = self.by_name.get_mut(name) {
+            let was = p.unshaped();
             p.described = Some(shown);
+            if was {
+                self.unshaped -= 1;
+            }
         }
+    }
+
+    /// Whether pgshim wants the shape of statement `name` from a Describe of
+    /// a portal bound to it ([`Prepared::unshaped`]).
+    pub(crate) fn wants_shape(&self, name: &[u8]) -> bool {
+        self.by_name.get(name).is_some_and(Prepared::unshaped)
+    }
+
+    /// True when some statement's shape is wanted, so Binds are looked at.
+    pub(crate) fn any_unshaped(&self) -> bool {
+        self.unshaped > 0
     }
 
     /// True when some statement uses a mapped table's columns, so each Bind
@@ -484,6 +518,7 @@ mod tests {
             param_types: Bytes::new(),
             sent: Bytes::new(),
             described: None,
+            shape_wanted: false,
             result_changed: false,
             changes_path: false,
             usage: Usage::default(),

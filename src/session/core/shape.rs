@@ -16,23 +16,71 @@ use crate::protocol::backend::{NO_DATA_TAG, PARAMETER_DESCRIPTION_TAG, ROW_DESCR
 use crate::protocol::header::HEADER_LEN;
 use crate::protocol::{ERROR_RESPONSE_TAG, READY_FOR_QUERY_TAG};
 
-/// The client's Describe-statement messages waiting for their replies.
+/// The client's Describe messages waiting for their replies.
 ///
-/// Each is answered by a ParameterDescription and then a RowDescription or
-/// NoData, in the order sent; the second is the shape the client was shown.
+/// A Describe of a statement is answered by a ParameterDescription and then a
+/// RowDescription or NoData, a Describe of a portal by the second only, in the
+/// order sent; that is the shape the client was shown. A portal's shape is
+/// its statement's (pgjdbc describes portals, not statements), so the
+/// statement each portal was bound to is remembered while its shape is
+/// unknown.
 #[derive(Debug, Default)]
 pub(crate) struct Describes {
-    waiting: VecDeque<(u64, Bytes)>,
+    waiting: VecDeque<(u64, Described)>,
     /// The statement whose ParameterDescription just arrived.
     answering: Option<Bytes>,
+    /// Portal -> the named statement it was bound to, for statements whose
+    /// shape pgshim does not know yet; a few at most (drivers bind the
+    /// unnamed portal).
+    portals: Vec<(Bytes, Bytes)>,
 }
+
+/// What a Describe asked about.
+#[derive(Debug)]
+enum Described {
+    /// A statement, by name.
+    Statement(Bytes),
+    /// A portal, bound to this statement when its shape is wanted. Every
+    /// portal Describe is noted, since the replies are placed by order.
+    Portal(Option<Bytes>),
+}
+
+/// Portals remembered at most.
+const MAX_PORTALS: usize = 8;
 
 // === impl Describes ===
 
 impl Describes {
     /// Notes a Describe of statement `name` sent in pipeline `pipeline`.
     pub(crate) fn expect(&mut self, pipeline: u64, name: Bytes) {
-        self.waiting.push_back((pipeline, name));
+        self.waiting
+            .push_back((pipeline, Described::Statement(name)));
+    }
+
+    /// Notes a Describe of portal `portal` sent in pipeline `pipeline`; its
+    /// answer counts when the portal is bound to a statement whose shape is
+    /// wanted (see [`Describes::bound`]).
+    pub(crate) fn expect_portal(&mut self, pipeline: u64, portal: &[u8]) {
+        let statement = self
+            .portals
+            .iter()
+            .find(|(p, _)| p == portal)
+            .map(|(_, s)| s.clone());
+        self.waiting
+            .push_back((pipeline, Described::Portal(statement)));
+    }
+
+    /// Notes a Bind of `portal` to `statement`, whose shape is wanted when
+    /// `wanted`.
+    pub(crate) fn bound(&mut self, portal: &[u8], statement: &[u8], wanted: bool) {
+        self.portals.retain(|(p, _)| p != portal);
+        if wanted && self.portals.len() < MAX_PORTALS {
+            let entry = (
+                Bytes::copy_from_slice(portal),
+                Bytes::copy_from_slice(statement),
+            );
+            self.portals.push(entry);
+        }
     }
 
     /// True while replies to a Describe are due.
@@ -49,18 +97,39 @@ impl Describes {
     pub(crate) fn on_server(&mut self, pipeline: u64, msg: &[u8]) -> Option<(Bytes, Bytes)> {
         match msg.first()? {
             &PARAMETER_DESCRIPTION_TAG => {
-                let at = self.waiting.iter().position(|(p, _)| *p == pipeline)?;
+                let at = self
+                    .waiting
+                    .iter()
+                    .position(|(p, d)| *p == pipeline && matches!(d, Described::Statement(_)))?;
                 // Earlier entries of this pipeline were skipped by an error.
-                let (_, name) = self.waiting.drain(..=at).next_back()?;
+                let (_, Described::Statement(name)) = self.waiting.drain(..=at).next_back()? else {
+                    return None;
+                };
                 self.answering = Some(name);
                 None
             }
             &ROW_DESCRIPTION_TAG | &NO_DATA_TAG => {
-                let name = self.answering.take()?;
-                Some((name, Bytes::copy_from_slice(msg)))
+                if let Some(name) = self.answering.take() {
+                    return Some((name, Bytes::copy_from_slice(msg)));
+                }
+                match self.waiting.front() {
+                    Some((p, Described::Portal(_))) if *p == pipeline => {}
+                    _ => return None,
+                }
+                let (_, Described::Portal(Some(statement))) = self.waiting.pop_front()? else {
+                    return None;
+                };
+                self.portals.retain(|(_, s)| *s != statement);
+                Some((statement, Bytes::copy_from_slice(msg)))
             }
             _ => None,
         }
+    }
+
+    /// A Bind went by unread: which statement each portal is bound to is
+    /// no longer known.
+    pub(crate) fn forget_portals(&mut self) {
+        self.portals.clear();
     }
 
     /// The pipeline ended: Describes it did not answer never will be.
@@ -284,6 +353,39 @@ pub(crate) mod tests {
         for cut in 0..a.len() {
             let _ = same_shape(&a[..cut], &a);
         }
+    }
+
+    #[test]
+    fn a_portal_describe_gives_its_statement_s_shape() {
+        let mut d = Describes::default();
+        d.bound(b"", b"S_1", true);
+        d.bound(b"p2", b"S_2", false);
+        d.expect(1, Bytes::from_static(b"S_3"));
+        d.expect_portal(1, b"");
+        d.expect_portal(1, b"p2");
+        let t = [PARAMETER_DESCRIPTION_TAG, 0, 0, 0, 6, 0, 0];
+        let rows = row_description(&[("id", 23, -1)]);
+        assert_eq!(d.on_server(1, &t), None);
+        assert_eq!(
+            d.on_server(1, &rows).map(|(n, _)| n),
+            Some(Bytes::from_static(b"S_3"))
+        );
+        assert_eq!(
+            d.on_server(1, &rows).map(|(n, _)| n),
+            Some(Bytes::from_static(b"S_1"))
+        );
+        // p2's statement is not wanted: its answer is nobody's.
+        assert_eq!(d.on_server(1, &rows), None);
+        assert!(!d.any());
+        // An answer to a portal nobody wanted keeps its place in line.
+        d.bound(b"", b"S_4", true);
+        d.expect_portal(2, b"p9");
+        d.expect_portal(2, b"");
+        assert_eq!(d.on_server(2, &rows), None);
+        assert_eq!(
+            d.on_server(2, &rows).map(|(n, _)| n),
+            Some(Bytes::from_static(b"S_4"))
+        );
     }
 
     #[test]
