@@ -103,7 +103,17 @@ pub fn error_field(msg: &[u8], code: u8) -> Option<&[u8]> {
 /// `None` when `msg` is malformed; the message unchanged in substance when it
 /// has no position.
 pub fn shift_position(msg: &[u8], by: usize) -> Option<BytesMut> {
-    let mut out = BytesMut::with_capacity(msg.len());
+    map_position(msg, |p| p.saturating_sub(by).max(1))
+}
+
+/// The `ErrorResponse` (or `NoticeResponse`) `msg` with its position field
+/// (`P`) replaced by `to(position)`.
+///
+/// # Returns
+/// `None` when `msg` is malformed; the message unchanged in substance when it
+/// has no position.
+pub fn map_position(msg: &[u8], to: impl Fn(usize) -> usize) -> Option<BytesMut> {
+    let mut out = BytesMut::with_capacity(msg.len() + 8);
     out.put_u8(*msg.first()?);
     out.put_i32(0);
     let mut rest = msg.get(5..)?;
@@ -117,7 +127,7 @@ pub fn shift_position(msg: &[u8], by: usize) -> Option<BytesMut> {
         let shifted = (field == b'P')
             .then(|| std::str::from_utf8(value).ok()?.parse::<usize>().ok())
             .flatten()
-            .map(|p| p.saturating_sub(by).max(1).to_string());
+            .map(|p| to(p).to_string());
         match shifted {
             Some(p) => out.put_slice(p.as_bytes()),
             None => out.put_slice(value),

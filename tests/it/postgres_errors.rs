@@ -131,3 +131,41 @@ async fn the_statement_postgres_judged_is_not_left_behind() {
     .await;
     assert_eq!(replies(&mut s, 1).await, ["E42601", "Z"]);
 }
+
+/// An error in a statement pgshim rewrote points into the text the client
+/// sent (psql draws its caret there, pgjdbc prints it), in the simple and the
+/// extended protocol.
+#[tokio::test]
+async fn error_positions_count_in_the_clients_text() {
+    let setup = "CREATE TABLE users (id int PRIMARY KEY, name text, full_name text);";
+    let rule = |phase: &str| {
+        format!("[[rule]]\nid = \"users-full-name\"\ntable = \"users\"\nold = \"name\"\nnew = \"full_name\"\nphase = \"{phase}\"\n")
+    };
+    let sql = "SELECT id FROM users WHERE name = 5 AND id = 'x'::int";
+    let direct_db = Db::create("err_pos_direct", setup).await;
+    let direct = direct_db.direct().await;
+    let want = db_position(direct.batch_execute(sql).await.unwrap_err());
+    assert_eq!(want, sql.find("= 5").unwrap() + 1);
+    for phase in ["expand", "migrate", "contract"] {
+        let db = Db::create("err_pos", setup).await;
+        let proxy = db.proxy(&rule(phase)).start().await;
+        let client = db.through(&proxy).await;
+        let simple = db_position(client.batch_execute(sql).await.unwrap_err());
+        let extended = db_position(client.prepare(sql).await.unwrap_err());
+        // The operator is the client's own character, inside the predicate
+        // pgshim rewrote.
+        assert_eq!((simple, extended), (want, want), "{phase}");
+        // An error after the rewritten part is exactly where Postgres puts it.
+        let after = "SELECT id FROM users WHERE name = 'x' AND id = 'y'";
+        let direct_after = db_position(direct.batch_execute(after).await.unwrap_err());
+        let through = db_position(client.batch_execute(after).await.unwrap_err());
+        assert_eq!(through, direct_after, "{phase}");
+    }
+}
+
+fn db_position(e: tokio_postgres::Error) -> usize {
+    match e.as_db_error().and_then(|d| d.position()) {
+        Some(tokio_postgres::error::ErrorPosition::Original(p)) => *p as usize,
+        other => panic!("no position: {e:?} {other:?}"),
+    }
+}

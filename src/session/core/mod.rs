@@ -18,6 +18,7 @@
 //! Sync, so whatever a pipeline left unanswered is settled at its
 //! ReadyForQuery.
 mod pipeline;
+mod position;
 mod prepared;
 mod refusals;
 mod rewriting;
@@ -51,6 +52,7 @@ use crate::rewrite::{
     RewriteError, SearchPath, Shape, Usage,
 };
 use pipeline::Pipeline;
+use position::Positions;
 use prepared::{deallocated, Deallocated, Hidden, Prepared, SentCounter, SqlPrepared, Statements};
 use refusals::{Refusals, StatementError};
 use rewriting::Rewrite;
@@ -117,6 +119,7 @@ pub(crate) struct Core {
     hidden: Hidden,
     refusals: Refusals,
     describes: Describes,
+    positions: Positions,
     check: Option<ShapeCheck>,
     /// The pipeline in which the server last sent an ErrorResponse: it
     /// skips everything else in it.
@@ -567,7 +570,12 @@ impl Core {
         self.count_usage(usage);
         let new_sql = match rewritten {
             None => return ToServer::Forward,
-            Some(Sql::Rewritten(text) | Sql::StandIn(text)) => text,
+            Some(Sql::Rewritten(text)) => {
+                let pipeline = self.pipeline.next_request();
+                self.positions.query_sent(pipeline, sql, &text);
+                text
+            }
+            Some(Sql::StandIn(text)) => text,
             // Postgres reads the whole text before running any of it: a
             // syntax error of its own comes back, or else the failing prefix
             // stops everything and pgshim refuses the statement.
@@ -615,6 +623,13 @@ impl Core {
             self.unnamed_path_changer = changes_path.then(|| Bytes::copy_from_slice(body.sql));
         }
         let (rewritten, usage) = self.rewrite(body.sql);
+        let pipeline = self.pipeline.next_request();
+        match &rewritten {
+            Some(Sql::Rewritten(text)) => {
+                self.positions.parse_sent(pipeline, Some((body.sql, text)))
+            }
+            _ => self.positions.parse_sent(pipeline, None),
+        }
         let mut out = BytesMut::new();
         let new_sql = match rewritten {
             None => None,
@@ -826,7 +841,11 @@ impl Core {
         self.pipeline.on_backend(tag);
         match tag {
             PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => {
-                let _ = self.hidden.on_reply(self.pipeline.next_ready(), tag);
+                let pipeline = self.pipeline.next_ready();
+                let hidden = self.hidden.on_reply(pipeline, tag).is_some();
+                if tag == PARSE_COMPLETE_TAG && !hidden {
+                    self.positions.parse_done(pipeline);
+                }
             }
             ERROR_RESPONSE_TAG => self.failed = Some(self.pipeline.next_ready()),
             _ => {}
@@ -878,14 +897,18 @@ impl Core {
                 let ready = self.pipeline.next_ready();
                 self.failed = Some(ready);
                 self.catalog_suspect |= self.names_missing_mapped_column(msg);
-                match self.refusals.replace(msg, ready) {
-                    Some(ours) => ToClient::Send(ours),
-                    None => ToClient::Forward,
+                if let Some(ours) = self.refusals.replace(msg, ready) {
+                    return ToClient::Send(ours);
                 }
+                self.position_in_client_text(ready, msg)
+                    .map_or(ToClient::Forward, ToClient::Send)
             }
             PARSE_COMPLETE_TAG | CLOSE_COMPLETE_TAG => {
                 let pipeline = self.pipeline.next_ready();
                 let Some(ordinal) = self.hidden.on_reply(pipeline, tag) else {
+                    if tag == PARSE_COMPLETE_TAG {
+                        self.positions.parse_done(pipeline);
+                    }
                     return ToClient::Forward;
                 };
                 if let (PARSE_COMPLETE_TAG, Some(check)) = (tag, &mut self.check) {
@@ -906,6 +929,21 @@ impl Core {
                 None => ToClient::Forward,
             },
         }
+    }
+
+    /// `error`, of pipeline `pipeline`, with its position carried back into
+    /// the client's text when it is about a statement pgshim rewrote.
+    fn position_in_client_text(&self, pipeline: u64, error: &[u8]) -> Option<Bytes> {
+        use crate::protocol::backend::{error_field, map_position};
+        if !self.positions.any() {
+            return None;
+        }
+        let position = std::str::from_utf8(error_field(error, b'P')?)
+            .ok()?
+            .parse::<usize>()
+            .ok()?;
+        let original = self.positions.original(pipeline, position)?;
+        map_position(error, |_| original).map(BytesMut::freeze)
     }
 
     /// Whether `error` is Postgres's `42703` (undefined column) naming a
@@ -969,6 +1007,7 @@ impl Core {
             self.refusals.expire(self.pipeline.readies());
         }
         self.describes.end_pipeline(pipeline);
+        self.positions.end_pipeline(pipeline);
         for name in self.hidden.end_pipeline(pipeline) {
             self.statements.mark_stale(name);
         }
