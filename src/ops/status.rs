@@ -322,7 +322,7 @@ fn next_step(rule: &Rule, st: &RuleStatus) -> String {
         };
     }
     if let Some(since) = &st.old_retired_since {
-        return format!("pgshim has not written the old columns since {since} (a `plan --phase contract --apply` stopped before dropping them): rerun `pgshim plan {id} --phase contract --apply` to drop them; to keep them instead, DELETE FROM pgshim.retiring WHERE rule = '{id}', then run `pgshim verify {id} --repair` before stepping back to migrate or expand");
+        return format!("pgshim has not written the old columns since {since}: a `plan --phase contract --apply` is dropping them, or stopped before it could. If none is running, rerun `pgshim plan {id} --phase contract --apply` to drop them; to keep them instead, DELETE FROM pgshim.retiring WHERE rule = '{id}', then run `pgshim verify {id} --repair` before stepping back to migrate or expand");
     }
     match st.backfill.as_ref().map(|b| b.state.as_str()) {
         None | Some("running") if rule.phase != Phase::Contract => {

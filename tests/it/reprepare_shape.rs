@@ -76,6 +76,20 @@ async fn a_changed_result_fails_like_postgres_and_preparing_again_works() {
     let aborted = client.batch_execute("SELECT 1").await.unwrap_err();
     assert_eq!(db_error(&aborted).0, "25P02");
     client.batch_execute("ROLLBACK").await.unwrap();
+    // The column goes again (a migration rolled back): the statement has the
+    // columns it was prepared with and runs again, as on Postgres.
+    other
+        .batch_execute("ALTER TABLE users DROP COLUMN nickname")
+        .await
+        .unwrap();
+    assert_eq!(
+        row_text(&direct.query_one(&star, &[&1]).await.unwrap()),
+        "1|Ann|Ann|a@x"
+    );
+    assert_eq!(
+        row_text(&client.query_one(&through, &[&1]).await.unwrap()),
+        "1|Ann|Ann|a@x"
+    );
 }
 
 #[tokio::test]

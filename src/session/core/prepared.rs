@@ -192,9 +192,20 @@ impl Statements {
         self.by_name.is_empty()
     }
 
-    /// Marks every statement for re-checking against new rules.
+    /// Marks every statement for re-checking against new rules. A statement
+    /// whose result had changed is checked afresh, as Postgres compares a
+    /// cached plan with the columns it was first prepared with at every use
+    /// (a column added and dropped again makes it run again): what the server
+    /// holds for it is prepared again, and its shape compared once more.
     pub(crate) fn mark_all_stale(&mut self) {
         self.stale = self.by_name.keys().cloned().collect();
+        if self.changed > 0 {
+            for p in self.by_name.values_mut().filter(|p| p.result_changed) {
+                p.result_changed = false;
+                p.sent = Bytes::new();
+            }
+            self.changed = 0;
+        }
     }
 
     /// Marks `name` for preparing again: its re-prepare was skipped or
