@@ -542,6 +542,8 @@ async fn update_to_a_volatile_default_sets_both_shapes_once_per_row() {
         for sql in [
             "UPDATE users SET name = DEFAULT WHERE id <= 2",
             "UPDATE users SET full_name = DEFAULT WHERE id = 3",
+            "INSERT INTO users (id, name) VALUES (4, 'Di')",
+            "INSERT INTO users (id, name) VALUES (4, 'Ed') ON CONFLICT (id) DO UPDATE SET name = DEFAULT",
         ] {
             simple_rows(&client, sql)
                 .await
@@ -552,7 +554,7 @@ async fn update_to_a_volatile_default_sets_both_shapes_once_per_row() {
             .await;
         // Rows 1 and 2 take name's default (two evaluations, one per row),
         // row 3 full_name's; each mirrored, not evaluated again.
-        assert_eq!(rows, ["1|t|n", "2|t|n", "3|t|f"], "{phase}");
+        assert_eq!(rows, ["1|t|n", "2|t|n", "3|t|f", "4|t|n"], "{phase}");
         let distinct = db
             .physical("SELECT count(DISTINCT name) FROM users WHERE id <= 2")
             .await;
