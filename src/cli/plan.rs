@@ -85,10 +85,12 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<()> {
             None if !json => println!("ok: {}", s.sql),
             None => {}
         };
+        let warn = |message: String| eprintln!("warning: {message}");
         let handshake = Handshake {
             config: &config,
             target: &target,
             force: args.force,
+            warn: &warn,
         };
         let applied = apply::apply(
             &client,

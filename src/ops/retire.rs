@@ -30,6 +30,8 @@ pub struct Handshake<'a> {
     pub target: &'a Target,
     /// Drop anyway when instances do not confirm in time, with a warning.
     pub force: bool,
+    /// Shows a warning to the operator.
+    pub warn: &'a dyn Fn(String),
 }
 
 // === impl Handshake ===
@@ -68,7 +70,7 @@ impl Handshake<'_> {
                     }
                     other => other.to_string(),
                 };
-                eprintln!("warning: --force: dropping the old columns of rule {} without knowing that every pgshim stopped writing them; {why}", rule.id);
+                (self.warn)(format!("--force: dropping the old columns of rule {} without knowing that every pgshim stopped writing them; {why}", rule.id));
                 Ok(())
             }
             Err(e) => {
@@ -82,10 +84,10 @@ impl Handshake<'_> {
     /// Removes the mark (once the columns are gone, or when they stay).
     pub async fn release(&self, client: &Client) {
         if let Err(e) = retire::unmark(client, &self.target.rule.id).await {
-            eprintln!(
-                "warning: could not remove rule {}'s row from pgshim.retiring: {e}",
+            (self.warn)(format!(
+                "could not remove rule {}'s row from pgshim.retiring: {e}; remove it by hand",
                 self.target.rule.id
-            );
+            ));
         }
     }
 
