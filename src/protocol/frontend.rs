@@ -94,15 +94,21 @@ pub fn write_close_statement(out: &mut BytesMut, name: &[u8]) {
     out.put_u8(0);
 }
 
+/// ReadyForQuery messages answering one [`write_run_named`].
+pub const RUN_READIES: u32 = 2;
+
 /// Frontend `Execute`.
 pub const EXECUTE_TAG: u8 = b'E';
 /// `Describe`/`Close` target kind: a portal.
 pub const TARGET_PORTAL: u8 = b'P';
 
 /// Appends the extended-protocol run of `sql`, which takes no parameters,
-/// under statement and portal `name`, closing both after: `Parse`, `Bind`
-/// (text results), `Execute`, `Close` of each, `Sync`. Unlike a `Query`
-/// message it leaves the client's unnamed statement and portal alone.
+/// under statement and portal `name`: `Parse`, `Bind` (text results),
+/// `Execute`, `Sync`, then `Close` of both and `Sync` again, so they are
+/// closed even when the run failed (Postgres skips to the Sync after an
+/// error, and accepts a Close in a failed transaction). Answered by two
+/// ReadyForQuery ([`RUN_READIES`]). Unlike a `Query` message it leaves the
+/// client's unnamed statement and portal alone.
 pub fn write_run_named(out: &mut BytesMut, name: &[u8], sql: &[u8]) {
     write_parse(
         out,
@@ -126,6 +132,8 @@ pub fn write_run_named(out: &mut BytesMut, name: &[u8], sql: &[u8]) {
     out.put_slice(name);
     out.put_u8(0);
     out.put_i32(0);
+    out.put_u8(super::SYNC_TAG);
+    out.put_i32(4);
     for target in [TARGET_PORTAL, TARGET_STATEMENT] {
         out.put_u8(CLOSE_TAG);
         out.put_i32((4 + 1 + name.len() + 1) as i32);
@@ -238,7 +246,7 @@ mod tests {
             tags.push(rest[0]);
             rest = &rest[1 + len..];
         }
-        assert_eq!(tags, b"PBECCS");
+        assert_eq!(tags, b"PBESCCS");
         assert_eq!(bind_statement(&out[parse_len(&out)..]), Some(&b"n"[..]));
     }
 

@@ -359,3 +359,44 @@ async fn the_clients_unnamed_statement_outlives_a_read_of_the_path() {
         ["2", "D42", "C", "Z"]
     );
 }
+
+/// pgshim's own statements on a session are closed even when they fail: an
+/// SQL `PREPARE` whose table the new path does not reach is prepared again
+/// by pgshim (and fails), and nothing of pgshim's is left in the session's
+/// prepared statements; once the path reaches the table again, it runs.
+#[tokio::test]
+async fn a_failed_reprepare_leaves_nothing_of_pgshims_behind() {
+    let db = Db::create(
+        "sp_reprepare_fail",
+        &format!(
+            "{SETUP} CREATE SCHEMA s1; CREATE TABLE s1.t (x int); INSERT INTO s1.t VALUES (1);"
+        ),
+    )
+    .await;
+    let proxy = db.proxy(RULE).start().await;
+    let client = db.through(&proxy).await;
+    for sql in [
+        "SET search_path = s1, public",
+        "PREPARE p AS SELECT x FROM t",
+        "SET search_path = public",
+        "SELECT 1",
+    ] {
+        simple_rows(&client, sql).await.unwrap();
+    }
+    let leftovers =
+        |rows: Vec<String>| rows.into_iter().filter(|r| r.starts_with("pgshim")).count();
+    let named = simple_rows(&client, "SELECT name FROM pg_prepared_statements")
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(leftovers(named), 0);
+    simple_rows(&client, "SET search_path = s1, public")
+        .await
+        .unwrap();
+    let named = simple_rows(&client, "SELECT name FROM pg_prepared_statements")
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(named, ["p"]);
+    assert_eq!(simple_rows(&client, "EXECUTE p").await.unwrap().0, ["1"]);
+}

@@ -41,7 +41,7 @@ use crate::protocol::backend::{
 use crate::protocol::frontend::{
     bind_portal, bind_statement, parse_body, portal_target, query_sql, statement_target,
     write_close_statement, write_describe_statement, write_flush, write_parse, write_query,
-    write_run_named, ParseBody, BIND_TAG, CLOSE_TAG, DESCRIBE_TAG, PARSE_TAG,
+    write_run_named, ParseBody, BIND_TAG, CLOSE_TAG, DESCRIBE_TAG, PARSE_TAG, RUN_READIES,
 };
 use crate::protocol::{
     AUTHENTICATION_TAG, ERROR_RESPONSE_TAG, PASSWORD_TAG, QUERY_TAG, READY_FOR_QUERY_TAG, SYNC_TAG,
@@ -334,10 +334,10 @@ impl Core {
             };
             let deallocate = format!("DEALLOCATE {}", prepared.quoted_name);
             write_run_named(&mut out, HIDDEN_RUN, deallocate.as_bytes());
-            runs += 1;
+            runs += RUN_READIES;
             if !text.is_empty() {
                 write_run_named(&mut out, HIDDEN_RUN, text.as_bytes());
-                runs += 1;
+                runs += RUN_READIES;
             }
             self.tally.reprepared += 1;
         }

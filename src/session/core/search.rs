@@ -15,7 +15,7 @@ use crate::protocol::backend::{
     BIND_COMPLETE_TAG, CLOSE_COMPLETE_TAG, COMMAND_COMPLETE_TAG, PARSE_COMPLETE_TAG,
     ROW_DESCRIPTION_TAG,
 };
-use crate::protocol::frontend::write_run_named;
+use crate::protocol::frontend::{write_run_named, RUN_READIES};
 use crate::protocol::header::HEADER_LEN;
 use crate::protocol::{ERROR_RESPONSE_TAG, READY_FOR_QUERY_TAG};
 use crate::rewrite::{RuleSet, SearchPath};
@@ -89,6 +89,8 @@ const PROBE_NAME: &[u8] = b"pgshim_search_path";
 pub(crate) struct Probe {
     answer: Option<SearchPath>,
     failed: bool,
+    /// ReadyForQuery messages seen (the run has [`RUN_READIES`]).
+    readies: u32,
 }
 
 // === impl Probe ===
@@ -110,11 +112,17 @@ impl Probe {
                 self.failed = true;
                 None
             }
-            READY_FOR_QUERY_TAG => Some(if self.failed {
-                None
-            } else {
-                self.answer.take()
-            }),
+            READY_FOR_QUERY_TAG => {
+                self.readies += 1;
+                if self.readies < RUN_READIES {
+                    return None;
+                }
+                Some(if self.failed {
+                    None
+                } else {
+                    self.answer.take()
+                })
+            }
             _ => None,
         }
     }
@@ -238,6 +246,11 @@ mod tests {
             None
         );
         let ready = [READY_FOR_QUERY_TAG, 0, 0, 0, 5, b'I'];
+        assert_eq!(
+            p.on_server(&ready),
+            None,
+            "the closes' ReadyForQuery is next"
+        );
         let path = p.on_server(&ready).flatten().unwrap();
         assert_eq!(path.schemas(), ["app", "public"]);
         assert_ne!(

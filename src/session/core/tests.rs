@@ -922,7 +922,7 @@ fn the_search_path_is_read_before_statements_and_after_a_change() {
     // unnamed statement.
     assert_eq!(
         tags(&probe),
-        vec![PARSE_TAG, BIND_TAG, b'E', CLOSE_TAG, CLOSE_TAG, SYNC_TAG]
+        vec![PARSE_TAG, BIND_TAG, b'E', SYNC_TAG, CLOSE_TAG, CLOSE_TAG, SYNC_TAG]
     );
     assert!(core.probe_now().is_none(), "one at a time");
     let answer = [
@@ -930,6 +930,7 @@ fn the_search_path_is_read_before_statements_and_after_a_change() {
         bind_complete(),
         search::data_row_message(&["{app,public}", "{}"]),
         command_complete("SELECT 1"),
+        ready(b'I'),
         close_complete(),
         close_complete(),
         ready(b'I'),
@@ -963,6 +964,7 @@ fn answer_probe_in(core: &mut Core, schemas: &str, status: u8) {
     for m in [
         search::data_row_message(&[schemas, "{}"]),
         command_complete("SELECT 1"),
+        ready(status),
         ready(status),
     ] {
         assert_eq!(server(core, &m), ToClient::Swallow);
@@ -1136,6 +1138,7 @@ fn a_new_search_path_prepares_sql_prepared_statements_again_once_idle() {
             parse_complete(),
             bind_complete(),
             command_complete("DEALLOCATE"),
+            ready(b'I'),
             close_complete(),
             close_complete(),
             ready(b'I'),
@@ -1153,7 +1156,7 @@ fn a_failed_probe_keeps_the_path_and_asks_again_after_the_transaction() {
     server(&mut core, &command_complete("BEGIN"));
     server(&mut core, &ready(b'T'));
     assert!(core.probe_now().is_some());
-    for m in [error("57014", "canceled"), ready(b'E')] {
+    for m in [error("57014", "canceled"), ready(b'E'), ready(b'E')] {
         assert_eq!(server(&mut core, &m), ToClient::Swallow);
     }
     assert_eq!(core.search_path.schemas(), ["public"]);
