@@ -426,6 +426,8 @@ fn failure_kind(e: &CatalogError) -> FailureKind {
                     SqlState::CANNOT_CONNECT_NOW,
                     SqlState::ADMIN_SHUTDOWN,
                     SqlState::CRASH_SHUTDOWN,
+                    // A client's transaction holds a lock on a mapped table.
+                    SqlState::LOCK_NOT_AVAILABLE,
                 ]
                 .contains(code) =>
             {

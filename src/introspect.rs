@@ -41,11 +41,14 @@ pub enum CatalogError {
 /// The catalog query: columns of every table in the schemas of mapped tables, in
 /// attnum order. Unmapped tables are read too, so an unqualified column inside a
 /// subquery over them resolves as Postgres resolves it instead of being refused.
+/// Default expressions are read for mapped tables only: `pg_get_expr` locks the
+/// table, and a client's transaction that alters or drops another table must
+/// not hold pgshim up.
 const COLUMNS_SQL: &str = "\
 SELECT n.nspname::text, c.relname::text, a.attname::text, \
        pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, \
        a.atthasdef OR a.attidentity <> '', a.atttypid, \
-       CASE WHEN a.attidentity = '' AND a.attgenerated = '' \
+       CASE WHEN a.attidentity = '' AND a.attgenerated = '' AND c.relname = ANY($2::text[]) \
             THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid) END \
 FROM pg_catalog.pg_attribute a \
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
@@ -54,6 +57,9 @@ LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attn
 JOIN (SELECT DISTINCT unnest($1::text[])) AS t(nspname) ON t.nspname = n.nspname \
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
 ORDER BY n.nspname, c.relname, a.attnum";
+
+/// How long pgshim's catalog read waits for a lock on a mapped table.
+const LOCK_TIMEOUT_SQL: &str = "SET lock_timeout = '2s'";
 
 /// Relations that share a name with a mapped table, in any schema but the
 /// temporary ones: an unqualified name resolves through the search path to
@@ -121,9 +127,17 @@ pub async fn read(
         source,
     };
     let schemas: Vec<&str> = tables.iter().map(|(s, _)| s.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|(_, t)| t.as_str()).collect();
+    // Reading defaults and describing transforms lock the mapped tables; a
+    // transaction altering one must not hold pgshim's read (and the sessions
+    // waiting for it) for as long as it runs: the read fails and is retried.
+    client
+        .batch_execute(LOCK_TIMEOUT_SQL)
+        .await
+        .map_err(query_error)?;
     let retired = retired_columns(&client, rules).await.map_err(query_error)?;
     let rows = client
-        .query(COLUMNS_SQL, &[&schemas])
+        .query(COLUMNS_SQL, &[&schemas, &names])
         .await
         .map_err(query_error)?;
     let mut infos: Vec<TableInfo> = Vec::new();
@@ -157,7 +171,6 @@ pub async fn read(
         }
     }
     let mut catalog = Catalog::new(infos);
-    let names: Vec<&str> = tables.iter().map(|(_, t)| t.as_str()).collect();
     let relations = client
         .query(RELATIONS_SQL, &[&names])
         .await
@@ -191,11 +204,15 @@ pub async fn read(
                     catalog.mark_retyped(&probe.schema, &probe.table, &probe.column);
                 }
             }
+            Err(e) if waited_for_lock(&e) => return Err(query_error(e)),
             Err(e) => tracing::debug!(sql = %probe.sql, error = %e, "transform not described"),
         }
         // Assignment types are checked when a statement is prepared, before any
         // privilege or row is looked at.
         if let Err(e) = client.prepare(&probe.assign_sql).await {
+            if waited_for_lock(&e) {
+                return Err(query_error(e));
+            }
             if let Some(db) = e.as_db_error() {
                 if *db.code() == tokio_postgres::error::SqlState::DATATYPE_MISMATCH {
                     catalog.mark_type_error(
@@ -209,6 +226,12 @@ pub async fn read(
         }
     }
     Ok(catalog)
+}
+
+/// Whether `e` is the lock timeout: the catalog could not be read completely
+/// now, which is no answer about the transform.
+fn waited_for_lock(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
 }
 
 /// The old columns of rules this instance has in contract that `plan --phase

@@ -38,7 +38,8 @@ pub struct Failure {
 /// What kind of failure a catalog read had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// Postgres could not be reached; a retry may pass without any change.
+    /// Postgres could not be reached, or a lock held by a client's
+    /// transaction kept the read waiting; a retry may pass without any change.
     Unreachable,
     /// The database does not exist (any more).
     NoDatabase,

@@ -3,8 +3,8 @@
 //! positional INSERT is never resolved against columns that are gone.
 use std::time::Duration;
 
-use crate::support::eventually;
 use crate::support::rules::{db_error, simple_rows, Db};
+use crate::support::{eventually, within};
 
 const SETUP: &str =
     "CREATE TABLE users (id serial PRIMARY KEY, name text, full_name text, email text);
@@ -217,4 +217,58 @@ async fn star_after_column_changes_in_the_same_transaction_is_refused() {
         simple_rows(&client, "SELECT * FROM users").await.unwrap().0,
         ["1|Ann B|Ann B|a@x|A"]
     );
+}
+
+/// A client's transaction that holds a lock on a table pgshim reads the
+/// catalog of (here one in the mapped table's schema, and then the mapped
+/// table itself) does not hold up other sessions: pgshim reads no default of
+/// an unmapped table, and gives up waiting for a mapped one after a moment,
+/// trying again later.
+#[tokio::test]
+async fn a_lock_held_by_a_client_transaction_does_not_hold_up_other_sessions() {
+    let db = Db::create(
+        "cat_locked",
+        &format!("{SETUP} CREATE TABLE notes (id serial PRIMARY KEY, body text DEFAULT 'x');"),
+    )
+    .await;
+    let proxy = db.proxy(&rule("expand")).start().await;
+    let holder = db.through(&proxy).await;
+    holder
+        .batch_execute("BEGIN; ALTER TABLE notes ADD COLUMN extra int")
+        .await
+        .unwrap();
+    // DDL on the mapped table through pgshim: the catalog is read afresh.
+    let other = db.through(&proxy).await;
+    other
+        .batch_execute("ALTER TABLE users ADD COLUMN nick text")
+        .await
+        .unwrap();
+    let reader = db.through(&proxy).await;
+    let rows = within(10, "a read while notes is locked", async {
+        simple_rows(&reader, "SELECT name FROM users WHERE id = 1").await
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows.0, ["Ann"]);
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    // Now the mapped table itself, locked across a comparison of catalogs
+    // (every 5 s), whose read gives up waiting and changes nothing.
+    holder
+        .batch_execute("BEGIN; ALTER TABLE users ADD COLUMN locked int")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let newcomer = db.through(&proxy).await;
+    let answer = within(15, "a statement not touching the locked table", async {
+        simple_rows(&newcomer, "SELECT 1").await
+    })
+    .await;
+    assert_eq!(answer.unwrap().0, ["1"]);
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let rows = within(15, "the read after the lock is gone", async {
+        simple_rows(&newcomer, "SELECT name FROM users WHERE id = 1").await
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows.0, ["Ann"]);
 }
