@@ -427,7 +427,11 @@ impl Core {
                     action
                 }
                 None => {
-                    if let Some(portal) = portal_target(msg) {
+                    // Shapes matter where statements are rewritten; rules
+                    // change only when the session is idle, so no pipeline
+                    // has portal Describes both noted and not.
+                    let active = self.rules.as_ref().is_some_and(SessionRules::active);
+                    if let Some(portal) = portal_target(msg).filter(|_| active) {
                         self.describes.expect_portal(pipeline, portal);
                     }
                     ToServer::Forward
