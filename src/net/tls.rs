@@ -24,6 +24,16 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Most plaintext in one TLS record to a client: Postgres's own, whose send
+/// buffer is 8 KiB. libpq reads a record with at least 8 KiB free in its
+/// buffer and, in non-blocking mode, does not look for the part of a larger
+/// record that OpenSSL keeps: a client that then waits for its socket (psycopg
+/// async, pipelines) would wait forever for bytes it already has.
+const MAX_RECORD_PLAINTEXT: usize = 8192;
+
+/// A TLS record's header, which rustls counts in `max_fragment_size`.
+const RECORD_HEADER_LEN: usize = 5;
+
 /// Builds the client-facing acceptor from `[tls]`.
 ///
 /// # Errors
@@ -44,6 +54,7 @@ pub fn acceptor(cfg: &ClientTlsConfig) -> Result<TlsAcceptor, TlsSetupError> {
             ))
         })?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    config.max_fragment_size = Some(MAX_RECORD_PLAINTEXT + RECORD_HEADER_LEN);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -119,3 +119,103 @@ async fn second_ssl_request_inside_tls_refused() {
     expect_pgshim_error_then_close(&mut tls, "08P01").await;
     proxy.assert_serves_others().await;
 }
+
+/// A TCP stream that notes the largest TLS application-data record it reads.
+struct RecordSizes {
+    tcp: TcpStream,
+    /// Bytes of the current record header seen, and the header.
+    header: (usize, [u8; 5]),
+    /// Body bytes of the current record still to come.
+    body_left: usize,
+    largest: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for RecordSizes {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let fresh = buf.filled()[before..].to_vec();
+        for b in fresh {
+            if self.body_left > 0 {
+                self.body_left -= 1;
+                continue;
+            }
+            let (n, mut header) = self.header;
+            header[n] = b;
+            self.header = (n + 1, header);
+            if n + 1 == 5 {
+                let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+                if header[0] == 23 {
+                    self.largest
+                        .fetch_max(len, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.body_left = len;
+                self.header = (0, [0; 5]);
+            }
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for RecordSizes {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// pgshim's TLS records carry at most 8 KiB, as Postgres's do: libpq in
+/// non-blocking mode (psycopg async, pipelines) reads a record into at least
+/// 8 KiB of free buffer and would wait on its socket for the rest of a larger
+/// one, which OpenSSL already holds.
+#[tokio::test]
+async fn tls_records_to_the_client_carry_at_most_8_kib() {
+    let proxy = proxy().client_tls(true).start().await;
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(&request(SSL_REQUEST_CODE)).await.unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), b'S');
+    let largest = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = RecordSizes {
+        tcp,
+        header: (0, [0; 5]),
+        body_left: 0,
+        largest: Arc::clone(&largest),
+    };
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = within(20, "TLS handshake", connector(None).connect(name, counting))
+        .await
+        .unwrap();
+    let (client, connection) = proxy
+        .config(TRUST_USER, None)
+        .connect_raw(tls, NoTls)
+        .await
+        .expect("log in over TLS");
+    tokio::spawn(connection);
+    let row = client
+        .query_one("SELECT repeat('x', 200000)", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0).len(), 200_000);
+    let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+    // 8 KiB of plaintext, its content type and the AEAD tag.
+    assert!((8192..=8192 + 1 + 16).contains(&largest), "{largest}");
+}
