@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::metrics::metrics;
 use crate::net::error::UpstreamCause;
-use crate::net::{Stream, Writer};
+use crate::net::{Reader, Stream, Writer};
 use crate::protocol::startup::StartupParams;
 use crate::protocol::{Framer, TERMINATE_TAG};
 use crate::runtime::Context;
@@ -184,7 +184,7 @@ impl Session<'_> {
             &outcome,
             link.client_at_boundary(),
             &mut client_w,
-            &mut server_w,
+            (&mut server_r, &mut server_w),
         )
         .await;
         outcome
@@ -197,8 +197,15 @@ async fn finish(
     outcome: &Result<End, SessionError>,
     at_boundary: bool,
     client_w: &mut Writer,
-    server_w: &mut Writer,
+    (server_r, server_w): (&mut Reader, &mut Writer),
 ) {
+    if matches!(outcome, Ok(End::ClientTerminated)) {
+        // As with Postgres, the client sees its connection close once the
+        // backend has gone, not sooner: a client that closes from one thread
+        // while another waits on the socket (psycopg's test_waiting) tells
+        // the two apart.
+        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, until_closed(server_r)).await;
+    }
     let shutting_down = SessionError::ShuttingDown;
     let error = match outcome {
         Ok(End::Shutdown) => Some(&shutting_down),
@@ -220,6 +227,13 @@ async fn finish(
         .await;
     }
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, server_w.shutdown()).await;
+}
+
+/// Reads and drops what `server` still sends until it closes.
+async fn until_closed(server: &mut Reader) {
+    use tokio::io::AsyncReadExt;
+    let mut scratch = [0u8; 512];
+    while matches!(server.read(&mut scratch).await, Ok(n) if n > 0) {}
 }
 
 /// Completes at `deadline` if the session has not authenticated by then.
