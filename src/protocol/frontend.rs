@@ -61,18 +61,19 @@ pub fn bind_statement(msg: &[u8]) -> Option<&[u8]> {
 /// The prepared statement a whole `Describe` or `Close` message targets, when
 /// it targets a statement (not a portal).
 pub fn statement_target(msg: &[u8]) -> Option<&[u8]> {
-    let body = msg.get(HEADER_LEN..)?;
-    if *body.first()? != TARGET_STATEMENT {
-        return None;
-    }
-    let name = &body[1..];
-    Some(&name[..memchr(0, name)?])
+    target(msg, TARGET_STATEMENT)
 }
 
 /// The portal a whole `Describe` message targets, when it targets a portal.
 pub fn portal_target(msg: &[u8]) -> Option<&[u8]> {
+    target(msg, TARGET_PORTAL)
+}
+
+/// The name a whole `Describe` or `Close` message targets, when its target
+/// is of `kind`.
+fn target(msg: &[u8], kind: u8) -> Option<&[u8]> {
     let body = msg.get(HEADER_LEN..)?;
-    if *body.first()? != TARGET_PORTAL {
+    if *body.first()? != kind {
         return None;
     }
     let name = &body[1..];
@@ -87,9 +88,15 @@ pub fn bind_portal(msg: &[u8]) -> Option<&[u8]> {
 
 /// Appends `Close` of prepared statement `name`.
 pub fn write_close_statement(out: &mut BytesMut, name: &[u8]) {
-    out.put_u8(CLOSE_TAG);
+    write_targeted(out, CLOSE_TAG, TARGET_STATEMENT, name);
+}
+
+/// Appends a `Describe` or `Close` (`tag`) of the statement or portal
+/// (`kind`) `name`.
+fn write_targeted(out: &mut BytesMut, tag: u8, kind: u8, name: &[u8]) {
+    out.put_u8(tag);
     out.put_i32((4 + 1 + name.len() + 1) as i32);
-    out.put_u8(TARGET_STATEMENT);
+    out.put_u8(kind);
     out.put_slice(name);
     out.put_u8(0);
 }
@@ -134,12 +141,8 @@ pub fn write_run_named(out: &mut BytesMut, name: &[u8], sql: &[u8]) {
     out.put_i32(0);
     out.put_u8(super::SYNC_TAG);
     out.put_i32(4);
-    for target in [TARGET_PORTAL, TARGET_STATEMENT] {
-        out.put_u8(CLOSE_TAG);
-        out.put_i32((4 + 1 + name.len() + 1) as i32);
-        out.put_u8(target);
-        out.put_slice(name);
-        out.put_u8(0);
+    for kind in [TARGET_PORTAL, TARGET_STATEMENT] {
+        write_targeted(out, CLOSE_TAG, kind, name);
     }
     out.put_u8(super::SYNC_TAG);
     out.put_i32(4);
@@ -147,11 +150,7 @@ pub fn write_run_named(out: &mut BytesMut, name: &[u8], sql: &[u8]) {
 
 /// Appends `Describe` of prepared statement `name`.
 pub fn write_describe_statement(out: &mut BytesMut, name: &[u8]) {
-    out.put_u8(DESCRIBE_TAG);
-    out.put_i32((4 + 1 + name.len() + 1) as i32);
-    out.put_u8(TARGET_STATEMENT);
-    out.put_slice(name);
-    out.put_u8(0);
+    write_targeted(out, DESCRIBE_TAG, TARGET_STATEMENT, name);
 }
 
 /// Appends `Flush`: the server sends what it has buffered.

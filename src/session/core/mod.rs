@@ -628,12 +628,11 @@ impl Core {
         }
         let (rewritten, usage) = self.rewrite(body.sql);
         let pipeline = self.pipeline.next_request();
-        match &rewritten {
-            Some(Sql::Rewritten(text)) => {
-                self.positions.parse_sent(pipeline, Some((body.sql, text)))
-            }
-            _ => self.positions.parse_sent(pipeline, None),
-        }
+        let kept = match &rewritten {
+            Some(Sql::Rewritten(text)) => Some((body.sql, text.as_slice())),
+            _ => None,
+        };
+        self.positions.parse_sent(pipeline, kept);
         let mut out = BytesMut::new();
         let new_sql = match rewritten {
             None => None,
