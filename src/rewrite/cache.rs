@@ -4,7 +4,8 @@
 //! into the cached template, so `... WHERE aid = 1` and `... WHERE aid = 2` share one entry.
 //! The map is a `DashMap` (sharded locks, no global lock on the hot path); when full, an
 //! arbitrary eighth of the entries is dropped, which is cheap and good enough for a working
-//! set that fits.
+//! set that fits. A statement with a literal naming a mapped table is never cached: the
+//! literal may be SQL (a function body, a `DO` block) the rewriter must see.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,10 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::fingerprint::{fingerprint, Template};
-use super::{rewrite_in, Catalog, Outcome, RefusalKind, RewriteError, RuleSet, SearchPath, Usage};
+use super::{
+    mentions_mapped_table, rewrite_in, Catalog, Outcome, RefusalKind, RewriteError, RuleSet,
+    SearchPath, Usage,
+};
 
 /// Counters readable by the caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -137,7 +141,15 @@ impl RewriteCache {
         let rewrite =
             |sql: &str, rules: &RuleSet, catalog: &Catalog| rewrite_in(sql, rules, catalog, path);
         let miss = |size_change| Lookup::Miss { size_change };
-        let Some(fp) = fingerprint(sql) else {
+        // A literal that names a mapped table may be SQL Postgres runs (a function body,
+        // a `DO` block): its sentinel would hide it from the rewriter, so such a
+        // statement is rewritten from its own text and not cached.
+        let fp = fingerprint(sql).filter(|fp| {
+            !fp.literals
+                .iter()
+                .any(|l| mentions_mapped_table(l.as_bytes(), rules))
+        });
+        let Some(fp) = fp else {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return (rewrite(sql, rules, catalog), miss(0));
         };

@@ -552,6 +552,12 @@ fn with_parsed<T>(
     let (src, tokens) =
         Source::new(sql).map_err(|e| Refuse::unparsed(format!("does not tokenize: {e}")))?;
     depth::check(&tokens).map_err(|_| Refuse::too_deep(depth::TOO_DEEP))?;
+    if src.has_unicode_identifier() {
+        // sqlparser reads `U&"\0075sers"` as `U & "\0075sers"`: the name would go unseen.
+        return Err(Refuse::unparsed(
+            "names an identifier with Unicode escapes (U&\"…\"), which pgshim cannot read; write the name plainly",
+        ));
+    }
     depth::on_large_stack(|| {
         let statements = Parser::new(&PostgreSqlDialect {})
             .with_recursion_limit(depth::PARSER_RECURSION_LIMIT)

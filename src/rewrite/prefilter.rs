@@ -18,6 +18,81 @@ pub fn mentions_mapped_table(sql: &[u8], rules: &RuleSet) -> bool {
         .needles
         .iter()
         .any(|needle| contains_ignore_ascii_case(sql, needle))
+        || unicode_identifiers_mention(sql, rules)
+}
+
+/// Whether a Unicode-escaped identifier (`U&"\0075sers"`) in `sql` may name a mapped
+/// table: its bytes need not contain the name. Such an identifier names one when its
+/// decoded text contains a table name, or when pgshim cannot decode it (`UESCAPE`, a
+/// bad escape): the statement is then parsed, and refused, as sqlparser reads no
+/// `U&` identifiers. Texts without `U&"` cost one `memchr` scan.
+fn unicode_identifiers_mention(sql: &[u8], rules: &RuleSet) -> bool {
+    if rules.needles.is_empty() {
+        return false;
+    }
+    let mut from = 0;
+    while let Some(at) = find_ignore_ascii_case(&sql[from..], b"u&\"") {
+        let open = from + at + 2;
+        let Some(decoded) = decode_unicode_identifier(sql, open) else {
+            return true;
+        };
+        let (text, end) = decoded;
+        if rules
+            .needles
+            .iter()
+            .any(|needle| contains_ignore_ascii_case(text.as_bytes(), needle))
+        {
+            return true;
+        }
+        from = end;
+    }
+    false
+}
+
+/// The text of the `U&` identifier whose opening quote is at `open`, decoded with the
+/// default escape `\`, and the index just past its closing quote.
+///
+/// # Returns
+/// `None` when it is unterminated, has an escape that is not `\\`, `\XXXX` or
+/// `\+XXXXXX`, or is followed by `UESCAPE` (another escape character).
+fn decode_unicode_identifier(sql: &[u8], open: usize) -> Option<(String, usize)> {
+    let mut out = Vec::new();
+    let mut i = open + 1;
+    loop {
+        match *sql.get(i)? {
+            b'"' if sql.get(i + 1) == Some(&b'"') => {
+                out.push(b'"');
+                i += 2;
+            }
+            b'"' => break,
+            b'\\' if sql.get(i + 1) == Some(&b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            b'\\' => {
+                let (digits, skip) = match sql.get(i + 1) {
+                    Some(b'+') => (6, 2),
+                    _ => (4, 1),
+                };
+                let hex = std::str::from_utf8(sql.get(i + skip..i + skip + digits)?).ok()?;
+                let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                i += skip + digits;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    let end = i + 1;
+    let rest = &sql[end..];
+    let next = rest.iter().position(|b| !b.is_ascii_whitespace());
+    if next.is_some_and(|n| rest[n..].len() >= 7 && rest[n..n + 7].eq_ignore_ascii_case(b"uescape"))
+    {
+        return None;
+    }
+    Some((String::from_utf8_lossy(&out).into_owned(), end))
 }
 
 /// The index of the first case-insensitive occurrence of `needle` (lower-case) in `hay`.
@@ -76,6 +151,36 @@ mod tests {
         assert!(!mentions_mapped_table(b"user", &r));
         assert!(!mentions_mapped_table(b"u\xffsers", &r));
         assert!(!mentions_mapped_table(b"select 1", &RuleSet::default()));
+    }
+
+    #[test]
+    fn sees_unicode_escaped_identifiers() {
+        let r = rules();
+        assert!(mentions_mapped_table(
+            br#"select name from U&"\0075sers""#,
+            &r
+        ));
+        assert!(mentions_mapped_table(
+            br#"select 1 from u&"us\+000065rs" x"#,
+            &r
+        ));
+        assert!(mentions_mapped_table(
+            br#"select 1 from u&"a!0075" UESCAPE '!'"#,
+            &r
+        ));
+        assert!(mentions_mapped_table(br#"select 1 from u&"\zz""#, &r));
+        assert!(mentions_mapped_table(
+            br#"select 1 from u&"unterminated"#,
+            &r
+        ));
+        assert!(!mentions_mapped_table(
+            br#"select 1 from U&"\0064\0061ta""#,
+            &r
+        ));
+        assert!(!mentions_mapped_table(
+            br#"select U&"a""b", U&"\\" from t"#,
+            &r
+        ));
     }
 
     #[test]

@@ -93,6 +93,18 @@ impl<'a> Source<'a> {
         Ok((Source { text, toks }, all))
     }
 
+    /// Whether the text has a Unicode-escaped identifier (`U&"…"`), which sqlparser
+    /// tokenizes as the word `U`, `&` and a quoted identifier, all adjacent.
+    pub fn has_unicode_identifier(&self) -> bool {
+        self.toks.windows(3).any(|w| {
+            matches!(&w[0].token, Token::Word(u) if u.quote_style.is_none() && u.value.eq_ignore_ascii_case("u"))
+                && w[1].token == Token::Ampersand
+                && matches!(&w[2].token, Token::Word(q) if q.quote_style == Some('"'))
+                && w[0].end == w[1].start
+                && w[1].end == w[2].start
+        })
+    }
+
     /// Byte ranges of the statements of the text: between top-level semicolons, from
     /// the first token to the last of each, leaving empty statements out.
     pub fn statement_ranges(&self) -> Vec<(usize, usize)> {
