@@ -430,3 +430,28 @@ async fn sql_prepare_before_a_flip_executes_the_new_rewrite() {
     flip(&proxy, &db, &id, "migrate").await;
     assert_eq!(execute().await, [MIGRATE_VIEW]);
 }
+
+/// pgshim's own statements (the re-PREPARE at a flip) must not collide with a
+/// client's statement of a plain name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_statements_keep_names_pgshim_might_use() {
+    let db = fixture("flip_sql_prepare_names").await;
+    let (proxy, id) = start(&db, "expand").await;
+    let client = proxy.connect(&db.name).await;
+    for name in ["pgshim_run", "pgshim_search_path", "pgshim"] {
+        client
+            .batch_execute(&format!(
+                "PREPARE {name} AS SELECT a, b FROM t WHERE id = 1"
+            ))
+            .await
+            .expect("PREPARE");
+    }
+    flip(&proxy, &db, &id, "migrate").await;
+    for name in ["pgshim_run", "pgshim_search_path", "pgshim"] {
+        let rows = crate::support::rules::simple_rows(&client, &format!("EXECUTE {name}"))
+            .await
+            .expect("EXECUTE")
+            .0;
+        assert_eq!(rows, [MIGRATE_VIEW], "{name}");
+    }
+}

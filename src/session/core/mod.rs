@@ -1037,8 +1037,11 @@ fn is_query_reply(tag: u8) -> bool {
     )
 }
 
-/// Statement and portal name of pgshim's own runs of SQL.
-const HIDDEN_RUN: &[u8] = b"pgshim_run";
+/// Statement and portal name of pgshim's own runs of SQL. The colon keeps it
+/// clear of the names drivers generate and of unquoted SQL names (`PREPARE`,
+/// `DECLARE … CURSOR`), so it does not collide with a statement or cursor of
+/// the client's.
+const HIDDEN_RUN: &[u8] = b"pgshim:run";
 
 /// Whether `sql` has the word `ALTER`, `DROP` or `CREATE` (any case): DDL that
 /// can change a table's columns. Words inside literals count too, which only

@@ -81,8 +81,9 @@ pub(crate) fn probe_query(rules: &RuleSet) -> BytesMut {
 /// The statement and portal name of the hidden query: named, since a `Query`
 /// or an unnamed `Parse` would drop the client's unnamed statement, which a
 /// client may bind in a later round trip (asyncpg does, with a named
-/// statement that sets `jit` in between).
-const PROBE_NAME: &[u8] = b"pgshim_search_path";
+/// statement that sets `jit` in between). Not an unquoted SQL name, as
+/// the core's `HIDDEN_RUN`.
+const PROBE_NAME: &[u8] = b"pgshim:search_path";
 
 /// An answer being read.
 #[derive(Debug, Default)]
