@@ -10,7 +10,8 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use pgshim::rewrite::{
-    rewrite, Catalog, ColumnInfo, OneOrMany, Outcome, RewriteCache, RuleConfig, RuleSet, TableInfo,
+    rewrite_in, Catalog, ColumnInfo, OneOrMany, Outcome, RewriteCache, RuleConfig, RuleSet,
+    SearchPath, TableInfo,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -47,28 +48,36 @@ fuzz_target!(|data: &[u8]| {
 
 fn check(sql: &str) {
     let fixture = &*FIXTURE;
+    // The fixture's tables are in `public`; a session whose path leaves it out
+    // sees them only after a `SET search_path` in the text itself.
+    let elsewhere = SearchPath::new(vec!["elsewhere".into()], Vec::new());
     for (version, rules) in fixture.phases.iter().enumerate() {
-        let direct = rewrite(sql, rules, &fixture.catalog);
-        if let Ok(Outcome::Rewritten(out)) = &direct {
-            check_rewritten(sql, out);
-        }
-        // A fresh cache misses, then hits with the literals spliced back in.
-        let cache = RewriteCache::new(4);
-        for _ in 0..2 {
-            let cached = cache.get_or_rewrite(sql, version as u64, rules, &fixture.catalog);
-            // The cache answers exactly as a direct rewrite: the same text, refused
-            // when it is refused (a refusal passed as unchanged would forward a
-            // statement unrewritten).
-            assert_eq!(
-                direct.as_ref().ok(),
-                cached.as_ref().ok(),
-                "cache and direct rewrite differ for {sql:?}"
-            );
-            assert_eq!(
-                direct.is_err(),
-                cached.is_err(),
-                "cache and direct rewrite differ for {sql:?}: {direct:?} against {cached:?}"
-            );
+        for path in [SearchPath::public(), &elsewhere] {
+            let direct = rewrite_in(sql, rules, &fixture.catalog, path).map(|(o, _)| o);
+            if let Ok(Outcome::Rewritten(out)) = &direct {
+                check_rewritten(sql, out);
+            }
+            // A fresh cache misses, then hits with the literals spliced back in.
+            let cache = RewriteCache::new(4);
+            for _ in 0..2 {
+                let cached = cache
+                    .lookup_in(sql, version as u64, rules, &fixture.catalog, path)
+                    .0
+                    .map(|(o, _)| o);
+                // The cache answers exactly as a direct rewrite: the same text,
+                // refused when it is refused (a refusal passed as unchanged would
+                // forward a statement unrewritten).
+                assert_eq!(
+                    direct.as_ref().ok(),
+                    cached.as_ref().ok(),
+                    "cache and direct rewrite differ for {sql:?}"
+                );
+                assert_eq!(
+                    direct.is_err(),
+                    cached.is_err(),
+                    "cache and direct rewrite differ for {sql:?}: {direct:?} against {cached:?}"
+                );
+            }
         }
     }
 }

@@ -4,15 +4,16 @@
 //! into the cached template, so `... WHERE aid = 1` and `... WHERE aid = 2` share one entry.
 //! The map is a `DashMap` (sharded locks, no global lock on the hot path); when full, an
 //! arbitrary eighth of the entries is dropped, which is cheap and good enough for a working
-//! set that fits. A statement with a literal naming a mapped table is never cached: the
-//! literal may be SQL (a function body, a `DO` block) the rewriter must see.
+//! set that fits. Texts whose literals the rewriter reads are never cached: a literal
+//! naming a mapped table (a function body, a `DO` block) and a `SET search_path`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::fingerprint::{fingerprint, Template};
+use super::fingerprint::{fingerprint, Fingerprint, Template};
+use super::prefilter::find_ignore_ascii_case;
 use super::{
     mentions_mapped_table, rewrite_in, Catalog, Outcome, RefusalKind, RewriteError, RuleSet,
     SearchPath, Usage,
@@ -141,14 +142,19 @@ impl RewriteCache {
         let rewrite =
             |sql: &str, rules: &RuleSet, catalog: &Catalog| rewrite_in(sql, rules, catalog, path);
         let miss = |size_change| Lookup::Miss { size_change };
-        // A literal that names a mapped table may be SQL Postgres runs (a function body,
-        // a `DO` block): its sentinel would hide it from the rewriter, so such a
-        // statement is rewritten from its own text and not cached.
-        let fp = fingerprint(sql).filter(|fp| {
-            !fp.literals
-                .iter()
-                .any(|l| mentions_mapped_table(l.as_bytes(), rules))
-        });
+        // The rewriter reads two kinds of literal: a function body or `DO` block (SQL
+        // Postgres runs, found by its naming a mapped table) and the schemas of a
+        // `SET search_path TO 'app'`, which decide what later statements of the text
+        // name. Sentinels would hide them, so such a text is rewritten from its own
+        // text and not cached.
+        let reads_literals = |fp: &Fingerprint<'_>| {
+            find_ignore_ascii_case(sql.as_bytes(), b"search_path").is_some()
+                || fp
+                    .literals
+                    .iter()
+                    .any(|l| mentions_mapped_table(l.as_bytes(), rules))
+        };
+        let fp = fingerprint(sql).filter(|fp| !reads_literals(fp));
         let Some(fp) = fp else {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return (rewrite(sql, rules, catalog), miss(0));
@@ -298,5 +304,31 @@ mod tests {
         }
         assert!(cache.stats().size <= 2);
         assert_eq!(cache.stats().misses, 5);
+    }
+
+    #[test]
+    fn a_search_path_set_by_a_literal_is_read_from_the_text() {
+        use crate::rewrite::rewrite_in;
+        let (r, c) = (rules("migrate"), catalog());
+        let cache = RewriteCache::new(16);
+        let elsewhere = SearchPath::new(vec!["other".into()], vec![]);
+        // The same fingerprint: only the literal tells the texts apart.
+        for sql in [
+            "SET search_path TO 'other'; SELECT name FROM users",
+            "SET search_path TO 'public'; SELECT name FROM users",
+        ] {
+            let cached = cache.lookup_in(sql, 1, &r, &c, &elsewhere).0;
+            let direct = rewrite_in(sql, &r, &c, &elsewhere);
+            assert_eq!(cached, direct, "{sql}");
+        }
+        assert!(matches!(
+            rewrite_in(
+                "SET search_path TO 'public'; SELECT name FROM users",
+                &r,
+                &c,
+                &elsewhere
+            ),
+            Ok((Outcome::Rewritten(_), _))
+        ));
     }
 }
