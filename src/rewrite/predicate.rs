@@ -140,8 +140,8 @@ fn compared<'e>(
     })
 }
 
-/// Recognises `ref IS [NOT] NULL`, `ref [NOT] IN (values)`, `ref [NOT] [I]LIKE value` and
-/// `ref [NOT] BETWEEN value AND value`.
+/// Recognises `ref IS [NOT] NULL`, `ref [NOT] IN (values)`, `ref [NOT] [I]LIKE value`,
+/// `ref [NOT] BETWEEN value AND value` and `ref OP ANY | SOME | ALL (array)`.
 fn shape<'e>(ctx: &Ctx<'_>, expr: &'e Expr) -> Option<Shape<'e>> {
     let src = ctx.src;
     match expr {
@@ -201,6 +201,30 @@ fn shape<'e>(ctx: &Ctx<'_>, expr: &'e Expr) -> Option<Shape<'e>> {
             let (q, c) = column(inner)?;
             value_end(ctx, low)?;
             with_ref(ctx, q, c, value_end(ctx, high)?)
+        }
+        Expr::AnyOp {
+            left,
+            compare_op,
+            right,
+            ..
+        }
+        | Expr::AllOp {
+            left,
+            compare_op,
+            right,
+        } if comparison(compare_op) => {
+            let (q, c) = column(left)?;
+            repeatable_array(ctx, right).then_some(())?;
+            // ref, operator, ANY | SOME | ALL, ( … )
+            let op = src.ident_index(c).ok()? + 1;
+            let quantifier = [Keyword::ANY, Keyword::SOME, Keyword::ALL];
+            quantifier
+                .iter()
+                .any(|k| src.is_kw(op + 1, *k))
+                .then_some(())?;
+            src.is(op + 2, &Token::LParen).then_some(())?;
+            let close = src.matching_close(op + 2)?;
+            with_ref(ctx, q, c, src.toks[close].end)
         }
         _ => None,
     }
@@ -300,6 +324,17 @@ fn type_end(ctx: &Ctx<'_>, first: usize, data_type: &DataType) -> Option<usize> 
             (a, b) => *a == b,
         });
     same.then(|| found.last().map(|t| t.end))?
+}
+
+/// Whether the array of `= ANY(array)` is free to evaluate twice: a literal or
+/// parameter (`$1`, `'{a,b}'::text[]`), or `ARRAY[…]` of such values.
+fn repeatable_array(ctx: &Ctx<'_>, expr: &Expr) -> bool {
+    match expr {
+        Expr::Array(array) => {
+            !array.elem.is_empty() && array.elem.iter().all(|e| value_end(ctx, e).is_some())
+        }
+        _ => value_end(ctx, expr).is_some(),
+    }
 }
 
 fn value_end(ctx: &Ctx<'_>, expr: &Expr) -> Option<usize> {

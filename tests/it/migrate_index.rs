@@ -39,6 +39,8 @@ async fn point_lookups_by_a_mapped_column_use_an_index_in_every_phase() {
             "SELECT id FROM users WHERE name IN ('user-5', 'user-6')",
             "SELECT id FROM users WHERE full_name BETWEEN 'user-100' AND 'user-101'",
             "SELECT u.id FROM users u WHERE u.name = 'user-9'::text",
+            "SELECT id FROM users WHERE name = ANY('{user-3,user-4}'::text[])",
+            "SELECT id FROM users WHERE name = ANY(ARRAY['user-3', 'user-4'])",
         ] {
             let plan = plan(&client, sql).await;
             assert!(
@@ -52,6 +54,16 @@ async fn point_lookups_by_a_mapped_column_use_an_index_in_every_phase() {
             .unwrap();
         let expected = if phase == "contract" { 0 } else { 1 };
         assert_eq!(rows.len(), expected, "{phase}: odd rows are not migrated");
+        // An array parameter, as asyncpg and node-postgres send `IN` lists.
+        let sql = "SELECT id FROM users WHERE name = ANY($1)";
+        let plan = plan(&client, &sql.replace("$1", "'{user-77,user-79}'::text[]")).await;
+        assert!(
+            plan.contains("Index") && !plan.contains("Seq Scan"),
+            "{phase}\n{plan}"
+        );
+        let names = vec!["user-77", "user-79"];
+        let rows = client.query(sql, &[&names]).await.unwrap();
+        assert_eq!(rows.len(), 2 * expected, "{phase}: ANY($1)");
     }
 }
 
@@ -74,6 +86,10 @@ async fn migrate_predicates_read_exact_values() {
         ("name LIKE 'x%'", vec!["100002", "100003"]),
         ("NOT (full_name BETWEEN 'a' AND 'x')", vec!["100004"]),
         ("(name = 'x') IS NULL", vec!["100001"]),
+        ("name = ANY('{x,z}'::text[])", vec!["100002", "100003"]),
+        ("NOT (name = ANY(ARRAY['y', NULL]))", vec![]),
+        ("name <> ALL(ARRAY['x'])", vec!["100004"]),
+        ("(full_name = SOME('{x}')) IS NULL", vec!["100001"]),
     ];
     for (predicate, want) in cases {
         let sql = format!("SELECT id FROM users WHERE id > 100000 AND {predicate} ORDER BY id");
