@@ -273,8 +273,8 @@ fn ref_range(ctx: &Ctx<'_>, qualifier: &[Ident], column: &Ident) -> Result<(usiz
 }
 
 /// Byte range of an operand that may be repeated: a literal or `$n` parameter, bare or
-/// with a `::type` cast (how ORMs type parameters), or a column that no rule maps (a join
-/// condition's other side).
+/// cast (`::type` or `CAST(… AS type)`, how ORMs type parameters), or a column that no
+/// rule maps (a join condition's other side).
 fn operand_range(ctx: &Ctx<'_>, expr: &Expr) -> Option<(usize, usize)> {
     if let Some((q, c)) = column(expr) {
         let unmapped = matches!(
@@ -298,6 +298,22 @@ fn operand_range(ctx: &Ctx<'_>, expr: &Expr) -> Option<(usize, usize)> {
             let colons = ctx.src.toks.iter().position(|t| t.start == inner_end)?;
             ctx.src.is(colons, &Token::DoubleColon).then_some(())?;
             Some((start, type_end(ctx, colons + 1, data_type)?))
+        }
+        // CAST(value AS type)
+        Expr::Cast {
+            kind: CastKind::Cast,
+            expr: inner,
+            format: None,
+            ..
+        } => {
+            let (inner_start, _) = operand_range(ctx, inner)?;
+            let first = ctx.src.toks.iter().position(|t| t.start == inner_start)?;
+            let open = first.checked_sub(1)?;
+            let cast = open.checked_sub(1)?;
+            (ctx.src.is_kw(cast, Keyword::CAST) && ctx.src.is(open, &Token::LParen))
+                .then_some(())?;
+            let close = ctx.src.matching_close(open)?;
+            Some((ctx.src.toks[cast].start, ctx.src.toks[close].end))
         }
         _ => None,
     }
