@@ -124,7 +124,13 @@ fn compared<'e>(
     operand: &'e Expr,
     column_last: bool,
 ) -> Option<Shape<'e>> {
-    let (q, c) = column(column_side)?;
+    // `col::text = $1` reads as a predicate on `col` whose text runs to the operand;
+    // with the column last, the cast would be cut off.
+    let (q, c) = if column_last {
+        column(column_side)?
+    } else {
+        column_or_cast(column_side)?
+    };
     let (ref_start, ref_end) = ref_range(ctx, q, c).ok()?;
     let (op_start, op_end) = operand_range(ctx, operand)?;
     let (start, end) = if column_last {
@@ -189,7 +195,7 @@ fn shape<'e>(ctx: &Ctx<'_>, expr: &'e Expr) -> Option<Shape<'e>> {
             any: false,
             ..
         } => {
-            let (q, c) = column(inner)?;
+            let (q, c) = column_or_cast(inner)?;
             with_ref(ctx, q, c, value_end(ctx, pattern)?)
         }
         Expr::Between {
@@ -261,6 +267,21 @@ fn column(expr: &Expr) -> Option<(&[Ident], &Ident)> {
             Some((qualifier, column))
         }
         _ => None,
+    }
+}
+
+/// A column reference, bare or cast with `::type` (Django writes
+/// `"users"."name"::text LIKE 'ab%'` for `startswith`): the cast stays part of the
+/// text after the reference.
+fn column_or_cast(expr: &Expr) -> Option<(&[Ident], &Ident)> {
+    match expr {
+        Expr::Cast {
+            kind: CastKind::DoubleColon,
+            expr: inner,
+            format: None,
+            ..
+        } => column(inner),
+        _ => column(expr),
     }
 }
 

@@ -42,6 +42,7 @@ async fn point_lookups_by_a_mapped_column_use_an_index_in_every_phase() {
             "SELECT id FROM users WHERE name = ANY('{user-3,user-4}'::text[])",
             "SELECT id FROM users WHERE name = ANY(ARRAY['user-3', 'user-4'])",
             "SELECT id FROM users WHERE name = CAST('user-7' AS text)",
+            "SELECT id FROM users WHERE \"users\".\"name\"::text = 'user-7'",
         ] {
             let plan = plan(&client, sql).await;
             assert!(
@@ -92,6 +93,11 @@ async fn migrate_predicates_read_exact_values() {
         ("name <> ALL(ARRAY['x'])", vec!["100004"]),
         ("(full_name = SOME('{x}')) IS NULL", vec!["100001"]),
         ("CAST('x' AS text) = name", vec!["100002", "100003"]),
+        (
+            "\"users\".\"name\"::text LIKE 'x%'",
+            vec!["100002", "100003"],
+        ),
+        ("NOT (full_name::text ILIKE 'Y')", vec!["100002", "100003"]),
     ];
     for (predicate, want) in cases {
         let sql = format!("SELECT id FROM users WHERE id > 100000 AND {predicate} ORDER BY id");
