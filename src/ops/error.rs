@@ -96,6 +96,19 @@ pub enum OpsError {
         /// How long pgshim waited.
         secs: u64,
     },
+    /// Transactions that began before every instance stopped writing the old
+    /// columns are still open: they may write them yet.
+    #[error("not dropping the old columns of rule {rule}: after {secs} s these transactions in database {database}, open since before every pgshim stopped writing the old columns, have not ended: {open}; nothing was dropped. They may still write the old columns through a pgshim; end them (or wait) and rerun; --force drops without waiting, failing their next write of the table. Until then the instances wrote the new columns only: before stepping back to migrate or expand, run `pgshim verify {rule} --repair`")]
+    OldTransactions {
+        /// The rule's id.
+        rule: String,
+        /// The database.
+        database: String,
+        /// `pid N (application, state, age)`, comma-separated.
+        open: String,
+        /// How long pgshim waited.
+        secs: u64,
+    },
     /// The operation's arguments make no sense.
     #[error("{0}")]
     Usage(String),

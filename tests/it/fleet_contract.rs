@@ -125,9 +125,50 @@ async fn contract_waits_for_every_instance_and_a_verify_after_migrate() {
         },
     )
     .await;
-    let done = run(&contract, &apply).await;
+    // A transaction open through an instance when the fleet confirms keeps
+    // the rules it began with until it ends, so it still writes the old
+    // column: the drop waits for it.
+    let open_tx = fleet[0].connect(&db.name).await;
+    open_tx.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let apply_run = {
+        let (contract, apply) = (contract.clone(), apply.map(str::to_owned));
+        tokio::spawn(async move {
+            let apply: Vec<&str> = apply.iter().map(String::as_str).collect();
+            run(&contract, &apply).await
+        })
+    };
+    eventually(
+        20,
+        "every instance stopped writing the old column",
+        || async {
+            let rows = reg
+            .query(
+                "SELECT phases ? $1 AND NOT coalesce(phases -> $1 -> 'writes_old_in' ? $2, false) \
+                 FROM pgshim.instance",
+                &[&rule, &db.name],
+            )
+            .await
+            .unwrap();
+            rows.len() == 3 && rows.iter().all(|r| r.get::<_, bool>(0))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        has_old_column(&db).await,
+        "the drop waits for the open transaction"
+    );
+    open_tx
+        .batch_execute("INSERT INTO t (id, a) VALUES (999, 'in tx'); COMMIT")
+        .await
+        .expect("a transaction open across the retirement writes as it began");
+    let done = apply_run.await.unwrap();
     assert!(done.status.success(), "{done:?}");
     assert!(!has_old_column(&db).await, "the old column is dropped");
+    assert_eq!(
+        db.physical("SELECT b FROM t WHERE id = 999").await,
+        ["in tx"]
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
@@ -188,6 +229,9 @@ async fn force_drops_without_a_fleet_and_warns() {
         refused.stderr
     );
     assert!(has_old_column(&db).await);
+    // A transaction that stays open is waited for (30 s), then named.
+    let open_tx = db.direct().await;
+    open_tx.batch_execute("BEGIN; SELECT 1").await.unwrap();
     let forced = run(
         &contract,
         &["plan", &rule, "--phase", "contract", "--apply", "--force"],
@@ -195,9 +239,14 @@ async fn force_drops_without_a_fleet_and_warns() {
     .await;
     assert!(forced.status.success(), "{forced:?}");
     assert!(
-        forced.stderr.contains("warning: --force"),
+        forced.stderr.contains("warning: --force")
+            && forced
+                .stderr
+                .contains("transactions older than that are still open")
+            && forced.stderr.contains("idle in transaction"),
         "{}",
         forced.stderr
     );
     assert!(!has_old_column(&db).await);
+    open_tx.batch_execute("COMMIT").await.unwrap();
 }
