@@ -30,9 +30,16 @@ fn unicode_identifiers_mention(sql: &[u8], rules: &RuleSet) -> bool {
     if rules.needles.is_empty() {
         return false;
     }
+    // `&` is rare in SQL, `u` is not: look for the `&` of each `U&"`.
     let mut from = 0;
-    while let Some(at) = find_ignore_ascii_case(&sql[from..], b"u&\"") {
-        let open = from + at + 2;
+    while let Some(at) = memchr::memchr(b'&', &sql[from..]) {
+        let amp = from + at;
+        from = amp + 1;
+        let prefixed = amp > 0 && sql[amp - 1].eq_ignore_ascii_case(&b'u');
+        if !prefixed || sql.get(amp + 1) != Some(&b'"') {
+            continue;
+        }
+        let open = amp + 1;
         let Some(decoded) = decode_unicode_identifier(sql, open) else {
             return true;
         };
