@@ -655,11 +655,15 @@ impl Core {
             }
         };
         if !body.name.is_empty() {
-            let sent = new_sql.as_deref().unwrap_or(body.sql);
+            let sql = Bytes::copy_from_slice(body.sql);
+            // Sent as written: one copy serves both.
+            let sent = new_sql
+                .as_deref()
+                .map_or_else(|| sql.clone(), Bytes::copy_from_slice);
             let prepared = Prepared {
-                sql: Bytes::copy_from_slice(body.sql),
+                sql,
                 param_types: Bytes::copy_from_slice(body.param_types),
-                sent: Bytes::copy_from_slice(sent),
+                sent,
                 described: None,
                 shape_wanted: new_sql.is_some() || !usage.is_empty(),
                 result_changed: false,
