@@ -583,5 +583,19 @@ pub fn first_mentioned_rule(sql: &str, rules: &RuleSet) -> String {
         })
         .min_by_key(|(at, _)| *at)
         .map(|(_, r)| r.id.clone())
+        .or_else(|| {
+            // Named only through a Unicode-escaped identifier.
+            let names: Vec<String> = prefilter::unicode_identifiers(bytes).flatten().collect();
+            rules
+                .rules()
+                .iter()
+                .find(|r| {
+                    let table = r.table.to_ascii_lowercase();
+                    names.iter().any(|n| {
+                        prefilter::find_ignore_ascii_case(n.as_bytes(), table.as_bytes()).is_some()
+                    })
+                })
+                .map(|r| r.id.clone())
+        })
         .unwrap_or_else(|| "unknown".into())
 }

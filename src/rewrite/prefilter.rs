@@ -25,35 +25,41 @@ pub fn mentions_mapped_table(sql: &[u8], rules: &RuleSet) -> bool {
 /// table: its bytes need not contain the name. Such an identifier names one when its
 /// decoded text contains a table name, or when pgshim cannot decode it (`UESCAPE`, a
 /// bad escape): the statement is then parsed, and refused, as sqlparser reads no
-/// `U&` identifiers. Texts without `U&"` cost one `memchr` scan.
+/// `U&` identifiers. Texts without `&` cost one `memchr` scan.
 fn unicode_identifiers_mention(sql: &[u8], rules: &RuleSet) -> bool {
-    if rules.needles.is_empty() {
-        return false;
-    }
+    !rules.needles.is_empty()
+        && unicode_identifiers(sql).any(|decoded| match decoded {
+            Some(text) => rules
+                .needles
+                .iter()
+                .any(|needle| contains_ignore_ascii_case(text.as_bytes(), needle)),
+            None => true,
+        })
+}
+
+/// The decoded text of each `U&"…"` identifier in `sql` (`None` for one pgshim
+/// cannot decode).
+pub(crate) fn unicode_identifiers(sql: &[u8]) -> impl Iterator<Item = Option<String>> + '_ {
     // `&` is rare in SQL, `u` is not: look for the `&` of each `U&"`.
     let mut from = 0;
-    while let Some(at) = memchr::memchr(b'&', &sql[from..]) {
-        let amp = from + at;
+    std::iter::from_fn(move || loop {
+        let amp = from + memchr::memchr(b'&', sql.get(from..)?)?;
         from = amp + 1;
         let prefixed = amp > 0 && sql[amp - 1].eq_ignore_ascii_case(&b'u');
         if !prefixed || sql.get(amp + 1) != Some(&b'"') {
             continue;
         }
-        let open = amp + 1;
-        let Some(decoded) = decode_unicode_identifier(sql, open) else {
-            return true;
-        };
-        let (text, end) = decoded;
-        if rules
-            .needles
-            .iter()
-            .any(|needle| contains_ignore_ascii_case(text.as_bytes(), needle))
-        {
-            return true;
-        }
-        from = end;
-    }
-    false
+        return Some(match decode_unicode_identifier(sql, amp + 1) {
+            Some((text, end)) => {
+                from = end;
+                Some(text)
+            }
+            None => {
+                from = sql.len();
+                None
+            }
+        });
+    })
 }
 
 /// The text of the `U&` identifier whose opening quote is at `open`, decoded with the
