@@ -32,6 +32,9 @@ const MARGIN: Duration = Duration::from_secs(10);
 /// Longest wait for the transactions open when the fleet confirmed to end.
 const OLD_TRANSACTIONS: Duration = Duration::from_secs(30);
 
+/// How long pgshim waits for them before saying so.
+const TELL_AFTER: Duration = Duration::from_secs(2);
+
 /// Client backends of this database (other than this one) whose transaction
 /// began before `$1`.
 const OLDER_TRANSACTIONS_SQL: &str = "SELECT pid, coalesce(application_name, ''), \
@@ -134,6 +137,7 @@ impl Handshake<'_> {
             .map_err(OpsError::db(what))?
             .get(0);
         let started = Instant::now();
+        let mut told = false;
         loop {
             let rows = client
                 .query(OLDER_TRANSACTIONS_SQL, &[&now])
@@ -142,16 +146,27 @@ impl Handshake<'_> {
             if rows.is_empty() {
                 return Ok(());
             }
-            if started.elapsed() >= OLD_TRANSACTIONS || stop.is_cancelled() {
-                let open = rows
-                    .iter()
+            let open = || {
+                rows.iter()
                     .map(|r| {
                         let (pid, app, state, age): (i32, String, String, i64) =
                             (r.get(0), r.get(1), r.get(2), r.get(3));
                         format!("pid {pid} (application '{app}', {state}, open {age} s)")
                     })
                     .collect::<Vec<_>>()
-                    .join(", ");
+                    .join(", ")
+            };
+            if !told && started.elapsed() >= TELL_AFTER {
+                told = true;
+                (self.warn)(format!(
+                    "waiting up to {} s for transactions open since before every pgshim stopped writing the old columns of rule {}: {}",
+                    OLD_TRANSACTIONS.as_secs(),
+                    self.target.rule.id,
+                    open()
+                ));
+            }
+            if started.elapsed() >= OLD_TRANSACTIONS || stop.is_cancelled() {
+                let open = open();
                 return Err(OpsError::OldTransactions {
                     rule: self.target.rule.id.clone(),
                     database: self.target.database.clone(),

@@ -242,6 +242,9 @@ async fn force_drops_without_a_fleet_and_warns() {
         forced.stderr.contains("warning: --force")
             && forced
                 .stderr
+                .contains("waiting up to 30 s for transactions open since before")
+            && forced
+                .stderr
                 .contains("transactions older than that are still open")
             && forced.stderr.contains("idle in transaction"),
         "{}",
