@@ -53,3 +53,5 @@ fn schema_change_statements() {
     ));
     assert!(!schema_changes_only(""));
 }
+#[cfg(test)]
+mod probe_tmp;
