@@ -104,8 +104,9 @@ pub async fn flip(proxy: &Reloadable, rules: &str) {
 
 /// Waits until every instance in `ids` reports `rule` in `phase`.
 pub async fn converged(client: &Client, ids: &[&str], rule: &str, phase_wanted: &str) {
+    // Generous: on a loaded 2-core machine one instance once took over 20 s.
     super::eventually(
-        20,
+        45,
         &format!("{ids:?} report {rule} in {phase_wanted}"),
         || async {
             for id in ids {
