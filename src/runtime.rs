@@ -1,5 +1,6 @@
 //! What every session, the admin API, reload and the fleet heartbeat share:
-//! TLS, the settings and rules in force (swapped together), shutdown.
+//! TLS, the settings and rules in force (swapped together), shutdown, the
+//! board of open sessions.
 use std::sync::Arc;
 
 use tokio_rustls::TlsAcceptor;
@@ -8,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::active::LiveRules;
 use crate::config::Config;
 use crate::error::Error;
+use crate::session::SessionBoard;
 use crate::settings::Settings;
 
 /// Shared by every session.
@@ -19,6 +21,8 @@ pub struct Context {
     pub rules: Arc<LiveRules>,
     /// Cancelled when pgshim starts shutting down.
     pub shutdown: CancellationToken,
+    /// The open sessions (see [`SessionBoard`]).
+    pub sessions: SessionBoard,
 }
 
 // === impl Context ===
@@ -42,6 +46,7 @@ impl Context {
             acceptor,
             rules,
             shutdown,
+            sessions: SessionBoard::default(),
         })
     }
 

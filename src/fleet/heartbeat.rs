@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::{self, Beat, Phases};
 use super::{next_phases, registry_databases, retire, unix_ms, Identity, Shared};
+use crate::rewrite::Phase;
 use crate::runtime::Context;
 use crate::settings::Settings;
 
@@ -136,7 +137,20 @@ impl Beater {
             .map(|r| (r.id.clone(), r.phase))
             .collect();
         self.phases = next_phases(&self.phases, &in_force, unix_ms(SystemTime::now()));
-        for (rule, databases) in retire::writes_old_in(&rules) {
+        // Only the contract step asks; the scan visits every session.
+        let in_contract = in_force.iter().any(|(_, phase)| *phase == Phase::Contract);
+        let lagging = if in_contract {
+            self.ctx.sessions.lagging(rules.number)
+        } else {
+            Default::default()
+        };
+        let by_catalog = retire::writes_old_in(&rules, &Default::default());
+        for (rule, databases) in retire::writes_old_in(&rules, &lagging) {
+            for database in &databases {
+                if !by_catalog.get(&rule).is_some_and(|d| d.contains(database)) {
+                    tracing::info!(rule = %rule, database = %database, "sessions inside a transaction or pipeline begun under older rules may still write the old columns: reporting them as written until those sessions are idle");
+                }
+            }
             if let Some(phase) = self.phases.get_mut(&rule) {
                 phase.writes_old_in = databases;
             }

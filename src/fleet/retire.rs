@@ -175,9 +175,14 @@ pub fn waiting_for(
 
 /// Per rule in contract, the databases where `version` writes its old
 /// columns: those whose catalog it holds with the columns there and not
-/// retiring. A database whose catalog is not held has no session to write
-/// there; a session that comes reads the catalog, and the retiring row, afresh.
-pub fn writes_old_in(version: &RulesVersion) -> BTreeMap<String, Vec<String>> {
+/// retiring, and those in `lagging`, where a session busy with older rules
+/// may still write them (see `crate::session::SessionBoard`). A database whose
+/// catalog is not held has no session to write there; a session that comes
+/// reads the catalog, and the retiring row, afresh.
+pub fn writes_old_in(
+    version: &RulesVersion,
+    lagging: &BTreeSet<String>,
+) -> BTreeMap<String, Vec<String>> {
     let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (database, held) in version.catalogs() {
         let Ok(catalog) = &held.state else {
@@ -187,7 +192,9 @@ pub fn writes_old_in(version: &RulesVersion) -> BTreeMap<String, Vec<String>> {
             let Some(table) = catalog.table(&rule.schema, &rule.table) else {
                 continue;
             };
-            if rule.phase == Phase::Contract && rule.old.iter().any(|o| table.column(o).is_some()) {
+            let writes_old =
+                lagging.contains(&database) || rule.old.iter().any(|o| table.column(o).is_some());
+            if rule.phase == Phase::Contract && writes_old {
                 found
                     .entry(rule.id.clone())
                     .or_default()

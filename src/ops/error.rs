@@ -85,7 +85,7 @@ pub enum OpsError {
         attempts: u32,
     },
     /// Instances did not confirm they stopped writing the old columns.
-    #[error("not dropping the old columns of rule {rule}: after {secs} s these pgshim instances still do not confirm that they stopped writing them: {waiting}; nothing was dropped. Check their logs (each reads pgshim.retiring in database {database} with its own login, which needs SELECT on it) and rerun; --force drops without waiting. Until then those that did stop wrote the new columns only: before stepping back to migrate or expand, run `pgshim verify {rule} --repair`")]
+    #[error("not dropping the old columns of rule {rule}: after {secs} s these pgshim instances still do not confirm that they stopped writing them: {waiting}; nothing was dropped. An instance confirms once none of its sessions in database {database} is inside a transaction or pipeline begun before the mark (it logs those it waits for); otherwise check its logs (each reads pgshim.retiring with its own login, which needs SELECT on it) and rerun; --force drops without waiting. Until then those that did stop wrote the new columns only: before stepping back to migrate or expand, run `pgshim verify {rule} --repair`")]
     NotRetired {
         /// The rule's id.
         rule: String,
@@ -93,19 +93,6 @@ pub enum OpsError {
         database: String,
         /// `id (why)`, comma-separated.
         waiting: String,
-        /// How long pgshim waited.
-        secs: u64,
-    },
-    /// Transactions that began before every instance stopped writing the old
-    /// columns are still open: they may write them yet.
-    #[error("not dropping the old columns of rule {rule}: after {secs} s these transactions in database {database}, open since before every pgshim stopped writing the old columns, have not ended: {open}; nothing was dropped. They may still write the old columns through a pgshim; end them (or wait) and rerun; --force drops without waiting, failing their next write of the table. Until then the instances wrote the new columns only: before stepping back to migrate or expand, run `pgshim verify {rule} --repair`")]
-    OldTransactions {
-        /// The rule's id.
-        rule: String,
-        /// The database.
-        database: String,
-        /// `pid N (application, state, age)`, comma-separated.
-        open: String,
         /// How long pgshim waited.
         secs: u64,
     },

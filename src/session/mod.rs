@@ -1,5 +1,6 @@
 //! One task per client: startup negotiation, connecting upstream, the
 //! forwarding loop, and the one log line per connection.
+mod board;
 pub mod cancel;
 mod core;
 pub mod error;
@@ -22,6 +23,7 @@ use crate::protocol::startup::StartupParams;
 use crate::protocol::{Framer, TERMINATE_TAG};
 use crate::runtime::Context;
 use crate::settings::Settings;
+pub use board::SessionBoard;
 pub use error::SessionError;
 use relay::{End, Link, Pump, ToClientSide, ToServerSide};
 use startup::Negotiated;
@@ -95,7 +97,8 @@ impl Session<'_> {
     async fn proxy(self, mut client: Stream, packet: &[u8], leftover: BytesMut) {
         let (peer, user, database) = (self.peer, &self.params.user, &self.params.database);
         tracing::info!(client = %peer, user = %user, database = %database, tls = client.is_tls(), "connection opened");
-        let link = Link::new(packet.len());
+        let link = Arc::new(Link::new(packet.len()));
+        let _on_board = self.ctx.sessions.register(database, &link);
         let outcome = match self.settings.upstream.connect().await {
             Ok(server) => self.relay(client, server, packet, leftover, &link).await,
             Err(error) => {

@@ -125,9 +125,9 @@ async fn contract_waits_for_every_instance_and_a_verify_after_migrate() {
         },
     )
     .await;
-    // A transaction open through an instance when the fleet confirms keeps
-    // the rules it began with until it ends, so it still writes the old
-    // column: the drop waits for it.
+    // A session inside a transaction keeps the rules it began with until the
+    // transaction ends, so it may still write the old column: its instance
+    // does not confirm, and the drop waits, until it is over.
     let open_tx = fleet[0].connect(&db.name).await;
     open_tx.batch_execute("BEGIN; SELECT 1").await.unwrap();
     let apply_run = {
@@ -137,23 +137,30 @@ async fn contract_waits_for_every_instance_and_a_verify_after_migrate() {
             run(&contract, &apply).await
         })
     };
-    eventually(
-        20,
-        "every instance stopped writing the old column",
-        || async {
-            let rows = reg
-            .query(
-                "SELECT phases ? $1 AND NOT coalesce(phases -> $1 -> 'writes_old_in' ? $2, false) \
-                 FROM pgshim.instance",
-                &[&rule, &db.name],
+    let writes_old = |id: &str| {
+        let (reg, rule, db, id) = (&reg, &rule, &db.name, id.to_owned());
+        async move {
+            reg.query_one(
+                "SELECT coalesce(phases -> $1 -> 'writes_old_in' ? $2, false) \
+                 FROM pgshim.instance WHERE instance_id = $3",
+                &[rule, db, &id],
             )
             .await
-            .unwrap();
-            rows.len() == 3 && rows.iter().all(|r| r.get::<_, bool>(0))
-        },
+            .unwrap()
+            .get::<_, bool>(0)
+        }
+    };
+    eventually(
+        20,
+        "the other instances stopped writing the old column",
+        || async { !writes_old(&ids[1]).await && !writes_old(&ids[2]).await },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        writes_old(&ids[0]).await,
+        "the instance with the open transaction still reports the old column written"
+    );
     assert!(
         has_old_column(&db).await,
         "the drop waits for the open transaction"
@@ -229,7 +236,8 @@ async fn force_drops_without_a_fleet_and_warns() {
         refused.stderr
     );
     assert!(has_old_column(&db).await);
-    // A transaction that stays open is waited for (30 s), then named.
+    // A transaction of a client that does not go through pgshim is not
+    // waited for: it does not write through pgshim's rules.
     let open_tx = db.direct().await;
     open_tx.batch_execute("BEGIN; SELECT 1").await.unwrap();
     let forced = run(
@@ -239,14 +247,7 @@ async fn force_drops_without_a_fleet_and_warns() {
     .await;
     assert!(forced.status.success(), "{forced:?}");
     assert!(
-        forced.stderr.contains("warning: --force")
-            && forced
-                .stderr
-                .contains("waiting up to 30 s for transactions open since before")
-            && forced
-                .stderr
-                .contains("transactions older than that are still open")
-            && forced.stderr.contains("idle in transaction"),
+        forced.stderr.contains("warning: --force"),
         "{}",
         forced.stderr
     );
