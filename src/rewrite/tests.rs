@@ -53,5 +53,3 @@ fn schema_change_statements() {
     ));
     assert!(!schema_changes_only(""));
 }
-#[cfg(test)]
-mod probe_tmp;
