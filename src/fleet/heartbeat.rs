@@ -5,7 +5,7 @@
 //! `[upstream]` login), and when Postgres is unreachable it logs each distinct
 //! failure once and tries again at the next beat. On a clean shutdown the
 //! server stops it after the sessions have finished, and it deletes its rows.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -42,6 +42,9 @@ struct Beater {
     /// The last failure logged per database, so each is logged once.
     failures: BTreeMap<String, String>,
     no_login_logged: bool,
+    /// Rule and database pairs reported written only for sessions on older
+    /// rules, as last logged (logged when they start being so).
+    lagging_logged: BTreeSet<(String, String)>,
 }
 
 /// An open registry connection.
@@ -67,6 +70,7 @@ impl Heartbeat {
             phases: Phases::new(),
             failures: BTreeMap::new(),
             no_login_logged: false,
+            lagging_logged: BTreeSet::new(),
         };
         let task = tokio::spawn(beater.run(stop.clone()));
         Heartbeat {
@@ -145,16 +149,22 @@ impl Beater {
             Default::default()
         };
         let by_catalog = retire::writes_old_in(&rules, &Default::default());
+        let mut lagging_now = BTreeSet::new();
         for (rule, databases) in retire::writes_old_in(&rules, &lagging) {
             for database in &databases {
                 if !by_catalog.get(&rule).is_some_and(|d| d.contains(database)) {
-                    tracing::info!(rule = %rule, database = %database, "sessions inside a transaction or pipeline begun under older rules may still write the old columns: reporting them as written until those sessions are idle");
+                    let pair = (rule.clone(), database.clone());
+                    if !self.lagging_logged.contains(&pair) {
+                        tracing::info!(rule = %rule, database = %database, "sessions inside a transaction or pipeline begun under older rules may still write the old columns: reporting them as written until those sessions are idle");
+                    }
+                    lagging_now.insert(pair);
                 }
             }
             if let Some(phase) = self.phases.get_mut(&rule) {
                 phase.writes_old_in = databases;
             }
         }
+        self.lagging_logged = lagging_now;
         let fleet = &settings.config.fleet;
         let wanted = registry_databases(&rules.rules, &fleet.database);
         let left: Vec<String> = self
